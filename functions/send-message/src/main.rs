@@ -1,0 +1,12 @@
+//! `POST /api/chat/send`: the user's message in, the model's reply out.
+
+use chat_shared::{config::RunPodConfig, http, runpod::RunPodClient, telemetry, App};
+
+// A Lambda instance serves one request at a time: one thread is enough.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_http::Error> {
+    telemetry::init();
+    let app = App::from_env().await?;
+    let model = RunPodClient::new(RunPodConfig::from_env()?)?;
+    http::run(|req| http::send_message(&app, &model, req)).await
+}

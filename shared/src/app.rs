@@ -1,0 +1,45 @@
+//! What a function builds once per cold start and reuses for every request.
+
+use aws_config::BehaviorVersion;
+
+use crate::{
+    auth::Authenticator,
+    chat::HistoryLimits,
+    config::{Config, ConfigError},
+    store::{CursorCodec, DynamoStore},
+};
+
+pub struct App {
+    pub config: Config,
+    pub auth: Authenticator,
+    pub store: DynamoStore,
+}
+
+impl App {
+    /// Reads the configuration and builds the DynamoDB client. The endpoint,
+    /// region and credentials come from the standard AWS configuration
+    /// (`AWS_ENDPOINT_URL_DYNAMODB` points it at DynamoDB Local).
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let config = Config::from_env()?;
+        let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+        Ok(Self::new(config, aws_sdk_dynamodb::Client::new(&aws)))
+    }
+
+    pub fn new(config: Config, dynamodb: aws_sdk_dynamodb::Client) -> Self {
+        // Cursors are signed with a key derived from the JWT secret: one
+        // secret to manage, and a cursor is worthless without a valid token anyway.
+        let cursors = CursorCodec::new(config.jwt_secret.expose().as_bytes());
+        Self {
+            auth: Authenticator::new(&config),
+            store: DynamoStore::new(dynamodb, config.table_name.clone(), cursors),
+            config,
+        }
+    }
+
+    pub fn history_limits(&self) -> HistoryLimits {
+        HistoryLimits {
+            max_messages: self.config.history_max_messages,
+            max_chars: self.config.history_max_chars,
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Bearer JWT (HS256 with `JWT_SECRET`) to [`UserId`].
+
+use http::HeaderMap;
+use jsonwebtoken::{decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::{config::Config, domain::UserId};
+
+/// Checks tokens. Built once per cold start.
+pub struct Authenticator {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no Authorization header")]
+    Missing,
+    #[error("the Authorization header is not a Bearer token")]
+    NotBearer,
+    #[error("the token is expired")]
+    Expired,
+    #[error("the token is invalid")]
+    Invalid(#[source] jsonwebtoken::errors::Error),
+    #[error("the token's sub is not a valid user id")]
+    BadSubject,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
+}
+
+impl Authenticator {
+    pub fn new(config: &Config) -> Self {
+        // Pinned to HS256: a token naming any other algorithm, `none`
+        // included, fails before its signature is looked at.
+        let mut validation = Validation::new(Algorithm::HS256);
+        // jsonwebtoken checks `iss`/`aud` only when present, so a configured
+        // issuer or audience must also be a required claim.
+        let mut required = vec!["exp", "sub"];
+        required.extend(config.jwt_issuer.as_ref().map(|_| "iss"));
+        required.extend(config.jwt_audience.as_ref().map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
+        validation.leeway = 30;
+        match &config.jwt_issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
+        }
+        match &config.jwt_audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Self {
+            key: DecodingKey::from_secret(config.jwt_secret.expose().as_bytes()),
+            validation,
+        }
+    }
+
+    /// The caller named by the request's `Authorization: Bearer` token.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<UserId, AuthError> {
+        let value = headers
+            .get(http::header::AUTHORIZATION)
+            .ok_or(AuthError::Missing)?
+            .to_str()
+            .map_err(|_| AuthError::NotBearer)?;
+        let (scheme, token) = value.trim().split_once(' ').ok_or(AuthError::NotBearer)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(AuthError::NotBearer);
+        }
+        let data = decode::<Claims>(token.trim(), &self.key, &self.validation).map_err(|e| {
+            match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid(e),
+            }
+        })?;
+        UserId::parse(&data.claims.sub).map_err(|_| AuthError::BadSubject)
+    }
+}
+
+/// Mints an HS256 token: for the dev `mint-token` tool, the sample events and tests.
+pub fn issue_token(
+    secret: &str,
+    sub: &str,
+    ttl_secs: u64,
+    iss: Option<&str>,
+    aud: Option<&str>,
+) -> String {
+    let claims = Claims {
+        sub: sub.to_owned(),
+        exp: jsonwebtoken::get_current_timestamp() + ttl_secs,
+        iss: iss.map(str::to_owned),
+        aud: aud.map(str::to_owned),
+    };
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 signing with an in-memory key cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+    use serde_json::json;
+
+    const SECRET: &str = "test-secret-test-secret-test-secret";
+
+    fn config(iss: Option<&str>, aud: Option<&str>) -> Config {
+        Config::from_lookup(|k| match k {
+            "TABLE_NAME" => Some("t".into()),
+            "JWT_SECRET" => Some(SECRET.into()),
+            "JWT_ISSUER" => iss.map(str::to_owned),
+            "JWT_AUDIENCE" => aud.map(str::to_owned),
+            _ => None,
+        })
+        .unwrap()
+    }
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+        h
+    }
+
+    fn check(auth: &Authenticator, token: &str) -> Result<UserId, AuthError> {
+        auth.authenticate(&headers(&format!("Bearer {token}")))
+    }
+
+    fn sign_raw(header: serde_json::Value, claims: serde_json::Value, secret: &str) -> String {
+        let h = URL_SAFE_NO_PAD.encode(header.to_string());
+        let c = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let msg = format!("{h}.{c}");
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(msg.as_bytes());
+        format!("{msg}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
+
+    fn future() -> u64 {
+        jsonwebtoken::get_current_timestamp() + 600
+    }
+
+    #[test]
+    fn valid_token_gives_the_subject() {
+        let auth = Authenticator::new(&config(None, None));
+        let user = check(&auth, &issue_token(SECRET, "alice", 600, None, None)).unwrap();
+        assert_eq!(user.as_str(), "alice");
+    }
+
+    #[test]
+    fn expired_token_is_rejected() {
+        let auth = Authenticator::new(&config(None, None));
+        let token = sign_raw(
+            json!({"alg": "HS256", "typ": "JWT"}),
+            json!({"sub": "alice", "exp": jsonwebtoken::get_current_timestamp() - 3600}),
+            SECRET,
+        );
+        assert!(matches!(check(&auth, &token), Err(AuthError::Expired)));
+    }
+
+    #[test]
+    fn wrong_secret_is_rejected() {
+        let auth = Authenticator::new(&config(None, None));
+        let token = issue_token("another-secret-another-secret-xx", "alice", 600, None, None);
+        assert!(matches!(check(&auth, &token), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn alg_none_is_rejected() {
+        let auth = Authenticator::new(&config(None, None));
+        let h = URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT"}).to_string());
+        let c = URL_SAFE_NO_PAD.encode(json!({"sub": "alice", "exp": future()}).to_string());
+        for token in [format!("{h}.{c}."), format!("{h}.{c}")] {
+            assert!(matches!(check(&auth, &token), Err(AuthError::Invalid(_))));
+        }
+    }
+
+    #[test]
+    fn other_algorithms_are_rejected_even_when_signed_with_the_secret() {
+        let auth = Authenticator::new(&config(None, None));
+        let token = encode(
+            &Header::new(Algorithm::HS512),
+            &json!({"sub": "alice", "exp": future()}),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        assert!(matches!(check(&auth, &token), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn missing_sub_or_exp_is_rejected() {
+        let auth = Authenticator::new(&config(None, None));
+        let no_sub = sign_raw(json!({"alg": "HS256"}), json!({"exp": future()}), SECRET);
+        assert!(check(&auth, &no_sub).is_err());
+        let no_exp = sign_raw(json!({"alg": "HS256"}), json!({"sub": "alice"}), SECRET);
+        assert!(check(&auth, &no_exp).is_err());
+        let empty_sub = sign_raw(json!({"alg": "HS256"}), json!({"sub": "", "exp": future()}), SECRET);
+        assert!(matches!(check(&auth, &empty_sub), Err(AuthError::BadSubject)));
+    }
+
+    #[test]
+    fn header_must_be_a_bearer_token() {
+        let auth = Authenticator::new(&config(None, None));
+        assert!(matches!(auth.authenticate(&HeaderMap::new()), Err(AuthError::Missing)));
+        assert!(matches!(auth.authenticate(&headers("Basic abc")), Err(AuthError::NotBearer)));
+        assert!(matches!(auth.authenticate(&headers("Bearer")), Err(AuthError::NotBearer)));
+        assert!(matches!(
+            auth.authenticate(&headers("Bearer not.a.jwt")),
+            Err(AuthError::Invalid(_))
+        ));
+        let token = issue_token(SECRET, "alice", 600, None, None);
+        assert!(auth.authenticate(&headers(&format!("bearer {token}"))).is_ok());
+    }
+
+    #[test]
+    fn issuer_and_audience_are_checked_when_configured() {
+        let auth = Authenticator::new(&config(Some("https://issuer"), Some("chat")));
+        let good = issue_token(SECRET, "alice", 600, Some("https://issuer"), Some("chat"));
+        assert!(check(&auth, &good).is_ok());
+        let wrong_iss = issue_token(SECRET, "alice", 600, Some("https://evil"), Some("chat"));
+        assert!(check(&auth, &wrong_iss).is_err());
+        let wrong_aud = issue_token(SECRET, "alice", 600, Some("https://issuer"), Some("other"));
+        assert!(check(&auth, &wrong_aud).is_err());
+        let none = issue_token(SECRET, "alice", 600, None, None);
+        assert!(check(&auth, &none).is_err());
+    }
+}

@@ -1,0 +1,233 @@
+//! Configuration, read once per cold start from the environment.
+//!
+//! Secrets are held in [`Secret`], whose `Debug` prints nothing, so a config
+//! can be logged without leaking them.
+
+use std::{env, fmt, time::Duration};
+
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// What every function needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub table_name: String,
+    pub jwt_secret: Secret,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub max_message_chars: usize,
+    pub history_max_messages: u32,
+    pub history_max_chars: usize,
+    /// Taken off the Lambda invocation's deadline to leave time for the
+    /// cancel call and the final writes.
+    pub deadline_margin: Duration,
+    /// Time allowed for the model when the invocation carries no deadline
+    /// (tests, local tools).
+    pub default_request_budget: Duration,
+}
+
+/// How the conversation is sent to the worker (`RUNPOD_INPUT_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    /// `{"messages": [...], "sampling_params": {...}}`: the official vLLM worker.
+    Messages,
+    /// `{"prompt": "..."}`: the conversation rendered as text.
+    Prompt,
+}
+
+/// What the send function needs to reach RunPod.
+#[derive(Debug, Clone)]
+pub struct RunPodConfig {
+    pub base_url: String,
+    pub endpoint_id: String,
+    pub api_key: Secret,
+    pub input_format: InputFormat,
+    pub system_prompt: Option<String>,
+    pub max_tokens: u32,
+    /// Timeout of one HTTP call that is not a long-poll (`status`, `cancel`).
+    pub request_timeout: Duration,
+    /// Retries after the first attempt, for 429, 5xx and connection errors.
+    pub max_retries: u32,
+    pub retry_base_delay: Duration,
+    pub poll_initial_delay: Duration,
+    pub poll_max_delay: Duration,
+}
+
+pub const DEFAULT_RUNPOD_BASE_URL: &str = "https://api.runpod.ai/v2";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is required")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| env::var(name).ok())
+    }
+
+    /// Reads the configuration through `get`, so tests need not touch the
+    /// process environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars(&get);
+        Ok(Self {
+            table_name: vars.required("TABLE_NAME")?,
+            jwt_secret: Secret(vars.required("JWT_SECRET")?),
+            jwt_issuer: vars.optional("JWT_ISSUER"),
+            jwt_audience: vars.optional("JWT_AUDIENCE"),
+            max_message_chars: vars.number("MAX_MESSAGE_CHARS", 16_000)?,
+            history_max_messages: vars.number("HISTORY_MAX_MESSAGES", 20)?,
+            history_max_chars: vars.number("HISTORY_MAX_CHARS", 24_000)?,
+            deadline_margin: Duration::from_millis(vars.number("DEADLINE_MARGIN_MS", 2_000)?),
+            default_request_budget: Duration::from_secs(vars.number("REQUEST_BUDGET_SECS", 25)?),
+        })
+    }
+}
+
+impl RunPodConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| env::var(name).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars(&get);
+        let input_format = match vars.optional("RUNPOD_INPUT_FORMAT").as_deref() {
+            None | Some("messages") => InputFormat::Messages,
+            Some("prompt") => InputFormat::Prompt,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "RUNPOD_INPUT_FORMAT",
+                    reason: format!("{other:?} is neither \"messages\" nor \"prompt\""),
+                })
+            }
+        };
+        let base_url = vars
+            .optional("RUNPOD_BASE_URL")
+            .unwrap_or_else(|| DEFAULT_RUNPOD_BASE_URL.to_owned())
+            .trim_end_matches('/')
+            .to_owned();
+        let endpoint_id = vars.required("RUNPOD_ENDPOINT_ID")?;
+        if endpoint_id.contains('/') {
+            return Err(ConfigError::Invalid {
+                name: "RUNPOD_ENDPOINT_ID",
+                reason: "must not contain '/'".into(),
+            });
+        }
+        Ok(Self {
+            base_url,
+            endpoint_id,
+            api_key: Secret(vars.required("RUNPOD_API_KEY")?),
+            input_format,
+            system_prompt: vars.optional("SYSTEM_PROMPT"),
+            max_tokens: vars.number("RUNPOD_MAX_TOKENS", 1024)?,
+            request_timeout: Duration::from_millis(vars.number("RUNPOD_REQUEST_TIMEOUT_MS", 10_000)?),
+            max_retries: vars.number("RUNPOD_MAX_RETRIES", 3)?,
+            retry_base_delay: Duration::from_millis(vars.number("RUNPOD_RETRY_BASE_MS", 200)?),
+            poll_initial_delay: Duration::from_millis(vars.number("RUNPOD_POLL_INITIAL_MS", 250)?),
+            poll_max_delay: Duration::from_millis(vars.number("RUNPOD_POLL_MAX_MS", 2_000)?),
+        })
+    }
+}
+
+struct Vars<'a, F: Fn(&str) -> Option<String>>(&'a F);
+
+impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
+    /// Unset and empty are the same: SAM passes empty strings for unset parameters.
+    fn optional(&self, name: &str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.optional(name).ok_or(ConfigError::Missing(name))
+    }
+
+    fn number<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr,
+        T::Err: fmt::Display,
+    {
+        match self.optional(name) {
+            None => Ok(default),
+            Some(raw) => raw.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+                name,
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = Config::from_lookup(lookup(&[("TABLE_NAME", "t"), ("JWT_SECRET", "s")])).unwrap();
+        assert_eq!(c.max_message_chars, 16_000);
+        assert_eq!(c.jwt_issuer, None);
+        let r = RunPodConfig::from_lookup(lookup(&[
+            ("RUNPOD_ENDPOINT_ID", "ep"),
+            ("RUNPOD_API_KEY", "k"),
+        ]))
+        .unwrap();
+        assert_eq!(r.base_url, DEFAULT_RUNPOD_BASE_URL);
+        assert_eq!(r.input_format, InputFormat::Messages);
+    }
+
+    #[test]
+    fn missing_and_invalid_values_are_named() {
+        let err = Config::from_lookup(lookup(&[("TABLE_NAME", "t")])).unwrap_err();
+        assert!(err.to_string().contains("JWT_SECRET"));
+        let err = Config::from_lookup(lookup(&[
+            ("TABLE_NAME", "t"),
+            ("JWT_SECRET", "s"),
+            ("MAX_MESSAGE_CHARS", "lots"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("MAX_MESSAGE_CHARS"));
+        let err = RunPodConfig::from_lookup(lookup(&[
+            ("RUNPOD_ENDPOINT_ID", "ep"),
+            ("RUNPOD_API_KEY", "k"),
+            ("RUNPOD_INPUT_FORMAT", "xml"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("RUNPOD_INPUT_FORMAT"));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = Config::from_lookup(lookup(&[
+            ("TABLE_NAME", "t"),
+            ("JWT_SECRET", "hunter2-very-secret"),
+        ]))
+        .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

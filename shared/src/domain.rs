@@ -1,0 +1,407 @@
+//! Domain types. Fields are private and every constructor validates, so a
+//! value of one of these types is known to be well formed wherever it goes.
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The authenticated caller: the JWT's `sub`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserId(String);
+
+impl UserId {
+    /// Longest `sub` we accept; it becomes part of every key the user owns.
+    pub const MAX_LEN: usize = 256;
+
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        if raw.is_empty() || raw.len() > Self::MAX_LEN || raw.chars().any(char::is_control) {
+            return Err(DomainError::InvalidUserId);
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A conversation id (a UUID; v4 for new conversations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ConversationId(Uuid);
+
+impl ConversationId {
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        Uuid::try_parse(raw)
+            .map(Self)
+            .map_err(|_| DomainError::InvalidConversationId)
+    }
+}
+
+impl Default for ConversationId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TryFrom<String> for ConversationId {
+    type Error = DomainError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<ConversationId> for String {
+    fn from(value: ConversationId) -> Self {
+        value.to_string()
+    }
+}
+
+impl fmt::Display for ConversationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// A message id: a UUID v7, so ids sort by creation time and a message's
+/// sort key alone keeps a conversation in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(Uuid);
+
+impl MessageId {
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        Uuid::try_parse(raw)
+            .map(Self)
+            .map_err(|_| DomainError::InvalidMessageId)
+    }
+}
+
+impl Default for MessageId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// A user's message: not blank, at most `max_chars` characters. The text is
+/// kept exactly as written (indentation in a pasted snippet matters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageContent(String);
+
+impl MessageContent {
+    pub fn parse(raw: String, max_chars: usize) -> Result<Self, DomainError> {
+        if raw.trim().is_empty() {
+            return Err(DomainError::EmptyMessage);
+        }
+        let chars = raw.chars().count();
+        if chars > max_chars {
+            return Err(DomainError::MessageTooLong { chars, max_chars });
+        }
+        Ok(Self(raw))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        match raw {
+            "user" => Ok(Role::User),
+            "assistant" => Ok(Role::Assistant),
+            _ => Err(DomainError::InvalidRole),
+        }
+    }
+}
+
+/// A conversation's title.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Title(String);
+
+impl Title {
+    /// Longest title made from a first message.
+    pub const FROM_MESSAGE_MAX_CHARS: usize = 60;
+
+    /// The first user message, white space folded, cut to at most 60
+    /// characters at a word boundary (a single longer word is cut hard).
+    pub fn from_first_message(message: &MessageContent) -> Self {
+        Self(cut_at_word(
+            &fold_whitespace(message.as_str()),
+            Self::FROM_MESSAGE_MAX_CHARS,
+        ))
+    }
+
+    /// A title read back from storage.
+    pub fn from_stored(raw: String) -> Self {
+        Self(raw)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Longest `last_message` preview in conversation listings.
+pub const PREVIEW_MAX_CHARS: usize = 120;
+
+/// A one-line preview of a message for conversation listings: white space
+/// folded, cut at a word boundary, with an ellipsis when something was cut.
+pub fn preview(text: &str) -> String {
+    let folded = fold_whitespace(text);
+    if folded.chars().count() <= PREVIEW_MAX_CHARS {
+        return folded;
+    }
+    let mut cut = cut_at_word(&folded, PREVIEW_MAX_CHARS - 1);
+    cut.push('…');
+    cut
+}
+
+fn fold_whitespace(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `text` (already folded) cut to at most `max` characters, preferring the
+/// last space at or before the limit.
+fn cut_at_word(text: &str, max: usize) -> String {
+    let Some((hard_end, next)) = text.char_indices().nth(max).map(|(i, c)| (i, c)) else {
+        return text.to_owned();
+    };
+    if next == ' ' {
+        return text[..hard_end].to_owned();
+    }
+    match text[..hard_end].rfind(' ') {
+        Some(space) if space > 0 => text[..space].trim_end().to_owned(),
+        _ => text[..hard_end].to_owned(),
+    }
+}
+
+/// RFC 3339 in UTC with a `Z` and fixed millisecond digits, so stored
+/// timestamps also sort correctly as strings.
+pub fn format_timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub fn parse_timestamp(raw: &str) -> Result<DateTime<Utc>, DomainError> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| DomainError::InvalidTimestamp)
+}
+
+/// A conversation as the API lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conversation {
+    pub id: ConversationId,
+    pub title: Title,
+    pub last_message: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub message_count: u64,
+}
+
+/// Token counts reported by the model worker, when it reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// One stored message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub id: MessageId,
+    pub role: Role,
+    pub content: String,
+    pub created_at: DateTime<Utc>,
+    pub usage: Option<Usage>,
+}
+
+impl Message {
+    pub fn new(role: Role, content: String, created_at: DateTime<Utc>) -> Self {
+        Self {
+            id: MessageId::new(),
+            role,
+            content,
+            created_at,
+            usage: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DomainError {
+    #[error("the user id is empty, too long or has control characters")]
+    InvalidUserId,
+    #[error("conversation_id is not a UUID")]
+    InvalidConversationId,
+    #[error("message id is not a UUID")]
+    InvalidMessageId,
+    #[error("the message is empty")]
+    EmptyMessage,
+    #[error("the message has {chars} characters; the limit is {max_chars}")]
+    MessageTooLong { chars: usize, max_chars: usize },
+    #[error("unknown role")]
+    InvalidRole,
+    #[error("invalid timestamp")]
+    InvalidTimestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content(s: &str) -> MessageContent {
+        MessageContent::parse(s.to_owned(), 16_000).unwrap()
+    }
+
+    #[test]
+    fn blank_messages_are_rejected() {
+        assert_eq!(
+            MessageContent::parse(String::new(), 10),
+            Err(DomainError::EmptyMessage)
+        );
+        assert_eq!(
+            MessageContent::parse(" \n\t ".into(), 10),
+            Err(DomainError::EmptyMessage)
+        );
+    }
+
+    #[test]
+    fn message_length_counts_characters_not_bytes() {
+        assert!(MessageContent::parse("é".repeat(10), 10).is_ok());
+        assert_eq!(
+            MessageContent::parse("é".repeat(11), 10),
+            Err(DomainError::MessageTooLong {
+                chars: 11,
+                max_chars: 10
+            })
+        );
+    }
+
+    #[test]
+    fn message_keeps_its_text_verbatim() {
+        assert_eq!(content("  indented\n").as_str(), "  indented\n");
+    }
+
+    #[test]
+    fn short_title_is_the_whole_message() {
+        assert_eq!(
+            Title::from_first_message(&content("How do I organize patient files?")).as_str(),
+            "How do I organize patient files?"
+        );
+    }
+
+    #[test]
+    fn long_title_is_cut_at_a_word_boundary() {
+        let msg = content(
+            "How do I organize patient files so that every doctor in the practice finds them quickly?",
+        );
+        let title = Title::from_first_message(&msg);
+        assert_eq!(
+            title.as_str(),
+            "How do I organize patient files so that every doctor in the"
+        );
+        assert!(title.as_str().chars().count() <= 60);
+    }
+
+    #[test]
+    fn title_cut_exactly_at_a_space_keeps_the_full_sixty() {
+        let sixty = "a".repeat(29) + " " + &"b".repeat(30);
+        let msg = content(&(sixty.clone() + " tail"));
+        assert_eq!(Title::from_first_message(&msg).as_str(), sixty);
+    }
+
+    #[test]
+    fn one_long_word_is_cut_hard() {
+        let msg = content(&"x".repeat(100));
+        assert_eq!(Title::from_first_message(&msg).as_str(), "x".repeat(60));
+    }
+
+    #[test]
+    fn title_folds_newlines_and_handles_multibyte_text() {
+        let msg = content(&format!("Grüße\n\n{}", "ü".repeat(80)));
+        let title = Title::from_first_message(&msg);
+        assert_eq!(title.as_str(), "Grüße");
+    }
+
+    #[test]
+    fn preview_marks_a_cut() {
+        let long = "word ".repeat(100);
+        let p = preview(&long);
+        assert!(p.ends_with('…'));
+        assert!(p.chars().count() <= PREVIEW_MAX_CHARS);
+        assert_eq!(preview("short\nreply"), "short reply");
+    }
+
+    #[test]
+    fn user_ids_are_checked() {
+        assert!(UserId::parse("user-1").is_ok());
+        assert_eq!(UserId::parse(""), Err(DomainError::InvalidUserId));
+        assert_eq!(UserId::parse("a\nb"), Err(DomainError::InvalidUserId));
+        assert_eq!(
+            UserId::parse(&"u".repeat(257)),
+            Err(DomainError::InvalidUserId)
+        );
+    }
+
+    #[test]
+    fn conversation_ids_must_be_uuids() {
+        assert!(ConversationId::parse("1f0e8d7c-6b5a-4948-8372-6150a4b3c2d1").is_ok());
+        assert_eq!(
+            ConversationId::parse("not-a-uuid"),
+            Err(DomainError::InvalidConversationId)
+        );
+    }
+
+    #[test]
+    fn message_ids_sort_by_creation() {
+        let a = MessageId::new();
+        let b = MessageId::new();
+        assert!(a.to_string() < b.to_string());
+    }
+
+    #[test]
+    fn timestamps_are_utc_with_z() {
+        let t = parse_timestamp("2025-12-27T21:00:00+01:00").unwrap();
+        assert_eq!(format_timestamp(t), "2025-12-27T20:00:00.000Z");
+    }
+}

@@ -1,0 +1,27 @@
+//! The chat service's library: everything with logic. The Lambda binaries in
+//! `functions/` only wire these pieces together.
+//!
+//! # Layout
+//!
+//! - [`config`]: `Config` / `RunPodConfig` from the environment, read once per cold start.
+//! - [`auth`]: Bearer JWT (HS256, `JWT_SECRET`) to a `UserId`.
+//! - [`domain`]: ids, validated message content, titles, conversations, messages.
+//! - [`store`]: the `ConversationStore` trait, its DynamoDB implementation,
+//!   every key format (`store::keys`) and signed page cursors (`store::cursor`).
+//! - [`runpod`]: the RunPod serverless client: job input, polling, retries, output parsing.
+//! - [`chat`]: the use cases (send, list, get) over the store and model traits.
+//! - [`http`]: request parsing, the handlers, and the one error-to-response mapping.
+//! - [`app`]: what a function builds once per cold start.
+//! - [`telemetry`]: tracing setup (JSON on Lambda).
+
+pub mod app;
+pub mod auth;
+pub mod chat;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod runpod;
+pub mod store;
+pub mod telemetry;
+
+pub use app::App;

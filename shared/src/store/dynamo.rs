@@ -1,0 +1,399 @@
+//! [`ConversationStore`] on one DynamoDB table (key formats in [`super::keys`]).
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::{
+    error::SdkError,
+    operation::transact_write_items::TransactWriteItemsError,
+    types::{AttributeValue, Put, TransactWriteItem, Update},
+    Client,
+};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use super::{
+    keys, ConversationStore, CursorCodec, Page, PageRequest, StoreError,
+};
+use crate::domain::{
+    format_timestamp, parse_timestamp, preview, Conversation, ConversationId, Message, MessageId,
+    Role, Title, Usage, UserId,
+};
+
+type Item = HashMap<String, AttributeValue>;
+
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    cursors: CursorCodec,
+}
+
+/// The stored form of a conversation; private, so the table layout can
+/// change without touching the domain types.
+#[derive(Debug, Serialize, Deserialize)]
+struct ConversationItem {
+    #[serde(rename = "PK")]
+    pk: String,
+    #[serde(rename = "SK")]
+    sk: String,
+    #[serde(rename = "GSI1PK")]
+    gsi1pk: String,
+    #[serde(rename = "GSI1SK")]
+    gsi1sk: String,
+    user_id: String,
+    conversation_id: String,
+    title: String,
+    last_message: String,
+    created_at: String,
+    updated_at: String,
+    message_count: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct MessageItem {
+    #[serde(rename = "PK")]
+    pk: String,
+    #[serde(rename = "SK")]
+    sk: String,
+    user_id: String,
+    conversation_id: String,
+    message_id: String,
+    role: String,
+    content: String,
+    created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    input_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    output_tokens: Option<u64>,
+}
+
+impl ConversationItem {
+    fn new(user: &UserId, c: &Conversation) -> Self {
+        Self {
+            pk: keys::conversation_pk(user, c.id),
+            sk: keys::CONVERSATION_SK.to_owned(),
+            gsi1pk: keys::user_conversations_pk(user),
+            gsi1sk: keys::updated_sk(c.updated_at, c.id),
+            user_id: user.to_string(),
+            conversation_id: c.id.to_string(),
+            title: c.title.as_str().to_owned(),
+            last_message: c.last_message.clone(),
+            created_at: format_timestamp(c.created_at),
+            updated_at: format_timestamp(c.updated_at),
+            message_count: c.message_count,
+        }
+    }
+
+    fn into_domain(self) -> Result<Conversation, StoreError> {
+        Ok(Conversation {
+            id: ConversationId::parse(&self.conversation_id).map_err(corrupt)?,
+            title: Title::from_stored(self.title),
+            last_message: self.last_message,
+            created_at: parse_timestamp(&self.created_at).map_err(corrupt)?,
+            updated_at: parse_timestamp(&self.updated_at).map_err(corrupt)?,
+            message_count: self.message_count,
+        })
+    }
+}
+
+impl MessageItem {
+    fn new(user: &UserId, conversation: ConversationId, m: &Message) -> Self {
+        Self {
+            pk: keys::conversation_pk(user, conversation),
+            sk: keys::message_sk(m.id),
+            user_id: user.to_string(),
+            conversation_id: conversation.to_string(),
+            message_id: m.id.to_string(),
+            role: m.role.as_str().to_owned(),
+            content: m.content.clone(),
+            created_at: format_timestamp(m.created_at),
+            input_tokens: m.usage.map(|u| u.input_tokens),
+            output_tokens: m.usage.map(|u| u.output_tokens),
+        }
+    }
+
+    fn into_domain(self) -> Result<Message, StoreError> {
+        let usage = match (self.input_tokens, self.output_tokens) {
+            (Some(input_tokens), Some(output_tokens)) => Some(Usage {
+                input_tokens,
+                output_tokens,
+            }),
+            _ => None,
+        };
+        Ok(Message {
+            id: MessageId::parse(&self.message_id).map_err(corrupt)?,
+            role: Role::parse(&self.role).map_err(corrupt)?,
+            content: self.content,
+            created_at: parse_timestamp(&self.created_at).map_err(corrupt)?,
+            usage,
+        })
+    }
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn backend<E>(context: &'static str) -> impl FnOnce(E) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    move |e| StoreError::Backend {
+        context,
+        source: Box::new(e),
+    }
+}
+
+fn to_item<T: Serialize>(value: &T) -> Result<Item, StoreError> {
+    serde_dynamo::to_item(value).map_err(corrupt)
+}
+
+fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {
+    serde_dynamo::from_item(item).map_err(corrupt)
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+/// Keeps only the named attributes: the key of an item, as a cursor needs it.
+fn key_of(item: &Item, names: &[&str]) -> Item {
+    names
+        .iter()
+        .filter_map(|n| item.get(*n).map(|v| ((*n).to_owned(), v.clone())))
+        .collect()
+}
+
+/// Whether a write transaction failed on one of its conditions.
+fn condition_failed<R>(err: &SdkError<TransactWriteItemsError, R>) -> bool {
+    match err.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(e)) => e
+            .cancellation_reasons()
+            .iter()
+            .any(|r| r.code() == Some("ConditionalCheckFailed")),
+        _ => false,
+    }
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>, cursors: CursorCodec) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            cursors,
+        }
+    }
+
+    fn put(&self, item: Item, condition: &str) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .build()
+            .map_err(backend("building a Put"))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    async fn get_conversation(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+    ) -> Result<Conversation, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::conversation_pk(user, conversation)))
+            .key(keys::SK, s(keys::CONVERSATION_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend("GetItem conversation"))?;
+        let item = out.item.ok_or(StoreError::NotFound)?;
+        from_item::<ConversationItem>(item)?.into_domain()
+    }
+
+    /// One page of a query, without a trailing empty page: asks for one item
+    /// more than the page holds, so "more exists" is known from the items
+    /// themselves. A page DynamoDB cut short (its 1 MB limit) ends at its own
+    /// `LastEvaluatedKey`, so nothing is skipped or repeated either way.
+    fn page_of(
+        &self,
+        scope: &str,
+        key_names: &[&str],
+        limit: u32,
+        mut items: Vec<Item>,
+        last_evaluated: Option<Item>,
+    ) -> (Vec<Item>, Option<String>) {
+        let limit = limit as usize;
+        let next_key = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|last| key_of(last, key_names))
+        } else {
+            last_evaluated
+        };
+        let next_cursor = next_key.and_then(|k| self.cursors.encode(scope, &k));
+        (items, next_cursor)
+    }
+
+    fn decode_cursor(&self, scope: &str, page: &PageRequest) -> Result<Option<Item>, StoreError> {
+        page.cursor
+            .as_deref()
+            .map(|c| self.cursors.decode(scope, c).map_err(StoreError::InvalidCursor))
+            .transpose()
+    }
+
+    async fn message_page(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        page: &PageRequest,
+    ) -> Result<Page<Message>, StoreError> {
+        let pk = keys::conversation_pk(user, conversation);
+        let scope = format!("messages\0{pk}");
+        let start = self.decode_cursor(&scope, page)?;
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#pk", keys::PK)
+            .expression_attribute_names("#sk", keys::SK)
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":prefix", s(keys::MESSAGE_SK_PREFIX))
+            .scan_index_forward(false)
+            .limit(page.limit.saturating_add(1) as i32)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(backend("Query messages"))?;
+        let (items, next_cursor) = self.page_of(
+            &scope,
+            &[keys::PK, keys::SK],
+            page.limit,
+            out.items.unwrap_or_default(),
+            out.last_evaluated_key,
+        );
+        // Read newest first; a page is shown oldest first.
+        let mut messages = items
+            .into_iter()
+            .map(|i| from_item::<MessageItem>(i)?.into_domain())
+            .collect::<Result<Vec<_>, _>>()?;
+        messages.reverse();
+        Ok(Page {
+            items: messages,
+            next_cursor,
+        })
+    }
+}
+
+impl ConversationStore for DynamoStore {
+    async fn create_conversation(
+        &self,
+        user: &UserId,
+        conversation: &Conversation,
+        first: &Message,
+    ) -> Result<(), StoreError> {
+        let conv = to_item(&ConversationItem::new(user, conversation))?;
+        let msg = to_item(&MessageItem::new(user, conversation.id, first))?;
+        self.client
+            .transact_write_items()
+            .transact_items(self.put(conv, "attribute_not_exists(PK)")?)
+            .transact_items(self.put(msg, "attribute_not_exists(PK)")?)
+            .send()
+            .await
+            .map_err(backend("TransactWriteItems create conversation"))?;
+        Ok(())
+    }
+
+    async fn append_message(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: &Message,
+    ) -> Result<(), StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::conversation_pk(user, conversation)))
+            .key(keys::SK, s(keys::CONVERSATION_SK))
+            .update_expression(
+                "SET updated_at = :at, last_message = :preview, #gsk = :gsk, \
+                 message_count = message_count + :one",
+            )
+            // The owner is in the key already; checking the stored owner too
+            // costs nothing and keeps a key-format mistake from writing into
+            // someone else's conversation.
+            .condition_expression("attribute_exists(PK) AND user_id = :user")
+            .expression_attribute_names("#gsk", keys::GSI1SK)
+            .expression_attribute_values(":at", s(format_timestamp(message.created_at)))
+            .expression_attribute_values(":preview", s(preview(&message.content)))
+            .expression_attribute_values(":gsk", s(keys::updated_sk(message.created_at, conversation)))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":user", s(user.as_str()))
+            .build()
+            .map_err(backend("building an Update"))?;
+        let msg = to_item(&MessageItem::new(user, conversation, message))?;
+        self.client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(update).build())
+            .transact_items(self.put(msg, "attribute_not_exists(PK)")?)
+            .send()
+            .await
+            .map_err(|e| {
+                if condition_failed(&e) {
+                    StoreError::NotFound
+                } else {
+                    backend("TransactWriteItems append message")(e)
+                }
+            })?;
+        Ok(())
+    }
+
+    async fn conversation_page(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        page: &PageRequest,
+    ) -> Result<(Conversation, Page<Message>), StoreError> {
+        // Issued together: one round trip's worth of latency.
+        tokio::try_join!(
+            self.get_conversation(user, conversation),
+            self.message_page(user, conversation, page)
+        )
+    }
+
+    async fn list_conversations(
+        &self,
+        user: &UserId,
+        page: &PageRequest,
+    ) -> Result<Page<Conversation>, StoreError> {
+        let pk = keys::user_conversations_pk(user);
+        let scope = format!("conversations\0{pk}");
+        let start = self.decode_cursor(&scope, page)?;
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(keys::GSI1)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", keys::GSI1PK)
+            .expression_attribute_values(":pk", s(pk))
+            .scan_index_forward(false)
+            .limit(page.limit.saturating_add(1) as i32)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(backend("Query conversations"))?;
+        let (items, next_cursor) = self.page_of(
+            &scope,
+            &[keys::PK, keys::SK, keys::GSI1PK, keys::GSI1SK],
+            page.limit,
+            out.items.unwrap_or_default(),
+            out.last_evaluated_key,
+        );
+        let items = items
+            .into_iter()
+            .map(|i| from_item::<ConversationItem>(i)?.into_domain())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page { items, next_cursor })
+    }
+}

@@ -1,0 +1,94 @@
+//! Every key format of the table, and nothing else.
+//!
+//! ```text
+//! item          PK                         SK             GSI1PK        GSI1SK
+//! conversation  USER#<user>#CONV#<conv>    CONV           USER#<user>   <updated_at>#<conv>
+//! message       USER#<user>#CONV#<conv>    MSG#<msg v7>   -             -
+//! ```
+//!
+//! The owner is part of every partition key, so a read or write keyed for
+//! one user cannot touch another user's items, whatever id it names. A
+//! conversation and its messages share a partition; message sort keys are
+//! UUID v7 and so sort by time. Only conversation items carry GSI1 keys,
+//! so listing a user's conversations never reads a message.
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{format_timestamp, ConversationId, MessageId, UserId};
+
+pub const PK: &str = "PK";
+pub const SK: &str = "SK";
+pub const GSI1: &str = "GSI1";
+pub const GSI1PK: &str = "GSI1PK";
+pub const GSI1SK: &str = "GSI1SK";
+
+pub const CONVERSATION_SK: &str = "CONV";
+pub const MESSAGE_SK_PREFIX: &str = "MSG#";
+
+pub fn conversation_pk(user: &UserId, conversation: ConversationId) -> String {
+    format!("USER#{user}#CONV#{conversation}")
+}
+
+pub fn message_sk(message: MessageId) -> String {
+    format!("{MESSAGE_SK_PREFIX}{message}")
+}
+
+pub fn user_conversations_pk(user: &UserId) -> String {
+    format!("USER#{user}")
+}
+
+/// Fixed-width timestamp first, so the index orders by `updated_at`; the id
+/// keeps two conversations updated in the same millisecond apart.
+pub fn updated_sk(updated_at: DateTime<Utc>, conversation: ConversationId) -> String {
+    format!("{}#{conversation}", format_timestamp(updated_at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::parse_timestamp;
+
+    fn user(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn key_formats() {
+        let c = ConversationId::parse("1f0e8d7c-6b5a-4948-8372-6150a4b3c2d1").unwrap();
+        assert_eq!(
+            conversation_pk(&user("alice"), c),
+            "USER#alice#CONV#1f0e8d7c-6b5a-4948-8372-6150a4b3c2d1"
+        );
+        assert_eq!(user_conversations_pk(&user("alice")), "USER#alice");
+        let t = parse_timestamp("2025-12-27T20:00:00Z").unwrap();
+        assert_eq!(
+            updated_sk(t, c),
+            "2025-12-27T20:00:00.000Z#1f0e8d7c-6b5a-4948-8372-6150a4b3c2d1"
+        );
+    }
+
+    #[test]
+    fn message_keys_sort_in_creation_order() {
+        let ids: Vec<_> = (0..100).map(|_| MessageId::new()).collect();
+        let keys: Vec<_> = ids.iter().map(|m| message_sk(*m)).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert!(keys.iter().all(|k| k.as_str() > CONVERSATION_SK || k.starts_with("MSG#")));
+    }
+
+    #[test]
+    fn users_whose_ids_share_a_prefix_get_distinct_partitions() {
+        let c = ConversationId::new();
+        assert_ne!(conversation_pk(&user("a"), c), conversation_pk(&user("a#CONV"), c));
+        assert_ne!(user_conversations_pk(&user("a")), user_conversations_pk(&user("a#")));
+    }
+
+    #[test]
+    fn later_updates_sort_after_earlier_ones() {
+        let c = ConversationId::new();
+        let a = updated_sk(parse_timestamp("2025-12-27T20:00:00.5Z").unwrap(), c);
+        let b = updated_sk(parse_timestamp("2025-12-27T20:00:01Z").unwrap(), c);
+        assert!(a < b);
+    }
+}

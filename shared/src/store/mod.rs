@@ -1,0 +1,81 @@
+//! Conversation storage: the [`ConversationStore`] trait the use cases need,
+//! its DynamoDB implementation, the key formats and page cursors.
+
+pub mod cursor;
+pub mod dynamo;
+pub mod keys;
+
+use std::future::Future;
+
+pub use cursor::{CursorCodec, CursorError};
+pub use dynamo::DynamoStore;
+
+use crate::domain::{Conversation, ConversationId, Message, UserId};
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Fetches the next page; `None` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such conversation for this user (it may exist for another one).
+    #[error("conversation not found")]
+    NotFound,
+    #[error("invalid page cursor")]
+    InvalidCursor(#[source] CursorError),
+    #[error("stored item could not be read: {0}")]
+    Corrupt(String),
+    #[error("DynamoDB request failed: {context}")]
+    Backend {
+        context: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Every method is scoped to one user: no method can reach another user's items.
+pub trait ConversationStore: Sync {
+    /// Stores a new conversation with its first message, atomically.
+    fn create_conversation(
+        &self,
+        user: &UserId,
+        conversation: &Conversation,
+        first: &Message,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Appends a message and moves the conversation's `updated_at`,
+    /// `last_message` and message count with it, atomically and only if the
+    /// conversation is the user's ([`StoreError::NotFound`] otherwise).
+    fn append_message(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: &Message,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The conversation and a page of messages: the newest `limit` before
+    /// the cursor, oldest first inside the page.
+    fn conversation_page(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        page: &PageRequest,
+    ) -> impl Future<Output = Result<(Conversation, Page<Message>), StoreError>> + Send;
+
+    /// The user's conversations, most recently updated first.
+    fn list_conversations(
+        &self,
+        user: &UserId,
+        page: &PageRequest,
+    ) -> impl Future<Output = Result<Page<Conversation>, StoreError>> + Send;
+}
