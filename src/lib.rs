@@ -1,1 +1,13 @@
+//! Development tools for the chat service (not deployed):
+//!
+//! - [`table`]: creates a DynamoDB table from `template.yaml`'s `ChatTable`,
+//!   so local runs and tests use exactly the deployed key schema and index.
+//! - [`runpod_local`]: a local stand-in for a RunPod serverless endpoint.
+//! - [`DEV_JWT_SECRET`]: the secret of local runs and sample events.
 
+pub mod runpod_local;
+pub mod table;
+
+/// The JWT secret of local runs (`scripts/dev.sh`), the sample events in
+/// `events/` and the tests. Public on purpose; never deploy with it.
+pub const DEV_JWT_SECRET: &str = "local-development-secret-do-not-deploy";

