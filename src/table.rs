@@ -73,7 +73,11 @@ impl TableDefinition {
         serde_yaml::from_value(props.clone()).map_err(|e| format!("ChatTable properties: {e}"))
     }
 
-    pub async fn create(&self, client: &Client, name: &str) -> Result<(), SdkError<CreateTableError>> {
+    pub async fn create(
+        &self,
+        client: &Client,
+        name: &str,
+    ) -> Result<(), SdkError<CreateTableError>> {
         let key = |k: &KeyDef| {
             KeySchemaElement::builder()
                 .attribute_name(&k.attribute_name)
@@ -124,11 +128,19 @@ mod tests {
     #[test]
     fn template_table_matches_the_key_formats() {
         let def = TableDefinition::from_template().unwrap();
-        let names: Vec<_> = def.key_schema.iter().map(|k| k.attribute_name.as_str()).collect();
+        let names: Vec<_> = def
+            .key_schema
+            .iter()
+            .map(|k| k.attribute_name.as_str())
+            .collect();
         assert_eq!(names, [keys::PK, keys::SK]);
         let gsi = &def.global_secondary_indexes[0];
         assert_eq!(gsi.index_name, keys::GSI1);
-        let names: Vec<_> = gsi.key_schema.iter().map(|k| k.attribute_name.as_str()).collect();
+        let names: Vec<_> = gsi
+            .key_schema
+            .iter()
+            .map(|k| k.attribute_name.as_str())
+            .collect();
         assert_eq!(names, [keys::GSI1PK, keys::GSI1SK]);
     }
 }

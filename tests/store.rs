@@ -27,7 +27,10 @@ fn new_conversation(title: &str, at: chrono::DateTime<Utc>) -> (Conversation, Me
 }
 
 fn page(limit: u32) -> PageRequest {
-    PageRequest { limit, cursor: None }
+    PageRequest {
+        limit,
+        cursor: None,
+    }
 }
 
 #[tokio::test]
@@ -36,21 +39,39 @@ async fn create_then_append_then_read_back_in_order() {
     let alice = user("alice");
     let t0 = Utc::now();
     let (conv, first) = new_conversation("files", t0);
-    app.store.create_conversation(&alice, &conv, &first).await.unwrap();
+    app.store
+        .create_conversation(&alice, &conv, &first)
+        .await
+        .unwrap();
 
     let mut expected = vec![first.content.clone()];
     for i in 0..5 {
-        let role = if i % 2 == 0 { Role::Assistant } else { Role::User };
-        let m = Message::new(role, format!("message {i}"), t0 + Duration::milliseconds(i + 1));
+        let role = if i % 2 == 0 {
+            Role::Assistant
+        } else {
+            Role::User
+        };
+        let m = Message::new(
+            role,
+            format!("message {i}"),
+            t0 + Duration::milliseconds(i + 1),
+        );
         app.store.append_message(&alice, conv.id, &m).await.unwrap();
         expected.push(m.content);
     }
 
-    let (read, messages) = app.store.conversation_page(&alice, conv.id, &page(50)).await.unwrap();
+    let (read, messages) = app
+        .store
+        .conversation_page(&alice, conv.id, &page(50))
+        .await
+        .unwrap();
     assert_eq!(read.title.as_str(), "files");
     assert_eq!(read.message_count, 6);
     assert_eq!(read.last_message, "message 4");
-    assert_eq!(read.updated_at.timestamp_millis(), (t0 + Duration::milliseconds(5)).timestamp_millis());
+    assert_eq!(
+        read.updated_at.timestamp_millis(),
+        (t0 + Duration::milliseconds(5)).timestamp_millis()
+    );
     let contents: Vec<_> = messages.items.iter().map(|m| m.content.clone()).collect();
     assert_eq!(contents, expected);
     assert_eq!(messages.items[1].role, Role::Assistant);
@@ -75,7 +96,11 @@ async fn list_is_most_recently_updated_first_and_only_the_callers() {
     let m = Message::new(Role::User, "bump".into(), t0 + Duration::seconds(20));
     app.store.append_message(&alice, ids[0], &m).await.unwrap();
 
-    let listed = app.store.list_conversations(&alice, &page(20)).await.unwrap();
+    let listed = app
+        .store
+        .list_conversations(&alice, &page(20))
+        .await
+        .unwrap();
     let order: Vec<_> = listed.items.iter().map(|c| c.id).collect();
     assert_eq!(order, vec![ids[0], ids[2], ids[1]]);
     assert_eq!(listed.items[0].last_message, "bump");
@@ -91,9 +116,15 @@ async fn another_user_can_neither_read_nor_append() {
     let app = common::app().await;
     let (alice, mallory) = (user("alice"), user("mallory"));
     let (conv, first) = new_conversation("private", Utc::now());
-    app.store.create_conversation(&alice, &conv, &first).await.unwrap();
+    app.store
+        .create_conversation(&alice, &conv, &first)
+        .await
+        .unwrap();
 
-    let read = app.store.conversation_page(&mallory, conv.id, &page(50)).await;
+    let read = app
+        .store
+        .conversation_page(&mallory, conv.id, &page(50))
+        .await;
     assert!(matches!(read, Err(StoreError::NotFound)), "{read:?}");
 
     let m = Message::new(Role::User, "injected".into(), Utc::now());
@@ -102,10 +133,20 @@ async fn another_user_can_neither_read_nor_append() {
 
     // Nothing was written for Alice, and the failed transaction left no
     // stray message under Mallory either.
-    let (read, messages) = app.store.conversation_page(&alice, conv.id, &page(50)).await.unwrap();
+    let (read, messages) = app
+        .store
+        .conversation_page(&alice, conv.id, &page(50))
+        .await
+        .unwrap();
     assert_eq!(read.message_count, 1);
     assert_eq!(messages.items.len(), 1);
-    assert!(app.store.list_conversations(&mallory, &page(20)).await.unwrap().items.is_empty());
+    assert!(app
+        .store
+        .list_conversations(&mallory, &page(20))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
 }
 
 #[tokio::test]
@@ -119,7 +160,11 @@ async fn append_to_a_missing_conversation_fails_its_condition_and_writes_nothing
     let result = app.store.append_message(&alice, missing, &m).await;
     assert!(matches!(result, Err(StoreError::NotFound)), "{result:?}");
     let scan = client.scan().table_name(&table).send().await.unwrap();
-    assert_eq!(scan.count(), 0, "the transaction must not leave the message behind");
+    assert_eq!(
+        scan.count(),
+        0,
+        "the transaction must not leave the message behind"
+    );
 }
 
 #[tokio::test]
@@ -128,7 +173,10 @@ async fn message_pages_walk_back_from_the_newest() {
     let alice = user("alice");
     let t0 = Utc::now();
     let (conv, first) = new_conversation("long", t0);
-    app.store.create_conversation(&alice, &conv, &first).await.unwrap();
+    app.store
+        .create_conversation(&alice, &conv, &first)
+        .await
+        .unwrap();
     let mut all = vec![first.content.clone()];
     for i in 1..=24 {
         let m = Message::new(Role::User, format!("m{i}"), t0 + Duration::milliseconds(i));
@@ -139,8 +187,17 @@ async fn message_pages_walk_back_from_the_newest() {
     let mut pages = Vec::new();
     let mut req = page(10);
     loop {
-        let (_, p) = app.store.conversation_page(&alice, conv.id, &req).await.unwrap();
-        pages.push(p.items.iter().map(|m| m.content.clone()).collect::<Vec<_>>());
+        let (_, p) = app
+            .store
+            .conversation_page(&alice, conv.id, &req)
+            .await
+            .unwrap();
+        pages.push(
+            p.items
+                .iter()
+                .map(|m| m.content.clone())
+                .collect::<Vec<_>>(),
+        );
         match p.next_cursor {
             Some(c) => req.cursor = Some(c),
             None => break,
@@ -163,15 +220,35 @@ async fn a_cursor_only_works_for_its_own_user_and_list() {
         app.store.create_conversation(&alice, &c, &m).await.unwrap();
         convs.push(c);
     }
-    let first = app.store.list_conversations(&alice, &page(1)).await.unwrap();
+    let first = app
+        .store
+        .list_conversations(&alice, &page(1))
+        .await
+        .unwrap();
     let cursor = first.next_cursor.expect("more pages");
 
-    let foreign = PageRequest { limit: 1, cursor: Some(cursor.clone()) };
+    let foreign = PageRequest {
+        limit: 1,
+        cursor: Some(cursor.clone()),
+    };
     let as_bob = app.store.list_conversations(&bob, &foreign).await;
-    assert!(matches!(as_bob, Err(StoreError::InvalidCursor(_))), "{as_bob:?}");
-    let as_messages = app.store.conversation_page(&alice, convs[0].id, &foreign).await;
-    assert!(matches!(as_messages, Err(StoreError::InvalidCursor(_))), "{as_messages:?}");
+    assert!(
+        matches!(as_bob, Err(StoreError::InvalidCursor(_))),
+        "{as_bob:?}"
+    );
+    let as_messages = app
+        .store
+        .conversation_page(&alice, convs[0].id, &foreign)
+        .await;
+    assert!(
+        matches!(as_messages, Err(StoreError::InvalidCursor(_))),
+        "{as_messages:?}"
+    );
 
-    let second = app.store.list_conversations(&alice, &foreign).await.unwrap();
+    let second = app
+        .store
+        .list_conversations(&alice, &foreign)
+        .await
+        .unwrap();
     assert_eq!(second.items[0].id, convs[1].id);
 }

@@ -1,7 +1,9 @@
 //! Bearer JWT (HS256 with `JWT_SECRET`) to [`UserId`].
 
 use http::HeaderMap;
-use jsonwebtoken::{decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{
+    decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{config::Config, domain::UserId};
@@ -73,12 +75,13 @@ impl Authenticator {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(AuthError::NotBearer);
         }
-        let data = decode::<Claims>(token.trim(), &self.key, &self.validation).map_err(|e| {
-            match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::Invalid(e),
-            }
-        })?;
+        let data =
+            decode::<Claims>(token.trim(), &self.key, &self.validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::Expired,
+                    _ => AuthError::Invalid(e),
+                }
+            })?;
         UserId::parse(&data.claims.sub).map_err(|_| AuthError::BadSubject)
     }
 }
@@ -141,7 +144,10 @@ mod tests {
         use hmac::{Hmac, Mac};
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
         mac.update(msg.as_bytes());
-        format!("{msg}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+        format!(
+            "{msg}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
     }
 
     fn future() -> u64 {
@@ -202,22 +208,40 @@ mod tests {
         assert!(check(&auth, &no_sub).is_err());
         let no_exp = sign_raw(json!({"alg": "HS256"}), json!({"sub": "alice"}), SECRET);
         assert!(check(&auth, &no_exp).is_err());
-        let empty_sub = sign_raw(json!({"alg": "HS256"}), json!({"sub": "", "exp": future()}), SECRET);
-        assert!(matches!(check(&auth, &empty_sub), Err(AuthError::BadSubject)));
+        let empty_sub = sign_raw(
+            json!({"alg": "HS256"}),
+            json!({"sub": "", "exp": future()}),
+            SECRET,
+        );
+        assert!(matches!(
+            check(&auth, &empty_sub),
+            Err(AuthError::BadSubject)
+        ));
     }
 
     #[test]
     fn header_must_be_a_bearer_token() {
         let auth = Authenticator::new(&config(None, None));
-        assert!(matches!(auth.authenticate(&HeaderMap::new()), Err(AuthError::Missing)));
-        assert!(matches!(auth.authenticate(&headers("Basic abc")), Err(AuthError::NotBearer)));
-        assert!(matches!(auth.authenticate(&headers("Bearer")), Err(AuthError::NotBearer)));
+        assert!(matches!(
+            auth.authenticate(&HeaderMap::new()),
+            Err(AuthError::Missing)
+        ));
+        assert!(matches!(
+            auth.authenticate(&headers("Basic abc")),
+            Err(AuthError::NotBearer)
+        ));
+        assert!(matches!(
+            auth.authenticate(&headers("Bearer")),
+            Err(AuthError::NotBearer)
+        ));
         assert!(matches!(
             auth.authenticate(&headers("Bearer not.a.jwt")),
             Err(AuthError::Invalid(_))
         ));
         let token = issue_token(SECRET, "alice", 600, None, None);
-        assert!(auth.authenticate(&headers(&format!("bearer {token}"))).is_ok());
+        assert!(auth
+            .authenticate(&headers(&format!("bearer {token}")))
+            .is_ok());
     }
 
     #[test]

@@ -95,7 +95,9 @@ pub async fn send<S: ConversationStore, M: ChatModel>(
                 message_count: 1,
             };
             let first = Message::new(Role::User, request.content.into_string(), now);
-            store.create_conversation(user, &conversation, &first).await?;
+            store
+                .create_conversation(user, &conversation, &first)
+                .await?;
             tracing::info!(conversation_id = %conversation.id, "conversation created");
             (conversation.id, vec![first])
         }
@@ -112,7 +114,10 @@ pub async fn send<S: ConversationStore, M: ChatModel>(
             (id, history)
         }
     };
-    let user_message = history.last().cloned().expect("history ends with the new message");
+    let user_message = history
+        .last()
+        .cloned()
+        .expect("history ends with the new message");
     bound_history(&mut history, limits.max_chars);
 
     let completion = model.complete(&history, deadline).await?;
@@ -177,7 +182,11 @@ mod tests {
 
     #[test]
     fn history_within_budget_is_untouched() {
-        let mut h = vec![msg(Role::User, "a"), msg(Role::Assistant, "b"), msg(Role::User, "c")];
+        let mut h = vec![
+            msg(Role::User, "a"),
+            msg(Role::Assistant, "b"),
+            msg(Role::User, "c"),
+        ];
         bound_history(&mut h, 100);
         assert_eq!(texts(&h), ["a", "b", "c"]);
     }

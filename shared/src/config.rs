@@ -138,7 +138,9 @@ impl RunPodConfig {
             input_format,
             system_prompt: vars.optional("SYSTEM_PROMPT"),
             max_tokens: vars.number("RUNPOD_MAX_TOKENS", 1024)?,
-            request_timeout: Duration::from_millis(vars.number("RUNPOD_REQUEST_TIMEOUT_MS", 10_000)?),
+            request_timeout: Duration::from_millis(
+                vars.number("RUNPOD_REQUEST_TIMEOUT_MS", 10_000)?,
+            ),
             max_retries: vars.number("RUNPOD_MAX_RETRIES", 3)?,
             retry_base_delay: Duration::from_millis(vars.number("RUNPOD_RETRY_BASE_MS", 200)?),
             poll_initial_delay: Duration::from_millis(vars.number("RUNPOD_POLL_INITIAL_MS", 250)?),
@@ -166,10 +168,13 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
     {
         match self.optional(name) {
             None => Ok(default),
-            Some(raw) => raw.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
-                name,
-                reason: e.to_string(),
-            }),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map_err(|e: T::Err| ConfigError::Invalid {
+                    name,
+                    reason: e.to_string(),
+                }),
         }
     }
 }

@@ -203,7 +203,7 @@ fn fold_whitespace(text: &str) -> String {
 /// `text` (already folded) cut to at most `max` characters, preferring the
 /// last space at or before the limit.
 fn cut_at_word(text: &str, max: usize) -> String {
-    let Some((hard_end, next)) = text.char_indices().nth(max).map(|(i, c)| (i, c)) else {
+    let Some((hard_end, next)) = text.char_indices().nth(max) else {
         return text.to_owned();
     };
     if next == ' ' {

@@ -25,7 +25,9 @@ use crate::{
     auth::AuthError,
     chat::{self, ChatError, ChatModel, SendRequest},
     config::Config,
-    domain::{format_timestamp, Conversation, ConversationId, DomainError, Message, MessageContent, Usage},
+    domain::{
+        format_timestamp, Conversation, ConversationId, DomainError, Message, MessageContent, Usage,
+    },
     store::{Page, PageRequest, StoreError},
 };
 
@@ -104,7 +106,8 @@ impl ApiError {
             ),
             Self::GatewayTimeout(_) => (
                 "model_timeout",
-                "the AI model did not answer in time; your message was saved, please try again".into(),
+                "the AI model did not answer in time; your message was saved, please try again"
+                    .into(),
             ),
             Self::Internal(_) => ("internal_error", "an internal error occurred".into()),
         }
@@ -189,8 +192,10 @@ fn error_response(err: &ApiError, request_id: &str) -> Response<Body> {
             AuthError::Missing => "Bearer",
             _ => "Bearer error=\"invalid_token\"",
         };
-        resp.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
     }
     resp
 }
@@ -246,7 +251,10 @@ where
 }
 
 fn authenticate(app: &App, req: &Request) -> Result<crate::domain::UserId, ApiError> {
-    let user = app.auth.authenticate(req.headers()).map_err(ApiError::Unauthorized)?;
+    let user = app
+        .auth
+        .authenticate(req.headers())
+        .map_err(ApiError::Unauthorized)?;
     tracing::Span::current().record("user_id", user.as_str());
     Ok(user)
 }
@@ -254,15 +262,23 @@ fn authenticate(app: &App, req: &Request) -> Result<crate::domain::UserId, ApiEr
 fn parse_json<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     let body: &[u8] = req.body().as_ref();
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("invalid_json", "the request body is empty"));
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the request body is empty",
+        ));
     }
-    serde_json::from_slice(body).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Data => ApiError::bad_request("invalid_request", e.to_string()),
-            _ => ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")),
-        }
-    })
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    })?;
+    // serde would also read a struct from a JSON array; the contract says object.
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "the body must be a JSON object",
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))
 }
 
 /// `limit` and `cursor` from the query string. A `limit` that is not a
@@ -276,7 +292,10 @@ fn page_request(req: &Request, default: u32, max: u32) -> Result<PageRequest, Ap
             .ok()
             .filter(|n| (1..=max).contains(n))
             .ok_or_else(|| {
-                ApiError::bad_request("invalid_limit", format!("limit must be a whole number from 1 to {max}"))
+                ApiError::bad_request(
+                    "invalid_limit",
+                    format!("limit must be a whole number from 1 to {max}"),
+                )
             })?,
     };
     let cursor = query
@@ -318,42 +337,56 @@ struct SendResponse {
 }
 
 pub async fn send_message<M: ChatModel>(app: &App, model: &M, req: Request) -> Response<Body> {
-    handle("send-message", app, req, StatusCode::OK, |req, meta| async move {
-        let user = authenticate(app, &req)?;
-        let body: SendBody = parse_json(&req)?;
-        let conversation_id = body
-            .conversation_id
-            .map(|raw| {
-                ConversationId::parse(&raw)
-                    .map_err(|e| ApiError::bad_request("invalid_conversation_id", e.to_string()))
-            })
-            .transpose()?;
-        if let Some(id) = conversation_id {
-            tracing::Span::current().record("conversation_id", id.to_string());
-        }
-        let content = MessageContent::parse(body.message, app.config.max_message_chars).map_err(|e| {
-            ApiError::Unprocessable {
-                code: match e {
-                    DomainError::MessageTooLong { .. } => "message_too_long",
-                    _ => "empty_message",
-                },
-                message: e.to_string(),
+    handle(
+        "send-message",
+        app,
+        req,
+        StatusCode::OK,
+        |req, meta| async move {
+            let user = authenticate(app, &req)?;
+            let body: SendBody = parse_json(&req)?;
+            let conversation_id = body
+                .conversation_id
+                .map(|raw| {
+                    ConversationId::parse(&raw).map_err(|e| {
+                        ApiError::bad_request("invalid_conversation_id", e.to_string())
+                    })
+                })
+                .transpose()?;
+            if let Some(id) = conversation_id {
+                tracing::Span::current().record("conversation_id", id.to_string());
             }
-        })?;
-        let request = SendRequest {
-            conversation_id,
-            content,
-        };
-        let outcome = chat::send(&app.store, model, app.history_limits(), &user, request, meta.deadline).await?;
-        Ok(SendResponse {
-            conversation_id: outcome.conversation_id.to_string(),
-            timestamp: format_timestamp(outcome.reply.created_at),
-            message_id: outcome.reply.id.to_string(),
-            user_message_id: outcome.user_message.id.to_string(),
-            usage: outcome.reply.usage,
-            message: outcome.reply.content,
-        })
-    })
+            let content = MessageContent::parse(body.message, app.config.max_message_chars)
+                .map_err(|e| ApiError::Unprocessable {
+                    code: match e {
+                        DomainError::MessageTooLong { .. } => "message_too_long",
+                        _ => "empty_message",
+                    },
+                    message: e.to_string(),
+                })?;
+            let request = SendRequest {
+                conversation_id,
+                content,
+            };
+            let outcome = chat::send(
+                &app.store,
+                model,
+                app.history_limits(),
+                &user,
+                request,
+                meta.deadline,
+            )
+            .await?;
+            Ok(SendResponse {
+                conversation_id: outcome.conversation_id.to_string(),
+                timestamp: format_timestamp(outcome.reply.created_at),
+                message_id: outcome.reply.id.to_string(),
+                user_message_id: outcome.user_message.id.to_string(),
+                usage: outcome.reply.usage,
+                message: outcome.reply.content,
+            })
+        },
+    )
     .await
 }
 
@@ -392,15 +425,22 @@ struct ListResponse {
 }
 
 pub async fn list_conversations(app: &App, req: Request) -> Response<Body> {
-    handle("list-conversations", app, req, StatusCode::OK, |req, _meta| async move {
-        let user = authenticate(app, &req)?;
-        let page = page_request(&req, CONVERSATIONS_PAGE_DEFAULT, CONVERSATIONS_PAGE_MAX)?;
-        let Page { items, next_cursor } = chat::list_conversations(&app.store, &user, &page).await?;
-        Ok(ListResponse {
-            conversations: items.into_iter().map(Into::into).collect(),
-            next_cursor,
-        })
-    })
+    handle(
+        "list-conversations",
+        app,
+        req,
+        StatusCode::OK,
+        |req, _meta| async move {
+            let user = authenticate(app, &req)?;
+            let page = page_request(&req, CONVERSATIONS_PAGE_DEFAULT, CONVERSATIONS_PAGE_MAX)?;
+            let Page { items, next_cursor } =
+                chat::list_conversations(&app.store, &user, &page).await?;
+            Ok(ListResponse {
+                conversations: items.into_iter().map(Into::into).collect(),
+                next_cursor,
+            })
+        },
+    )
     .await
 }
 
@@ -437,17 +477,24 @@ struct ConversationResponse {
 }
 
 pub async fn get_conversation(app: &App, req: Request) -> Response<Body> {
-    handle("get-conversation", app, req, StatusCode::OK, |req, _meta| async move {
-        let user = authenticate(app, &req)?;
-        let id = path_conversation_id(&req)?;
-        let page = page_request(&req, MESSAGES_PAGE_DEFAULT, MESSAGES_PAGE_MAX)?;
-        let (conversation, messages) = chat::get_conversation(&app.store, &user, id, &page).await?;
-        Ok(ConversationResponse {
-            id: conversation.id.to_string(),
-            title: conversation.title.as_str().to_owned(),
-            messages: messages.items.into_iter().map(Into::into).collect(),
-            next_cursor: messages.next_cursor,
-        })
-    })
+    handle(
+        "get-conversation",
+        app,
+        req,
+        StatusCode::OK,
+        |req, _meta| async move {
+            let user = authenticate(app, &req)?;
+            let id = path_conversation_id(&req)?;
+            let page = page_request(&req, MESSAGES_PAGE_DEFAULT, MESSAGES_PAGE_MAX)?;
+            let (conversation, messages) =
+                chat::get_conversation(&app.store, &user, id, &page).await?;
+            Ok(ConversationResponse {
+                id: conversation.id.to_string(),
+                title: conversation.title.as_str().to_owned(),
+                messages: messages.items.into_iter().map(Into::into).collect(),
+                next_cursor: messages.next_cursor,
+            })
+        },
+    )
     .await
 }

@@ -8,7 +8,8 @@ const DEFAULT_FILTER: &str = "info,aws_config=warn,aws_smithy_runtime=warn,aws_s
 /// comes from `RUST_LOG` (default `info`). JSON when Lambda's JSON log format
 /// is configured (`AWS_LAMBDA_LOG_FORMAT=JSON`) or `LOG_FORMAT=json`.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let json = ["AWS_LAMBDA_LOG_FORMAT", "LOG_FORMAT"]
         .iter()
         .any(|v| std::env::var(v).is_ok_and(|f| f.eq_ignore_ascii_case("json")));

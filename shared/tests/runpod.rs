@@ -19,7 +19,10 @@ const KEY: &str = "rp-test-key";
 
 fn client(server: &MockServer, extra: &[(&str, &str)]) -> RunPodClient {
     let base = server.uri();
-    let extra: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let extra: Vec<(String, String)> = extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let config = RunPodConfig::from_lookup(move |k| {
         if let Some((_, v)) = extra.iter().find(|(n, _)| n == k) {
             return Some(v.clone());
@@ -88,7 +91,10 @@ async fn runsync_completed_returns_the_reply() {
         .expect(1)
         .mount(&server)
         .await;
-    let reply = client(&server, &[]).generate(&history(), deadline(10)).await.unwrap();
+    let reply = client(&server, &[])
+        .generate(&history(), deadline(10))
+        .await
+        .unwrap();
     assert_eq!(reply.text, "By patient, then by date.");
     assert_eq!(reply.usage.unwrap().output_tokens, 6);
     let sent = requests_to(&server, "/ep1/runsync").await;
@@ -127,7 +133,10 @@ async fn a_queued_job_is_polled_until_complete() {
         .respond_with(ResponseTemplate::new(200).set_body_json(completed(json!({"text": "Done."}))))
         .mount(&server)
         .await;
-    let reply = client(&server, &[]).generate(&history(), deadline(10)).await.unwrap();
+    let reply = client(&server, &[])
+        .generate(&history(), deadline(10))
+        .await
+        .unwrap();
     assert_eq!(reply.text, "Done.");
     assert_eq!(requests_to(&server, "/ep1/status/job-1").await.len(), 4);
     assert!(requests_to(&server, "/ep1/cancel/job-1").await.is_empty());
@@ -148,10 +157,16 @@ async fn a_429_is_retried_after_retry_after() {
         .mount(&server)
         .await;
     let started = std::time::Instant::now();
-    let reply = client(&server, &[]).generate(&history(), deadline(10)).await.unwrap();
+    let reply = client(&server, &[])
+        .generate(&history(), deadline(10))
+        .await
+        .unwrap();
     assert_eq!(reply.text, "ok");
     assert_eq!(requests_to(&server, "/ep1/runsync").await.len(), 2);
-    assert!(started.elapsed() >= Duration::from_millis(300), "Retry-After was not honoured");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "Retry-After was not honoured"
+    );
 }
 
 #[tokio::test]
@@ -166,7 +181,10 @@ async fn persistent_500s_exhaust_the_retries() {
         .generate(&history(), deadline(10))
         .await
         .unwrap_err();
-    assert!(matches!(err, RunPodError::Status { status: 500, .. }), "{err:?}");
+    assert!(
+        matches!(err, RunPodError::Status { status: 500, .. }),
+        "{err:?}"
+    );
     assert!(!err.is_timeout());
     assert_eq!(requests_to(&server, "/ep1/runsync").await.len(), 3);
 }
@@ -179,8 +197,14 @@ async fn client_errors_are_not_retried() {
         .respond_with(ResponseTemplate::new(401).set_body_string("bad key"))
         .mount(&server)
         .await;
-    let err = client(&server, &[]).generate(&history(), deadline(10)).await.unwrap_err();
-    assert!(matches!(err, RunPodError::Status { status: 401, .. }), "{err:?}");
+    let err = client(&server, &[])
+        .generate(&history(), deadline(10))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RunPodError::Status { status: 401, .. }),
+        "{err:?}"
+    );
     assert_eq!(requests_to(&server, "/ep1/runsync").await.len(), 1);
 }
 
@@ -194,7 +218,10 @@ async fn a_failed_job_surfaces_its_error() {
         ))
         .mount(&server)
         .await;
-    let err = client(&server, &[]).generate(&history(), deadline(10)).await.unwrap_err();
+    let err = client(&server, &[])
+        .generate(&history(), deadline(10))
+        .await
+        .unwrap_err();
     match err {
         RunPodError::JobFailed { job_id, error } => {
             assert_eq!(job_id, "job-1");
@@ -229,7 +256,10 @@ async fn at_the_deadline_the_job_is_cancelled() {
         .generate(&history(), Instant::now() + Duration::from_millis(600))
         .await
         .unwrap_err();
-    assert!(matches!(err, RunPodError::Deadline { job_id: Some(ref id) } if id == "job-1"), "{err:?}");
+    assert!(
+        matches!(err, RunPodError::Deadline { job_id: Some(ref id) } if id == "job-1"),
+        "{err:?}"
+    );
     assert!(err.is_timeout());
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(requests_to(&server, "/ep1/status/job-1").await.len() >= 2);
@@ -240,7 +270,11 @@ async fn a_runsync_that_hangs_past_the_deadline_is_a_timeout() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/ep1/runsync"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(job("IN_QUEUE")).set_delay(Duration::from_secs(5)))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(job("IN_QUEUE"))
+                .set_delay(Duration::from_secs(5)),
+        )
         .mount(&server)
         .await;
     let err = client(&server, &[])
@@ -262,7 +296,11 @@ async fn a_status_call_that_times_out_is_retried() {
         .await;
     Mock::given(method("GET"))
         .and(path("/ep1/status/job-1"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(job("IN_PROGRESS")).set_delay(Duration::from_secs(3)))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(job("IN_PROGRESS"))
+                .set_delay(Duration::from_secs(3)),
+        )
         .up_to_n_times(1)
         .mount(&server)
         .await;
@@ -271,7 +309,10 @@ async fn a_status_call_that_times_out_is_retried() {
         .respond_with(ResponseTemplate::new(200).set_body_json(completed(json!("late but fine"))))
         .mount(&server)
         .await;
-    let reply = client(&server, &[]).generate(&history(), deadline(10)).await.unwrap();
+    let reply = client(&server, &[])
+        .generate(&history(), deadline(10))
+        .await
+        .unwrap();
     assert_eq!(reply.text, "late but fine");
 }
 
@@ -289,9 +330,15 @@ async fn garbage_answers_are_errors() {
             .respond_with(body)
             .mount(&server)
             .await;
-        let err = client(&server, &[]).generate(&history(), deadline(10)).await.unwrap_err();
+        let err = client(&server, &[])
+            .generate(&history(), deadline(10))
+            .await
+            .unwrap_err();
         assert!(
-            matches!(err, RunPodError::InvalidResponse(_) | RunPodError::Output { .. }),
+            matches!(
+                err,
+                RunPodError::InvalidResponse(_) | RunPodError::Output { .. }
+            ),
             "{err:?}"
         );
         assert!(!err.is_timeout());
@@ -310,7 +357,13 @@ async fn prompt_format_and_system_prompt_are_sent() {
         .expect(1)
         .mount(&server)
         .await;
-    let c = client(&server, &[("RUNPOD_INPUT_FORMAT", "prompt"), ("SYSTEM_PROMPT", "Be brief.")]);
+    let c = client(
+        &server,
+        &[
+            ("RUNPOD_INPUT_FORMAT", "prompt"),
+            ("SYSTEM_PROMPT", "Be brief."),
+        ],
+    );
     let reply = c.generate(&history(), deadline(10)).await.unwrap();
     assert_eq!(reply.text, "ok");
 }

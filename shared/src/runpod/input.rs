@@ -29,7 +29,9 @@ pub fn build_input(config: &RunPodConfig, history: &[Message]) -> Value {
                 "sampling_params": {"max_tokens": config.max_tokens},
             })
         }
-        InputFormat::Prompt => json!({ "prompt": render_prompt(config.system_prompt.as_deref(), history) }),
+        InputFormat::Prompt => {
+            json!({ "prompt": render_prompt(config.system_prompt.as_deref(), history) })
+        }
     }
 }
 
@@ -81,13 +83,20 @@ mod tests {
         vec![
             Message::new(Role::User, "Hi".into(), Utc::now()),
             Message::new(Role::Assistant, "Hello!".into(), Utc::now()),
-            Message::new(Role::User, "How do I organize patient files?".into(), Utc::now()),
+            Message::new(
+                Role::User,
+                "How do I organize patient files?".into(),
+                Utc::now(),
+            ),
         ]
     }
 
     #[test]
     fn messages_format_is_what_the_vllm_worker_takes() {
-        let v = build_input(&config(InputFormat::Messages, Some("Be brief.")), &history());
+        let v = build_input(
+            &config(InputFormat::Messages, Some("Be brief.")),
+            &history(),
+        );
         assert_eq!(
             v,
             json!({

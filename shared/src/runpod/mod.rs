@@ -132,12 +132,19 @@ impl RunPodClient {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}/{}/{}", self.config.base_url, self.config.endpoint_id, path)
+        format!(
+            "{}/{}/{}",
+            self.config.base_url, self.config.endpoint_id, path
+        )
     }
 
     /// Sends the conversation (oldest first, ending with the new user
     /// message) and returns the model's reply.
-    pub async fn generate(&self, history: &[Message], deadline: Instant) -> Result<Completion, RunPodError> {
+    pub async fn generate(
+        &self,
+        history: &[Message],
+        deadline: Instant,
+    ) -> Result<Completion, RunPodError> {
         let input = build_input(&self.config, history);
         let job = self.run_sync(&input, deadline).await?;
         let job = self.wait_until_final(job, deadline).await?;
@@ -155,7 +162,12 @@ impl RunPodClient {
         let body = json!({ "input": input });
         let wait_ms = wait.as_millis().to_string();
         self.call(
-            || self.http.post(&url).query(&[("wait", wait_ms.as_str())]).json(&body),
+            || {
+                self.http
+                    .post(&url)
+                    .query(&[("wait", wait_ms.as_str())])
+                    .json(&body)
+            },
             remaining,
             deadline,
             Idempotent::No,
@@ -179,7 +191,12 @@ impl RunPodClient {
         let url = self.url(&format!("cancel/{job_id}"));
         let deadline = Instant::now() + CANCEL_TIMEOUT;
         match self
-            .call(|| self.http.post(&url), CANCEL_TIMEOUT, deadline, Idempotent::Yes)
+            .call(
+                || self.http.post(&url),
+                CANCEL_TIMEOUT,
+                deadline,
+                Idempotent::Yes,
+            )
             .await
         {
             Ok(job) => tracing::info!(job_id, status = %job.status, "cancelled RunPod job"),
@@ -238,9 +255,8 @@ impl RunPodClient {
             let (error, retry_after) = match sent {
                 Ok(resp) if resp.status().is_success() => {
                     let bytes = resp.bytes().await.map_err(RunPodError::Transport)?;
-                    return serde_json::from_slice::<Job>(&bytes).map_err(|e| {
-                        RunPodError::InvalidResponse(format!("not a job: {e}"))
-                    });
+                    return serde_json::from_slice::<Job>(&bytes)
+                        .map_err(|e| RunPodError::InvalidResponse(format!("not a job: {e}")));
                 }
                 Ok(resp) => {
                     let status = resp.status();

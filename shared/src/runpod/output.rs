@@ -30,7 +30,9 @@ pub enum OutputError {
 ///   and `[{"choices": [{"message": {"content": ...}}], "usage": {...}}]`,
 ///   several entries (streamed chunks) concatenated.
 pub fn parse_output(output: Option<&Value>) -> Result<Completion, OutputError> {
-    let output = output.filter(|v| !v.is_null()).ok_or(OutputError::Missing)?;
+    let output = output
+        .filter(|v| !v.is_null())
+        .ok_or(OutputError::Missing)?;
     let (text, usage) = match output {
         Value::Array(entries) if !entries.is_empty() => {
             let mut text = String::new();
@@ -117,7 +119,10 @@ fn describe(v: &Value) -> String {
         Value::Number(_) => "number".into(),
         Value::String(_) => "string".into(),
         Value::Array(a) => format!("array[{}]", a.first().map(describe).unwrap_or_default()),
-        Value::Object(o) => format!("object{{{}}}", o.keys().cloned().collect::<Vec<_>>().join(",")),
+        Value::Object(o) => format!(
+            "object{{{}}}",
+            o.keys().cloned().collect::<Vec<_>>().join(",")
+        ),
     }
 }
 
@@ -140,7 +145,10 @@ mod tests {
         let c = parse(json!({"text": "Hi there"})).unwrap();
         assert_eq!(c.text, "Hi there");
         assert_eq!(c.usage, None);
-        assert_eq!(parse(json!({"text": ["Hi", " there"]})).unwrap().text, "Hi there");
+        assert_eq!(
+            parse(json!({"text": ["Hi", " there"]})).unwrap().text,
+            "Hi there"
+        );
     }
 
     #[test]
@@ -201,7 +209,10 @@ mod tests {
 
     #[test]
     fn completion_style_choice_text() {
-        assert_eq!(parse(json!({"choices": [{"text": "ok"}]})).unwrap().text, "ok");
+        assert_eq!(
+            parse(json!({"choices": [{"text": "ok"}]})).unwrap().text,
+            "ok"
+        );
     }
 
     #[test]
@@ -226,7 +237,10 @@ mod tests {
     #[test]
     fn empty_reply_is_an_error() {
         assert_eq!(parse(json!("  ")), Err(OutputError::Empty));
-        assert_eq!(parse(json!({"choices": [{"tokens": []}]})), Err(OutputError::Empty));
+        assert_eq!(
+            parse(json!({"choices": [{"tokens": []}]})),
+            Err(OutputError::Empty)
+        );
     }
 
     #[test]

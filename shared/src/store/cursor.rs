@@ -72,7 +72,9 @@ impl CursorCodec {
         let payload = URL_SAFE_NO_PAD
             .decode(payload)
             .map_err(|_| CursorError::Malformed)?;
-        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| CursorError::Malformed)?;
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| CursorError::Malformed)?;
         // Constant-time comparison.
         self.mac(scope, &payload)
             .verify_slice(&tag)

@@ -10,9 +10,7 @@ use aws_sdk_dynamodb::{
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use super::{
-    keys, ConversationStore, CursorCodec, Page, PageRequest, StoreError,
-};
+use super::{keys, ConversationStore, CursorCodec, Page, PageRequest, StoreError};
 use crate::domain::{
     format_timestamp, parse_timestamp, preview, Conversation, ConversationId, Message, MessageId,
     Role, Title, Usage, UserId,
@@ -237,7 +235,11 @@ impl DynamoStore {
     fn decode_cursor(&self, scope: &str, page: &PageRequest) -> Result<Option<Item>, StoreError> {
         page.cursor
             .as_deref()
-            .map(|c| self.cursors.decode(scope, c).map_err(StoreError::InvalidCursor))
+            .map(|c| {
+                self.cursors
+                    .decode(scope, c)
+                    .map_err(StoreError::InvalidCursor)
+            })
             .transpose()
     }
 
@@ -326,7 +328,10 @@ impl ConversationStore for DynamoStore {
             .expression_attribute_names("#gsk", keys::GSI1SK)
             .expression_attribute_values(":at", s(format_timestamp(message.created_at)))
             .expression_attribute_values(":preview", s(preview(&message.content)))
-            .expression_attribute_values(":gsk", s(keys::updated_sk(message.created_at, conversation)))
+            .expression_attribute_values(
+                ":gsk",
+                s(keys::updated_sk(message.created_at, conversation)),
+            )
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
             .expression_attribute_values(":user", s(user.as_str()))
             .build()

@@ -74,14 +74,22 @@ mod tests {
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
-        assert!(keys.iter().all(|k| k.as_str() > CONVERSATION_SK || k.starts_with("MSG#")));
+        assert!(keys
+            .iter()
+            .all(|k| k.as_str() > CONVERSATION_SK || k.starts_with("MSG#")));
     }
 
     #[test]
     fn users_whose_ids_share_a_prefix_get_distinct_partitions() {
         let c = ConversationId::new();
-        assert_ne!(conversation_pk(&user("a"), c), conversation_pk(&user("a#CONV"), c));
-        assert_ne!(user_conversations_pk(&user("a")), user_conversations_pk(&user("a#")));
+        assert_ne!(
+            conversation_pk(&user("a"), c),
+            conversation_pk(&user("a#CONV"), c)
+        );
+        assert_ne!(
+            user_conversations_pk(&user("a")),
+            user_conversations_pk(&user("a#"))
+        );
     }
 
     #[test]

@@ -1,0 +1,459 @@
+//! The three handlers end to end: API Gateway v2 events through the real
+//! handler code, to DynamoDB Local and a wiremock RunPod.
+
+mod common;
+
+use std::time::Duration;
+
+use chat_service_dev::DEV_JWT_SECRET;
+use chat_shared::{auth::issue_token, http, runpod::RunPodClient, App};
+use common::{error_code, read, token, Event};
+use serde_json::{json, Value};
+use wiremock::{
+    matchers::{method, path},
+    Mock, MockServer, ResponseTemplate,
+};
+
+struct Harness {
+    app: App,
+    model: RunPodClient,
+    runpod: MockServer,
+}
+
+impl Harness {
+    async fn new() -> Self {
+        Self::with(&[]).await
+    }
+
+    async fn with(extra: &[(&str, &str)]) -> Self {
+        let client = common::dynamo().await;
+        let table = common::fresh_table(&client).await;
+        let runpod = MockServer::start().await;
+        Self {
+            app: App::new(common::config_with(&table, extra), client),
+            model: RunPodClient::new(common::runpod_config(&runpod.uri(), &[])).unwrap(),
+            runpod,
+        }
+    }
+
+    /// RunPod answers every runsync with `reply`.
+    async fn replies(&self, reply: &str) {
+        Mock::given(method("POST"))
+            .and(path("/test-endpoint/runsync"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "id": "job-1", "status": "COMPLETED",
+                "output": {"choices": [{"message": {"content": reply}}], "usage": {"prompt_tokens": 5, "completion_tokens": 2}}
+            })))
+            .mount(&self.runpod)
+            .await;
+    }
+
+    async fn send(&self, event: Event) -> (u16, Value) {
+        read(http::send_message(&self.app, &self.model, event.request()).await)
+    }
+
+    async fn list(&self, event: Event) -> (u16, Value) {
+        read(http::list_conversations(&self.app, event.request()).await)
+    }
+
+    async fn get(&self, event: Event) -> (u16, Value) {
+        read(http::get_conversation(&self.app, event.request()).await)
+    }
+
+    async fn runsync_inputs(&self) -> Vec<Value> {
+        self.runpod
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.url.path().ends_with("/runsync"))
+            .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["input"].clone())
+            .collect()
+    }
+}
+
+fn is_utc_rfc3339(v: &Value) -> bool {
+    v.as_str()
+        .is_some_and(|s| s.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(s).is_ok())
+}
+
+#[tokio::test]
+async fn send_creates_a_conversation_that_list_and_get_show() {
+    let h = Harness::new().await;
+    h.replies("Sort them by patient, then by date.").await;
+    let alice = token("alice");
+
+    let (status, body) = h
+        .send(Event::send(
+            r#"{"message": "How do I organize patient files?"}"#,
+            Some(alice.clone()),
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["message"], "Sort them by patient, then by date.");
+    assert!(is_utc_rfc3339(&body["timestamp"]), "{body}");
+    let id = body["conversation_id"].as_str().unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&id).is_ok());
+    assert_eq!(
+        body["usage"],
+        json!({"input_tokens": 5, "output_tokens": 2})
+    );
+
+    let (status, list) = h.list(Event::list(Some(alice.clone()))).await;
+    assert_eq!(status, 200, "{list}");
+    let convs = list["conversations"].as_array().unwrap();
+    assert_eq!(convs.len(), 1);
+    assert_eq!(convs[0]["id"], id.as_str());
+    assert_eq!(convs[0]["title"], "How do I organize patient files?");
+    assert_eq!(
+        convs[0]["last_message"],
+        "Sort them by patient, then by date."
+    );
+    assert!(is_utc_rfc3339(&convs[0]["updated_at"]));
+
+    let (status, conv) = h.get(Event::get(&id, Some(alice))).await;
+    assert_eq!(status, 200, "{conv}");
+    assert_eq!(conv["id"], id.as_str());
+    assert_eq!(conv["title"], "How do I organize patient files?");
+    let messages = conv["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0]["role"], "user");
+    assert_eq!(messages[0]["content"], "How do I organize patient files?");
+    assert_eq!(messages[1]["role"], "assistant");
+    assert_eq!(
+        messages[1]["content"],
+        "Sort them by patient, then by date."
+    );
+    assert!(messages.iter().all(|m| is_utc_rfc3339(&m["timestamp"])));
+}
+
+#[tokio::test]
+async fn send_to_an_existing_conversation_sends_its_history() {
+    let h = Harness::new().await;
+    h.replies("ok").await;
+    let alice = token("alice");
+    let (_, first) = h
+        .send(Event::send(
+            r#"{"message": "first question"}"#,
+            Some(alice.clone()),
+        ))
+        .await;
+    let id = first["conversation_id"].as_str().unwrap();
+
+    let body = json!({"message": "second question", "conversation_id": id}).to_string();
+    let (status, second) = h.send(Event::send(&body, Some(alice.clone()))).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["conversation_id"], id);
+
+    let inputs = h.runsync_inputs().await;
+    assert_eq!(
+        inputs[1]["messages"],
+        json!([
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "second question"}
+        ])
+    );
+    let (_, conv) = h.get(Event::get(id, Some(alice.clone()))).await;
+    assert_eq!(conv["messages"].as_array().unwrap().len(), 4);
+    let (_, list) = h.list(Event::list(Some(alice))).await;
+    assert_eq!(list["conversations"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn other_users_conversations_are_not_found() {
+    let h = Harness::new().await;
+    h.replies("private answer").await;
+    let (_, created) = h
+        .send(Event::send(
+            r#"{"message": "my secret"}"#,
+            Some(token("alice")),
+        ))
+        .await;
+    let id = created["conversation_id"].as_str().unwrap();
+    let bob = token("bob");
+
+    let (status, body) = h.get(Event::get(id, Some(bob.clone()))).await;
+    assert_eq!(error_code(status, &body, 404), "not_found");
+
+    let send = json!({"message": "let me in", "conversation_id": id}).to_string();
+    let (status, body) = h.send(Event::send(&send, Some(bob.clone()))).await;
+    assert_eq!(error_code(status, &body, 404), "not_found");
+
+    let (_, list) = h.list(Event::list(Some(bob))).await;
+    assert_eq!(list["conversations"], json!([]));
+
+    let unknown = json!({"message": "hi", "conversation_id": uuid::Uuid::new_v4()}).to_string();
+    let (status, body) = h.send(Event::send(&unknown, Some(token("alice")))).await;
+    assert_eq!(error_code(status, &body, 404), "not_found");
+    let (status, body) = h.get(Event::get("not-a-uuid", Some(token("alice")))).await;
+    assert_eq!(error_code(status, &body, 404), "not_found");
+    // Only the one successful send reached the model.
+    assert_eq!(h.runsync_inputs().await.len(), 1);
+}
+
+#[tokio::test]
+async fn bad_bodies_are_400_and_bad_messages_422() {
+    let h = Harness::with(&[("MAX_MESSAGE_CHARS", "20")]).await;
+    h.replies("unused").await;
+    let t = || Some(token("alice"));
+    for (body, code) in [
+        ("{not json", "invalid_json"),
+        ("", "invalid_json"),
+        (r#"{"message": 5}"#, "invalid_request"),
+        (r#"{"text": "hi"}"#, "invalid_request"),
+        (r#"["hi"]"#, "invalid_request"),
+        (
+            r#"{"message": "hi", "conversation_id": 7}"#,
+            "invalid_request",
+        ),
+        (
+            r#"{"message": "hi", "conversation_id": "abc"}"#,
+            "invalid_conversation_id",
+        ),
+    ] {
+        let (status, resp) = h.send(Event::send(body, t())).await;
+        assert_eq!(error_code(status, &resp, 400), code, "for body {body:?}");
+    }
+    for (body, code) in [
+        (r#"{"message": ""}"#, "empty_message"),
+        (r#"{"message": "  \n\t "}"#, "empty_message"),
+        (
+            r#"{"message": "this message is longer than twenty"}"#,
+            "message_too_long",
+        ),
+    ] {
+        let (status, resp) = h.send(Event::send(body, t())).await;
+        assert_eq!(error_code(status, &resp, 422), code, "for body {body:?}");
+    }
+    let (status, _) = h
+        .send(Event::send(r#"{"message": "exactly twenty chars"}"#, t()))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(h.runsync_inputs().await.len(), 1);
+}
+
+#[tokio::test]
+async fn bad_tokens_are_401_with_a_bearer_challenge() {
+    let h = Harness::new().await;
+    let expired = {
+        use jsonwebtoken::{encode, EncodingKey, Header};
+        let exp = jsonwebtoken::get_current_timestamp() - 3600;
+        encode(
+            &Header::default(),
+            &json!({"sub": "alice", "exp": exp}),
+            &EncodingKey::from_secret(DEV_JWT_SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let wrong_secret = issue_token(
+        "some-other-secret-some-other-secret",
+        "alice",
+        600,
+        None,
+        None,
+    );
+    for t in [
+        None,
+        Some("garbage".to_owned()),
+        Some(expired),
+        Some(wrong_secret),
+    ] {
+        for resp in [
+            http::send_message(
+                &h.app,
+                &h.model,
+                Event::send(r#"{"message":"hi"}"#, t.clone()).request(),
+            )
+            .await,
+            http::list_conversations(&h.app, Event::list(t.clone()).request()).await,
+            http::get_conversation(
+                &h.app,
+                Event::get(&uuid::Uuid::new_v4().to_string(), t.clone()).request(),
+            )
+            .await,
+        ] {
+            let challenge = resp
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let (status, body) = read(resp);
+            assert_eq!(error_code(status, &body, 401), "unauthorized");
+            assert!(challenge.is_some_and(|c| c.starts_with("Bearer")));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failing_model_is_502_and_the_users_message_is_kept() {
+    let h = Harness::new().await;
+    Mock::given(method("POST"))
+        .and(path("/test-endpoint/runsync"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"id": "job-9", "status": "FAILED", "error": "Traceback: model.py line 3 secret internals"}),
+        ))
+        .mount(&h.runpod)
+        .await;
+    let alice = token("alice");
+    let (status, body) = h
+        .send(Event::send(
+            r#"{"message": "Will this be lost?"}"#,
+            Some(alice.clone()),
+        ))
+        .await;
+    assert_eq!(error_code(status, &body, 502), "model_error");
+    assert!(!body.to_string().contains("Traceback"), "{body}");
+
+    let (_, list) = h.list(Event::list(Some(alice.clone()))).await;
+    let conv = &list["conversations"][0];
+    assert_eq!(conv["last_message"], "Will this be lost?");
+    let (_, read_back) = h
+        .get(Event::get(conv["id"].as_str().unwrap(), Some(alice)))
+        .await;
+    assert_eq!(
+        read_back["messages"],
+        json!([{
+            "id": read_back["messages"][0]["id"], "role": "user",
+            "content": "Will this be lost?", "timestamp": read_back["messages"][0]["timestamp"]
+        }])
+    );
+}
+
+#[tokio::test]
+async fn garbage_from_the_model_is_502() {
+    let h = Harness::new().await;
+    Mock::given(method("POST"))
+        .and(path("/test-endpoint/runsync"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "j", "status": "COMPLETED", "output": {"weird": 1}})),
+        )
+        .mount(&h.runpod)
+        .await;
+    let (status, body) = h
+        .send(Event::send(r#"{"message": "hi"}"#, Some(token("alice"))))
+        .await;
+    assert_eq!(error_code(status, &body, 502), "model_error");
+}
+
+#[tokio::test]
+async fn a_model_that_does_not_finish_in_time_is_504() {
+    let h = Harness::with(&[("REQUEST_BUDGET_SECS", "1"), ("DEADLINE_MARGIN_MS", "0")]).await;
+    Mock::given(method("POST"))
+        .and(path("/test-endpoint/runsync"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "job-slow", "status": "IN_QUEUE"})),
+        )
+        .mount(&h.runpod)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/test-endpoint/status/job-slow"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "job-slow", "status": "IN_PROGRESS"})),
+        )
+        .mount(&h.runpod)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/test-endpoint/cancel/job-slow"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "job-slow", "status": "CANCELLED"})),
+        )
+        .expect(1)
+        .mount(&h.runpod)
+        .await;
+    let started = std::time::Instant::now();
+    let (status, body) = h
+        .send(Event::send(
+            r#"{"message": "hello?"}"#,
+            Some(token("alice")),
+        ))
+        .await;
+    assert_eq!(error_code(status, &body, 504), "model_timeout");
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn storage_failures_are_opaque_500s() {
+    let client = common::dynamo().await;
+    let runpod = MockServer::start().await;
+    let app = App::new(common::config("no-such-table"), client);
+    let (status, body) =
+        read(http::list_conversations(&app, Event::list(Some(token("alice"))).request()).await);
+    assert_eq!(error_code(status, &body, 500), "internal_error");
+    let text = body.to_string();
+    assert!(
+        !text.contains("no-such-table") && !text.contains("DynamoDB") && !text.contains("Resource"),
+        "{text}"
+    );
+    let model = RunPodClient::new(common::runpod_config(&runpod.uri(), &[])).unwrap();
+    let (status, _) = read(
+        http::send_message(
+            &app,
+            &model,
+            Event::send(r#"{"message":"hi"}"#, Some(token("alice"))).request(),
+        )
+        .await,
+    );
+    assert_eq!(status, 500);
+}
+
+#[tokio::test]
+async fn list_pages_and_limits() {
+    let h = Harness::new().await;
+    h.replies("ok").await;
+    let alice = token("alice");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (_, b) = h
+            .send(Event::send(
+                &json!({"message": format!("question {i}")}).to_string(),
+                Some(alice.clone()),
+            ))
+            .await;
+        ids.push(b["conversation_id"].as_str().unwrap().to_owned());
+    }
+    ids.reverse(); // newest first
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut e = Event::list(Some(alice.clone())).query("limit", "2");
+        if let Some(c) = &cursor {
+            e = e.query("cursor", c);
+        }
+        let (status, page) = h.list(e).await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(
+            page["conversations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+
+    for bad in ["0", "-1", "abc", "101"] {
+        let (status, body) = h
+            .list(Event::list(Some(alice.clone())).query("limit", bad))
+            .await;
+        assert_eq!(error_code(status, &body, 400), "invalid_limit");
+    }
+    let (status, body) = h
+        .list(Event::list(Some(alice.clone())).query("cursor", "forged.cursor"))
+        .await;
+    assert_eq!(error_code(status, &body, 400), "invalid_cursor");
+    // Alice's cursor is useless to Bob.
+    let (_, page) = h.list(Event::list(Some(alice)).query("limit", "1")).await;
+    let c = page["next_cursor"].as_str().unwrap();
+    let (status, body) = h
+        .list(Event::list(Some(token("bob"))).query("cursor", c))
+        .await;
+    assert_eq!(error_code(status, &body, 400), "invalid_cursor");
+}
