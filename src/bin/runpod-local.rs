@@ -1,0 +1,25 @@
+//! A local RunPod serverless endpoint for development and tests.
+//! Configured by `RUNPOD_LOCAL_*` variables (see README); port from
+//! `RUNPOD_LOCAL_PORT` (default 8002).
+
+use chat_service_dev::runpod_local::{LocalRunPod, Responder, Settings};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let settings = Settings::from_env()?;
+    let port: u16 = std::env::var("RUNPOD_LOCAL_PORT")
+        .ok()
+        .map(|p| p.parse())
+        .transpose()?
+        .unwrap_or(8002);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let answers = match &settings.responder {
+        Responder::Development => "the development responder (no AI model)".to_owned(),
+        Responder::OpenAi {
+            base_url, model, ..
+        } => format!("{base_url} (model {model})"),
+    };
+    eprintln!("local RunPod endpoint on http://127.0.0.1:{port}, answering with {answers}");
+    LocalRunPod::new(settings).serve(listener).await?;
+    Ok(())
+}

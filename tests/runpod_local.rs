@@ -1,0 +1,216 @@
+//! The local RunPod endpoint speaks the API the real client expects.
+
+use std::time::Duration;
+
+use chat_service_dev::runpod_local::{LocalRunPod, Settings, DEV_REPLY_PREFIX};
+use chat_shared::{
+    domain::{Message, Role},
+    runpod::{RunPodClient, RunPodError},
+};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+mod common;
+
+async fn start(settings: Settings) -> (LocalRunPod, String) {
+    let rp = LocalRunPod::new(Settings {
+        api_key: Some("test-runpod-key".into()),
+        ..settings
+    });
+    let url = rp.clone().spawn().await;
+    (rp, url)
+}
+
+fn history(text: &str) -> Vec<Message> {
+    vec![Message::new(Role::User, text.into(), chrono::Utc::now())]
+}
+
+fn secs(n: u64) -> Instant {
+    Instant::now() + Duration::from_secs(n)
+}
+
+async fn call(url: &str, method: &str, path: &str, key: &str, body: Option<Value>) -> (u16, Value) {
+    let http = reqwest::Client::new();
+    let mut req = http
+        .request(method.parse().unwrap(), format!("{url}{path}"))
+        .bearer_auth(key);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_client_gets_a_labelled_development_reply() {
+    let (_, url) = start(Settings::default()).await;
+    let client = RunPodClient::new(common::runpod_config(&url, &[])).unwrap();
+    let reply = client
+        .generate(&history("How do I organize patient files?"), secs(10))
+        .await
+        .unwrap();
+    assert!(reply.text.starts_with(DEV_REPLY_PREFIX), "{}", reply.text);
+    assert!(reply.text.contains("How do I organize patient files?"));
+    assert!(reply.usage.is_some());
+}
+
+#[tokio::test]
+async fn queued_jobs_are_polled_through_to_completion() {
+    let (rp, url) = start(Settings {
+        queue_delay: Duration::from_millis(300),
+        execution_time: Duration::from_millis(300),
+        ..Settings::default()
+    })
+    .await;
+    // runsync waits at most 1 s (its minimum); the job needs 0.6 s.
+    let (status, job) = call(
+        &url,
+        "POST",
+        "/ep/run",
+        "test-runpod-key",
+        Some(json!({"input": {"prompt": "hi"}})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(job["status"], "IN_QUEUE");
+    let id = job["id"].as_str().unwrap();
+    let mut seen = vec![];
+    for _ in 0..50 {
+        let (_, j) = call(
+            &url,
+            "GET",
+            &format!("/ep/status/{id}"),
+            "test-runpod-key",
+            None,
+        )
+        .await;
+        let s = j["status"].as_str().unwrap().to_owned();
+        if seen.last() != Some(&s) {
+            seen.push(s.clone());
+        }
+        if s == "COMPLETED" {
+            assert!(j["output"][0]["choices"][0]["tokens"][0]
+                .as_str()
+                .unwrap()
+                .starts_with(DEV_REPLY_PREFIX));
+            let (_, stream) = call(
+                &url,
+                "GET",
+                &format!("/ep/stream/{id}"),
+                "test-runpod-key",
+                None,
+            )
+            .await;
+            assert_eq!(stream["stream"].as_array().unwrap().len(), 1);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]);
+    assert_eq!(rp.submitted(), 1);
+}
+
+#[tokio::test]
+async fn wrong_key_missing_job_and_bad_input_are_refused() {
+    let (_, url) = start(Settings::default()).await;
+    let (status, _) = call(&url, "POST", "/ep/run", "wrong", Some(json!({"input": {}}))).await;
+    assert_eq!(status, 401);
+    let (status, _) = call(&url, "GET", "/ep/status/nope", "test-runpod-key", None).await;
+    assert_eq!(status, 404);
+    let (status, _) = call(
+        &url,
+        "POST",
+        "/ep/run",
+        "test-runpod-key",
+        Some(json!({"prompt": "no input"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, health) = call(&url, "GET", "/ep/health", "test-runpod-key", None).await;
+    assert_eq!(status, 200);
+    assert!(health["jobs"]["completed"].is_number());
+}
+
+#[tokio::test]
+async fn failures_and_scripted_statuses_reach_the_client() {
+    let (_, url) = start(Settings {
+        failure_rate: 1.0,
+        ..Settings::default()
+    })
+    .await;
+    let client = RunPodClient::new(common::runpod_config(&url, &[])).unwrap();
+    let err = client.generate(&history("hi"), secs(10)).await.unwrap_err();
+    assert!(matches!(err, RunPodError::JobFailed { .. }), "{err:?}");
+
+    let (_, url) = start(Settings {
+        status_sequence: Some(vec![
+            "IN_QUEUE".into(),
+            "IN_PROGRESS".into(),
+            "IN_PROGRESS".into(),
+            "TIMED_OUT".into(),
+        ]),
+        ..Settings::default()
+    })
+    .await;
+    let client = RunPodClient::new(common::runpod_config(&url, &[])).unwrap();
+    let err = client.generate(&history("hi"), secs(10)).await.unwrap_err();
+    assert!(matches!(err, RunPodError::JobTimedOut { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_held_job_is_cancelled_at_the_clients_deadline() {
+    let (rp, url) = start(Settings {
+        hold: true,
+        ..Settings::default()
+    })
+    .await;
+    let client = RunPodClient::new(common::runpod_config(&url, &[])).unwrap();
+    let err = client
+        .generate(&history("hi"), Instant::now() + Duration::from_millis(1500))
+        .await
+        .unwrap_err();
+    let RunPodError::Deadline { job_id: Some(id) } = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(rp.cancels(), 1);
+    let (_, job) = call(
+        &url,
+        "GET",
+        &format!("/ep/status/{id}"),
+        "test-runpod-key",
+        None,
+    )
+    .await;
+    assert_eq!(job["status"], "CANCELLED");
+}
+
+#[tokio::test]
+async fn results_expire() {
+    let (_, url) = start(Settings {
+        result_ttl: Duration::from_millis(200),
+        execution_time: Duration::ZERO,
+        ..Settings::default()
+    })
+    .await;
+    let (_, job) = call(
+        &url,
+        "POST",
+        "/ep/runsync?wait=2000",
+        "test-runpod-key",
+        Some(json!({"input": {"prompt": "hi"}})),
+    )
+    .await;
+    assert_eq!(job["status"], "COMPLETED");
+    let id = job["id"].as_str().unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (status, _) = call(
+        &url,
+        "GET",
+        &format!("/ep/status/{id}"),
+        "test-runpod-key",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+}
