@@ -451,7 +451,7 @@ impl LocalRunPod {
         Some(v)
     }
 
-    fn check(&self, headers: &HeaderMap, endpoint: &str) -> Result<(), Response> {
+    fn check(&self, headers: &HeaderMap, endpoint: &str) -> Result<(), Refusal> {
         let s = &self.0.settings;
         let presented = headers
             .get("authorization")
@@ -463,66 +463,50 @@ impl LocalRunPod {
             (Some(want), Some(got)) => want == got,
         };
         if !authorized {
-            return Err((
-                StatusCode::UNAUTHORIZED,
-                Json(json!({"error": "Unauthorized"})),
-            )
-                .into_response());
+            return Err(refuse(StatusCode::UNAUTHORIZED, "Unauthorized"));
         }
         if s.endpoint_id.as_deref().is_some_and(|e| e != endpoint) {
-            return Err((
-                StatusCode::NOT_FOUND,
-                Json(json!({"error": "endpoint not found"})),
-            )
-                .into_response());
+            return Err(refuse(StatusCode::NOT_FOUND, "endpoint not found"));
         }
         Ok(())
     }
 }
 
-fn not_found() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({"error": "request does not exist"})),
-    )
-        .into_response()
+/// A refused request: status and RunPod's `{"error": ...}` body.
+type Refusal = (StatusCode, Json<Value>);
+
+fn refuse(status: StatusCode, message: &str) -> Refusal {
+    (status, Json(json!({ "error": message })))
 }
 
-fn job_input(body: &[u8]) -> Result<Value, Response> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": format!("invalid JSON: {e}")})),
-        )
-            .into_response()
-    })?;
+fn not_found() -> Refusal {
+    refuse(StatusCode::NOT_FOUND, "request does not exist")
+}
+
+fn job_input(body: &[u8]) -> Result<Value, Refusal> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")))?;
     match value.get("input") {
         Some(input @ Value::Object(_)) => Ok(input.clone()),
-        _ => Err((
+        _ => Err(refuse(
             StatusCode::BAD_REQUEST,
-            Json(json!({"error": "body must have an input object"})),
-        )
-            .into_response()),
+            "body must have an input object",
+        )),
     }
 }
+
+type Answer = Result<Json<Value>, Refusal>;
 
 async fn run(
     State(rp): State<LocalRunPod>,
     Path(endpoint): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
-    if let Err(r) = rp.check(&headers, &endpoint) {
-        return r;
-    }
+) -> Answer {
+    rp.check(&headers, &endpoint)?;
     rp.purge_expired();
-    match job_input(&body) {
-        Ok(input) => {
-            let id = rp.submit(input);
-            Json(json!({"id": id, "status": "IN_QUEUE"})).into_response()
-        }
-        Err(r) => r,
-    }
+    let id = rp.submit(job_input(&body)?);
+    Ok(Json(json!({"id": id, "status": "IN_QUEUE"})))
 }
 
 #[derive(Deserialize)]
@@ -536,97 +520,75 @@ async fn run_sync(
     Query(q): Query<WaitQuery>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
-    if let Err(r) = rp.check(&headers, &endpoint) {
-        return r;
-    }
+) -> Answer {
+    rp.check(&headers, &endpoint)?;
     rp.purge_expired();
-    let input = match job_input(&body) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    let id = rp.submit(input);
+    let id = rp.submit(job_input(&body)?);
     let wait = Duration::from_millis(q.wait.unwrap_or(90_000).clamp(1_000, 300_000));
     if rp.0.settings.status_sequence.is_none() {
-        let mut changes =
+        let changes =
             rp.0.jobs
                 .lock()
                 .unwrap()
                 .get(&id)
                 .map(|j| j.changes.subscribe());
-        if let Some(rx) = changes.as_mut() {
+        if let Some(mut rx) = changes {
             let _ = tokio::time::timeout(wait, rx.wait_for(|s| s.is_final())).await;
         }
     }
-    match rp.view(&id, true) {
-        Some(v) => Json(v).into_response(),
-        None => not_found(),
-    }
+    rp.view(&id, true).map(Json).ok_or_else(not_found)
 }
 
 async fn status(
     State(rp): State<LocalRunPod>,
     Path((endpoint, job)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(r) = rp.check(&headers, &endpoint) {
-        return r;
-    }
+) -> Answer {
+    rp.check(&headers, &endpoint)?;
     rp.purge_expired();
     rp.0.counters.status_calls.fetch_add(1, Ordering::Relaxed);
-    match rp.view(&job, true) {
-        Some(v) => Json(v).into_response(),
-        None => not_found(),
-    }
+    rp.view(&job, true).map(Json).ok_or_else(not_found)
 }
 
 async fn stream(
     State(rp): State<LocalRunPod>,
     Path((endpoint, job)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(r) = rp.check(&headers, &endpoint) {
-        return r;
-    }
+) -> Answer {
+    rp.check(&headers, &endpoint)?;
     rp.purge_expired();
-    let Some(v) = rp.view(&job, false) else {
-        return not_found();
-    };
+    let v = rp.view(&job, false).ok_or_else(not_found)?;
     let chunks = match v.get("output") {
         Some(Value::Array(parts)) => parts.iter().map(|p| json!({"output": p})).collect(),
         Some(other) => vec![json!({"output": other})],
         None => vec![],
     };
-    Json(json!({"id": job, "status": v["status"], "stream": chunks})).into_response()
+    Ok(Json(
+        json!({"id": job, "status": v["status"], "stream": chunks}),
+    ))
 }
 
 async fn cancel(
     State(rp): State<LocalRunPod>,
     Path((endpoint, job)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(r) = rp.check(&headers, &endpoint) {
-        return r;
-    }
+) -> Answer {
+    rp.check(&headers, &endpoint)?;
     rp.0.counters.cancels.fetch_add(1, Ordering::Relaxed);
     rp.set(&job, Status::Cancelled, None, None);
-    match rp.view(&job, false) {
-        Some(v) => Json(json!({"id": job, "status": v["status"]})).into_response(),
-        None => not_found(),
-    }
+    let v = rp.view(&job, false).ok_or_else(not_found)?;
+    Ok(Json(json!({"id": job, "status": v["status"]})))
 }
 
 async fn health(
     State(rp): State<LocalRunPod>,
     Path(endpoint): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(r) = rp.check(&headers, &endpoint) {
-        return r;
-    }
+) -> Answer {
+    rp.check(&headers, &endpoint)?;
     let jobs = rp.0.jobs.lock().unwrap();
     let count = |s: Status| jobs.values().filter(|j| j.status == s).count();
-    Json(json!({
+    Ok(Json(json!({
         "jobs": {
             "completed": count(Status::Completed),
             "failed": count(Status::Failed) + count(Status::TimedOut),
@@ -635,8 +597,7 @@ async fn health(
             "retried": 0
         },
         "workers": {"idle": 1, "running": count(Status::InProgress)}
-    }))
-    .into_response()
+    })))
 }
 
 async fn release(State(rp): State<LocalRunPod>, Path(job): Path<String>) -> Response {
