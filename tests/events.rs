@@ -1,0 +1,85 @@
+//! Every file in `events/` through the real handler of its route, against
+//! DynamoDB Local and the local RunPod endpoint.
+
+mod common;
+
+use chat_service_dev::runpod_local::{LocalRunPod, Settings};
+use chat_shared::{
+    domain::{preview, Conversation, ConversationId, Message, Role, Title, UserId},
+    http,
+    runpod::RunPodClient,
+    store::ConversationStore,
+};
+use chrono::Utc;
+
+/// The conversation the sample events name; it belongs to alice.
+const SAMPLE_CONVERSATION: &str = "3f1c2b9e-8a7d-4c55-9e21-6d0b7a4e5f10";
+
+fn expected_status(file: &str) -> u16 {
+    match file {
+        "send-new.json" | "send-existing.json" | "list.json" | "get.json" => 200,
+        "send-bad-body.json" => 400,
+        "send-no-token.json" => 401,
+        "get-other-user.json" => 404,
+        "send-empty-message.json" => 422,
+        other => panic!("events/{other} has no expected status in tests/events.rs: add it"),
+    }
+}
+
+#[tokio::test]
+async fn every_sample_event_gets_its_documented_status() {
+    let app = common::app().await;
+    let runpod = LocalRunPod::new(Settings {
+        api_key: Some("test-runpod-key".into()),
+        ..Settings::default()
+    })
+    .spawn()
+    .await;
+    let model = RunPodClient::new(common::runpod_config(&runpod, &[])).unwrap();
+
+    let alice = UserId::parse("alice").unwrap();
+    let first = Message::new(
+        Role::User,
+        "How do I organize patient files?".into(),
+        Utc::now(),
+    );
+    let seeded = Conversation {
+        id: ConversationId::parse(SAMPLE_CONVERSATION).unwrap(),
+        title: Title::from_stored("How do I organize patient files?".into()),
+        last_message: preview(&first.content),
+        created_at: first.created_at,
+        updated_at: first.created_at,
+        message_count: 1,
+    };
+    app.store
+        .create_conversation(&alice, &seeded, &first)
+        .await
+        .unwrap();
+
+    let mut files: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/events"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "events/ lost files: {files:?}");
+
+    for file in files {
+        let name = file.file_name().unwrap().to_str().unwrap().to_owned();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let req = lambda_http::request::from_str(&text)
+            .unwrap_or_else(|e| panic!("{name} is not an API Gateway event: {e}"));
+        let route: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let resp = match route["routeKey"].as_str().unwrap() {
+            "POST /api/chat/send" => http::send_message(&app, &model, req).await,
+            "GET /api/chat/conversations" => http::list_conversations(&app, req).await,
+            "GET /api/chat/conversations/{id}" => http::get_conversation(&app, req).await,
+            other => panic!("{name}: unknown route {other}"),
+        };
+        let (status, body) = common::read(resp);
+        assert_eq!(status, expected_status(&name), "{name}: {body}");
+        if name == "get.json" {
+            assert_eq!(body["id"], SAMPLE_CONVERSATION);
+        }
+    }
+}
