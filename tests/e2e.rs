@@ -1,0 +1,71 @@
+//! End to end over HTTP, as a client would: the stack `scripts/test.sh`
+//! starts (cargo lambda watch serving the three functions, DynamoDB Local,
+//! the local RunPod endpoint) at `CHAT_API_URL`.
+//!
+//! Ignored in the plain `cargo test` run, which has no such stack;
+//! `scripts/test.sh` runs them with `--ignored` once the stack is up.
+
+mod common;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+fn base() -> String {
+    std::env::var("CHAT_API_URL").expect("CHAT_API_URL is not set: run the end-to-end tests through scripts/test.sh")
+}
+
+async fn send(http: &reqwest::Client, token: &str, body: Value) -> (StatusCode, Value) {
+    let resp = http
+        .post(format!("{}/api/chat/send", base()))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status(), resp.json().await.unwrap())
+}
+
+async fn get(http: &reqwest::Client, token: Option<&str>, path: &str) -> (StatusCode, Value) {
+    let mut req = http.get(format!("{}{path}", base()));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status(), resp.json().await.unwrap())
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack; scripts/test.sh runs it"]
+async fn a_conversation_over_http() {
+    let http = reqwest::Client::new();
+    let user = format!("e2e-{}", uuid::Uuid::new_v4());
+    let token = common::token(&user);
+
+    let (status, first) = send(&http, &token, json!({"message": "How do I organize patient files?"})).await;
+    assert_eq!(status, 200, "{first}");
+    let id = first["conversation_id"].as_str().unwrap().to_owned();
+    assert!(first["message"].as_str().unwrap().contains("How do I organize patient files?"));
+
+    let (status, second) = send(&http, &token, json!({"message": "And X-rays?", "conversation_id": id})).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["conversation_id"], id.as_str());
+
+    let (status, list) = get(&http, Some(&token), "/api/chat/conversations").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["conversations"].as_array().unwrap().len(), 1);
+    assert_eq!(list["conversations"][0]["title"], "How do I organize patient files?");
+
+    let (status, conv) = get(&http, Some(&token), &format!("/api/chat/conversations/{id}")).await;
+    assert_eq!(status, 200, "{conv}");
+    let roles: Vec<_> = conv["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
+    assert_eq!(conv["messages"][2]["content"], "And X-rays?");
+
+    // Another user sees nothing of it; no token is a 401.
+    let other = common::token(&format!("e2e-other-{}", uuid::Uuid::new_v4()));
+    let (status, body) = get(&http, Some(&other), &format!("/api/chat/conversations/{id}")).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = get(&http, None, "/api/chat/conversations").await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized");
+}
