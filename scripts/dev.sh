@@ -48,6 +48,6 @@ cat >&2 <<MSG
   Ctrl-C stops everything.
 
 MSG
-cargo lambda watch -P "$PORT" -A 127.0.0.1 &
+cargo lambda watch -P "$PORT" &
 STARTED_PIDS+=($!)
 wait "${STARTED_PIDS[-1]}"
