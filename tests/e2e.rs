@@ -11,7 +11,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 fn base() -> String {
-    std::env::var("CHAT_API_URL").expect("CHAT_API_URL is not set: run the end-to-end tests through scripts/test.sh")
+    std::env::var("CHAT_API_URL")
+        .expect("CHAT_API_URL is not set: run the end-to-end tests through scripts/test.sh")
 }
 
 async fn send(http: &reqwest::Client, token: &str, body: Value) -> (StatusCode, Value) {
@@ -41,29 +42,60 @@ async fn a_conversation_over_http() {
     let user = format!("e2e-{}", uuid::Uuid::new_v4());
     let token = common::token(&user);
 
-    let (status, first) = send(&http, &token, json!({"message": "How do I organize patient files?"})).await;
+    let (status, first) = send(
+        &http,
+        &token,
+        json!({"message": "How do I organize patient files?"}),
+    )
+    .await;
     assert_eq!(status, 200, "{first}");
     let id = first["conversation_id"].as_str().unwrap().to_owned();
-    assert!(first["message"].as_str().unwrap().contains("How do I organize patient files?"));
+    assert!(first["message"]
+        .as_str()
+        .unwrap()
+        .contains("How do I organize patient files?"));
 
-    let (status, second) = send(&http, &token, json!({"message": "And X-rays?", "conversation_id": id})).await;
+    let (status, second) = send(
+        &http,
+        &token,
+        json!({"message": "And X-rays?", "conversation_id": id}),
+    )
+    .await;
     assert_eq!(status, 200, "{second}");
     assert_eq!(second["conversation_id"], id.as_str());
 
     let (status, list) = get(&http, Some(&token), "/api/chat/conversations").await;
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["conversations"].as_array().unwrap().len(), 1);
-    assert_eq!(list["conversations"][0]["title"], "How do I organize patient files?");
+    assert_eq!(
+        list["conversations"][0]["title"],
+        "How do I organize patient files?"
+    );
 
-    let (status, conv) = get(&http, Some(&token), &format!("/api/chat/conversations/{id}")).await;
+    let (status, conv) = get(
+        &http,
+        Some(&token),
+        &format!("/api/chat/conversations/{id}"),
+    )
+    .await;
     assert_eq!(status, 200, "{conv}");
-    let roles: Vec<_> = conv["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+    let roles: Vec<_> = conv["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
     assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
     assert_eq!(conv["messages"][2]["content"], "And X-rays?");
 
     // Another user sees nothing of it; no token is a 401.
     let other = common::token(&format!("e2e-other-{}", uuid::Uuid::new_v4()));
-    let (status, body) = get(&http, Some(&other), &format!("/api/chat/conversations/{id}")).await;
+    let (status, body) = get(
+        &http,
+        Some(&other),
+        &format!("/api/chat/conversations/{id}"),
+    )
+    .await;
     assert_eq!(status, 404, "{body}");
     let (status, body) = get(&http, None, "/api/chat/conversations").await;
     assert_eq!(status, 401, "{body}");

@@ -8,7 +8,8 @@ use chat_shared::{
     domain::{preview, Conversation, ConversationId, Message, Role, Title, UserId},
     http,
     runpod::RunPodClient,
-    store::ConversationStore,
+    store::{ConversationStore, PageRequest},
+    stream::{self, StreamEvent},
 };
 use chrono::Utc;
 
@@ -17,13 +18,34 @@ const SAMPLE_CONVERSATION: &str = "3f1c2b9e-8a7d-4c55-9e21-6d0b7a4e5f10";
 
 fn expected_status(file: &str) -> u16 {
     match file {
-        "send-new.json" | "send-existing.json" | "list.json" | "get.json" => 200,
+        "send-new.json" | "send-existing.json" | "list.json" | "get.json" | "rename.json" => 200,
+        "delete.json" => 204,
         "send-bad-body.json" => 400,
         "send-no-token.json" => 401,
-        "get-other-user.json" => 404,
+        "get-other-user.json" | "rename-other-user.json" => 404,
         "send-empty-message.json" => 422,
         other => panic!("events/{other} has no expected status in tests/events.rs: add it"),
     }
+}
+
+/// Items left in the sample conversation's partition, read straight from the table.
+async fn partition_items(app: &chat_shared::App) -> i32 {
+    common::dynamo()
+        .await
+        .query()
+        .table_name(&app.config.table_name)
+        .key_condition_expression("PK = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!(
+                "USER#alice#CONV#{SAMPLE_CONVERSATION}"
+            )),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .count()
 }
 
 #[tokio::test]
@@ -62,11 +84,55 @@ async fn every_sample_event_gets_its_documented_status() {
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
-    assert!(files.len() >= 8, "events/ lost files: {files:?}");
+    assert!(files.len() >= 12, "events/ lost files: {files:?}");
 
     for file in files {
         let name = file.file_name().unwrap().to_str().unwrap().to_owned();
+        // Every event starts from alice's sample conversation with its first
+        // message, whatever the event before it did (delete.json removes it).
+        let page = PageRequest {
+            limit: 1,
+            cursor: None,
+        };
+        if app
+            .store
+            .conversation_page(&alice, seeded.id, &page)
+            .await
+            .is_err()
+        {
+            let first = Message::new(Role::User, first.content.clone(), Utc::now());
+            app.store
+                .create_conversation(&alice, &seeded, &first)
+                .await
+                .unwrap();
+        }
         let text = std::fs::read_to_string(&file).unwrap();
+        if name == "purge-stream.json" {
+            // Delete, as the stream would report it, then the purge function's work.
+            app.store
+                .delete_conversation(&alice, seeded.id)
+                .await
+                .unwrap();
+            let event: StreamEvent = serde_json::from_str(&text).unwrap();
+            let until = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            assert_eq!(
+                partition_items(&app).await,
+                1,
+                "the first message is there before the purge"
+            );
+            assert_eq!(
+                stream::purge_deleted(&app.store, &event, until)
+                    .await
+                    .unwrap(),
+                1
+            );
+            assert_eq!(
+                partition_items(&app).await,
+                0,
+                "{name}: messages left after the purge"
+            );
+            continue;
+        }
         let req = lambda_http::request::from_str(&text)
             .unwrap_or_else(|e| panic!("{name} is not an API Gateway event: {e}"));
         let route: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -74,6 +140,8 @@ async fn every_sample_event_gets_its_documented_status() {
             "POST /api/chat/send" => http::send_message(&app, &model, req).await,
             "GET /api/chat/conversations" => http::list_conversations(&app, req).await,
             "GET /api/chat/conversations/{id}" => http::get_conversation(&app, req).await,
+            "PATCH /api/chat/conversations/{id}" => http::rename_conversation(&app, req).await,
+            "DELETE /api/chat/conversations/{id}" => http::delete_conversation(&app, req).await,
             other => panic!("{name}: unknown route {other}"),
         };
         let (status, body) = common::read(resp);

@@ -168,6 +168,38 @@ pub async fn get_conversation<S: ConversationStore>(
     Ok(store.conversation_page(user, id, page).await?)
 }
 
+pub async fn rename_conversation<S: ConversationStore>(
+    store: &S,
+    user: &UserId,
+    id: ConversationId,
+    title: &Title,
+) -> Result<Conversation, ChatError> {
+    Ok(store.rename_conversation(user, id, title).await?)
+}
+
+/// Deletes a conversation: gone from list, get and send as soon as this
+/// returns. Its messages are purged here while `until` allows; whatever is
+/// left, the purge function fed by the table's stream removes (it runs for
+/// every deleted conversation and finds nothing when this finished).
+pub async fn delete_conversation<S: ConversationStore>(
+    store: &S,
+    user: &UserId,
+    id: ConversationId,
+    until: Instant,
+) -> Result<(), ChatError> {
+    store.delete_conversation(user, id).await?;
+    match store.purge_messages(user, id, until).await {
+        Ok(true) => tracing::info!("conversation deleted with all its messages"),
+        Ok(false) => {
+            tracing::info!("conversation deleted; the stream purge removes the remaining messages")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "conversation deleted; purging its messages failed, the stream purge retries")
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

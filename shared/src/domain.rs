@@ -171,6 +171,19 @@ impl Title {
         ))
     }
 
+    /// Longest title a user may set.
+    pub const MAX_CHARS: usize = 200;
+
+    /// A title the user chose: trimmed, 1 to 200 characters, one line.
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        let title = raw.trim();
+        let chars = title.chars().count();
+        if chars == 0 || chars > Self::MAX_CHARS || title.chars().any(char::is_control) {
+            return Err(DomainError::InvalidTitle);
+        }
+        Ok(Self(title.to_owned()))
+    }
+
     /// A title read back from storage.
     pub fn from_stored(raw: String) -> Self {
         Self(raw)
@@ -283,6 +296,8 @@ pub enum DomainError {
     InvalidRole,
     #[error("invalid timestamp")]
     InvalidTimestamp,
+    #[error("the title must be 1 to 200 characters on one line")]
+    InvalidTitle,
 }
 
 #[cfg(test)]
@@ -370,6 +385,22 @@ mod tests {
         assert!(p.ends_with('…'));
         assert!(p.chars().count() <= PREVIEW_MAX_CHARS);
         assert_eq!(preview("short\nreply"), "short reply");
+    }
+
+    #[test]
+    fn chosen_titles_are_trimmed_and_bounded() {
+        assert_eq!(
+            Title::parse("  Patient files ").unwrap().as_str(),
+            "Patient files"
+        );
+        assert_eq!(Title::parse("t").unwrap().as_str(), "t");
+        assert!(Title::parse(&"é".repeat(200)).is_ok());
+        assert_eq!(
+            Title::parse(&"é".repeat(201)),
+            Err(DomainError::InvalidTitle)
+        );
+        assert_eq!(Title::parse("   "), Err(DomainError::InvalidTitle));
+        assert_eq!(Title::parse("two\nlines"), Err(DomainError::InvalidTitle));
     }
 
     #[test]

@@ -26,7 +26,8 @@ use crate::{
     chat::{self, ChatError, ChatModel, SendRequest},
     config::Config,
     domain::{
-        format_timestamp, Conversation, ConversationId, DomainError, Message, MessageContent, Usage,
+        format_timestamp, Conversation, ConversationId, DomainError, Message, MessageContent,
+        Title, Usage,
     },
     store::{Page, PageRequest, StoreError},
 };
@@ -182,6 +183,10 @@ fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {
     resp
 }
 
+fn ok_json(body: &impl Serialize) -> Response<Body> {
+    json_response(StatusCode::OK, body)
+}
+
 fn error_response(err: &ApiError, request_id: &str) -> Response<Body> {
     let status = err.status();
     if status.is_server_error() {
@@ -220,16 +225,14 @@ fn error_chain(err: &dyn StdError) -> String {
 }
 
 /// Runs `inner` inside the request's span and turns its result into a response.
-async fn handle<T, Fut>(
+async fn handle<Fut>(
     name: &'static str,
     app: &App,
     req: Request,
-    success: StatusCode,
     inner: impl FnOnce(Request, RequestMeta) -> Fut,
 ) -> Response<Body>
 where
-    T: Serialize,
-    Fut: Future<Output = Result<T, ApiError>>,
+    Fut: Future<Output = Result<Response<Body>, ApiError>>,
 {
     let meta = RequestMeta::of(&req, &app.config);
     let request_id = meta.request_id.clone();
@@ -243,7 +246,7 @@ where
     async move {
         let started = std::time::Instant::now();
         let response = match inner(req, meta).await {
-            Ok(body) => json_response(success, &body),
+            Ok(response) => response,
             Err(e) => error_response(&e, &request_id),
         };
         tracing::info!(
@@ -344,56 +347,51 @@ struct SendResponse {
 }
 
 pub async fn send_message<M: ChatModel>(app: &App, model: &M, req: Request) -> Response<Body> {
-    handle(
-        "send-message",
-        app,
-        req,
-        StatusCode::OK,
-        |req, meta| async move {
-            let user = authenticate(app, &req)?;
-            let body: SendBody = parse_json(&req)?;
-            let conversation_id = body
-                .conversation_id
-                .map(|raw| {
-                    ConversationId::parse(&raw).map_err(|e| {
-                        ApiError::bad_request("invalid_conversation_id", e.to_string())
-                    })
-                })
-                .transpose()?;
-            if let Some(id) = conversation_id {
-                tracing::Span::current().record("conversation_id", id.to_string());
-            }
-            let content = MessageContent::parse(body.message, app.config.max_message_chars)
-                .map_err(|e| ApiError::Unprocessable {
+    handle("send-message", app, req, |req, meta| async move {
+        let user = authenticate(app, &req)?;
+        let body: SendBody = parse_json(&req)?;
+        let conversation_id = body
+            .conversation_id
+            .map(|raw| {
+                ConversationId::parse(&raw)
+                    .map_err(|e| ApiError::bad_request("invalid_conversation_id", e.to_string()))
+            })
+            .transpose()?;
+        if let Some(id) = conversation_id {
+            tracing::Span::current().record("conversation_id", id.to_string());
+        }
+        let content =
+            MessageContent::parse(body.message, app.config.max_message_chars).map_err(|e| {
+                ApiError::Unprocessable {
                     code: match e {
                         DomainError::MessageTooLong { .. } => "message_too_long",
                         _ => "empty_message",
                     },
                     message: e.to_string(),
-                })?;
-            let request = SendRequest {
-                conversation_id,
-                content,
-            };
-            let outcome = chat::send(
-                &app.store,
-                model,
-                app.history_limits(),
-                &user,
-                request,
-                meta.deadline,
-            )
-            .await?;
-            Ok(SendResponse {
-                conversation_id: outcome.conversation_id.to_string(),
-                timestamp: format_timestamp(outcome.reply.created_at),
-                message_id: outcome.reply.id.to_string(),
-                user_message_id: outcome.user_message.id.to_string(),
-                usage: outcome.reply.usage,
-                message: outcome.reply.content,
-            })
-        },
-    )
+                }
+            })?;
+        let request = SendRequest {
+            conversation_id,
+            content,
+        };
+        let outcome = chat::send(
+            &app.store,
+            model,
+            app.history_limits(),
+            &user,
+            request,
+            meta.deadline,
+        )
+        .await?;
+        Ok(ok_json(&SendResponse {
+            conversation_id: outcome.conversation_id.to_string(),
+            timestamp: format_timestamp(outcome.reply.created_at),
+            message_id: outcome.reply.id.to_string(),
+            user_message_id: outcome.user_message.id.to_string(),
+            usage: outcome.reply.usage,
+            message: outcome.reply.content,
+        }))
+    })
     .await
 }
 
@@ -432,22 +430,16 @@ struct ListResponse {
 }
 
 pub async fn list_conversations(app: &App, req: Request) -> Response<Body> {
-    handle(
-        "list-conversations",
-        app,
-        req,
-        StatusCode::OK,
-        |req, _meta| async move {
-            let user = authenticate(app, &req)?;
-            let page = page_request(&req, CONVERSATIONS_PAGE_DEFAULT, CONVERSATIONS_PAGE_MAX)?;
-            let Page { items, next_cursor } =
-                chat::list_conversations(&app.store, &user, &page).await?;
-            Ok(ListResponse {
-                conversations: items.into_iter().map(Into::into).collect(),
-                next_cursor,
-            })
-        },
-    )
+    handle("list-conversations", app, req, |req, _meta| async move {
+        let user = authenticate(app, &req)?;
+        let page = page_request(&req, CONVERSATIONS_PAGE_DEFAULT, CONVERSATIONS_PAGE_MAX)?;
+        let Page { items, next_cursor } =
+            chat::list_conversations(&app.store, &user, &page).await?;
+        Ok(ok_json(&ListResponse {
+            conversations: items.into_iter().map(Into::into).collect(),
+            next_cursor,
+        }))
+    })
     .await
 }
 
@@ -484,24 +476,53 @@ struct ConversationResponse {
 }
 
 pub async fn get_conversation(app: &App, req: Request) -> Response<Body> {
-    handle(
-        "get-conversation",
-        app,
-        req,
-        StatusCode::OK,
-        |req, _meta| async move {
-            let user = authenticate(app, &req)?;
-            let id = path_conversation_id(&req)?;
-            let page = page_request(&req, MESSAGES_PAGE_DEFAULT, MESSAGES_PAGE_MAX)?;
-            let (conversation, messages) =
-                chat::get_conversation(&app.store, &user, id, &page).await?;
-            Ok(ConversationResponse {
-                id: conversation.id.to_string(),
-                title: conversation.title.as_str().to_owned(),
-                messages: messages.items.into_iter().map(Into::into).collect(),
-                next_cursor: messages.next_cursor,
-            })
-        },
-    )
+    handle("get-conversation", app, req, |req, _meta| async move {
+        let user = authenticate(app, &req)?;
+        let id = path_conversation_id(&req)?;
+        let page = page_request(&req, MESSAGES_PAGE_DEFAULT, MESSAGES_PAGE_MAX)?;
+        let (conversation, messages) = chat::get_conversation(&app.store, &user, id, &page).await?;
+        Ok(ok_json(&ConversationResponse {
+            id: conversation.id.to_string(),
+            title: conversation.title.as_str().to_owned(),
+            messages: messages.items.into_iter().map(Into::into).collect(),
+            next_cursor: messages.next_cursor,
+        }))
+    })
+    .await
+}
+
+// ---- PATCH /api/chat/conversations/{id} ----
+
+#[derive(Deserialize)]
+struct RenameBody {
+    title: String,
+}
+
+pub async fn rename_conversation(app: &App, req: Request) -> Response<Body> {
+    handle("rename-conversation", app, req, |req, _meta| async move {
+        let user = authenticate(app, &req)?;
+        let id = path_conversation_id(&req)?;
+        let body: RenameBody = parse_json(&req)?;
+        let title = Title::parse(&body.title).map_err(|e| ApiError::Unprocessable {
+            code: "invalid_title",
+            message: e.to_string(),
+        })?;
+        let conversation = chat::rename_conversation(&app.store, &user, id, &title).await?;
+        Ok(ok_json(&ConversationSummary::from(conversation)))
+    })
+    .await
+}
+
+// ---- DELETE /api/chat/conversations/{id} ----
+
+pub async fn delete_conversation(app: &App, req: Request) -> Response<Body> {
+    handle("delete-conversation", app, req, |req, meta| async move {
+        let user = authenticate(app, &req)?;
+        let id = path_conversation_id(&req)?;
+        chat::delete_conversation(&app.store, &user, id, meta.deadline).await?;
+        let mut resp = Response::new(Body::Empty);
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        Ok(resp)
+    })
     .await
 }

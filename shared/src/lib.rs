@@ -9,8 +9,9 @@
 //! - [`store`]: the `ConversationStore` trait, its DynamoDB implementation,
 //!   every key format (`store::keys`) and signed page cursors (`store::cursor`).
 //! - [`runpod`]: the RunPod serverless client: job input, polling, retries, output parsing.
-//! - [`chat`]: the use cases (send, list, get) over the store and model traits.
+//! - [`chat`]: the use cases (send, list, get, rename, delete) over the store and model traits.
 //! - [`http`]: request parsing, the handlers, and the one error-to-response mapping.
+//! - [`stream`]: the DynamoDB stream consumer that purges deleted conversations' messages.
 //! - [`app`]: what a function builds once per cold start.
 //! - [`telemetry`]: tracing setup (JSON on Lambda).
 
@@ -22,6 +23,7 @@ pub mod domain;
 pub mod http;
 pub mod runpod;
 pub mod store;
+pub mod stream;
 pub mod telemetry;
 
 pub use app::App;

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::{
     error::SdkError,
     operation::transact_write_items::TransactWriteItemsError,
-    types::{AttributeValue, Put, TransactWriteItem, Update},
+    types::{
+        AttributeValue, DeleteRequest, Put, ReturnValue, TransactWriteItem, Update, WriteRequest,
+    },
     Client,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -288,7 +290,129 @@ impl DynamoStore {
     }
 }
 
+/// Most items one BatchWriteItem takes.
+const BATCH_WRITE_MAX: usize = 25;
+
 impl ConversationStore for DynamoStore {
+    async fn rename_conversation(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        title: &Title,
+    ) -> Result<Conversation, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::conversation_pk(user, conversation)))
+            .key(keys::SK, s(keys::CONVERSATION_SK))
+            .update_expression("SET title = :title")
+            .condition_expression("attribute_exists(PK) AND user_id = :user")
+            .expression_attribute_values(":title", s(title.as_str()))
+            .expression_attribute_values(":user", s(user.as_str()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(se) if se.is_conditional_check_failed_exception() => StoreError::NotFound,
+                _ => backend("UpdateItem rename")(e),
+            })?;
+        let item = out
+            .attributes
+            .ok_or_else(|| StoreError::Corrupt("UpdateItem returned no attributes".into()))?;
+        from_item::<ConversationItem>(item)?.into_domain()
+    }
+
+    async fn delete_conversation(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+    ) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::conversation_pk(user, conversation)))
+            .key(keys::SK, s(keys::CONVERSATION_SK))
+            .condition_expression("attribute_exists(PK) AND user_id = :user")
+            .expression_attribute_values(":user", s(user.as_str()))
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(se) if se.is_conditional_check_failed_exception() => StoreError::NotFound,
+                _ => backend("DeleteItem conversation")(e),
+            })?;
+        Ok(())
+    }
+
+    async fn purge_messages(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        until: tokio::time::Instant,
+    ) -> Result<bool, StoreError> {
+        let pk = keys::conversation_pk(user, conversation);
+        loop {
+            if tokio::time::Instant::now() >= until {
+                return Ok(false);
+            }
+            // Deleted items are gone from the next query, so each round
+            // starts from the front of the partition.
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", keys::PK)
+                .expression_attribute_names("#sk", keys::SK)
+                .expression_attribute_values(":pk", s(&pk))
+                .expression_attribute_values(":prefix", s(keys::MESSAGE_SK_PREFIX))
+                .projection_expression("#pk, #sk")
+                .limit(500)
+                .send()
+                .await
+                .map_err(backend("Query message keys"))?;
+            let keys = out.items.unwrap_or_default();
+            if keys.is_empty() {
+                return Ok(true);
+            }
+            for chunk in keys.chunks(BATCH_WRITE_MAX) {
+                let mut requests: Vec<WriteRequest> = chunk
+                    .iter()
+                    .map(|k| {
+                        let delete = DeleteRequest::builder()
+                            .set_key(Some(key_of(k, &[keys::PK, keys::SK])))
+                            .build()
+                            .map_err(backend("building a DeleteRequest"))?;
+                        Ok(WriteRequest::builder().delete_request(delete).build())
+                    })
+                    .collect::<Result<_, StoreError>>()?;
+                // DynamoDB may hand back part of a batch under load; the
+                // rest goes again after a pause.
+                for attempt in 0u32.. {
+                    let out = self
+                        .client
+                        .batch_write_item()
+                        .request_items(&self.table, requests)
+                        .send()
+                        .await
+                        .map_err(backend("BatchWriteItem delete messages"))?;
+                    requests = out
+                        .unprocessed_items
+                        .and_then(|mut u| u.remove(&self.table))
+                        .unwrap_or_default();
+                    if requests.is_empty() {
+                        break;
+                    }
+                    if tokio::time::Instant::now() >= until {
+                        return Ok(false);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(5)))
+                        .await;
+                }
+            }
+        }
+    }
+
     async fn create_conversation(
         &self,
         user: &UserId,

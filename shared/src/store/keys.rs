@@ -29,6 +29,18 @@ pub fn conversation_pk(user: &UserId, conversation: ConversationId) -> String {
     format!("USER#{user}#CONV#{conversation}")
 }
 
+/// The owner and conversation named by a conversation partition key (as a
+/// DynamoDB stream record carries it). `None` for any other key.
+pub fn parse_conversation_pk(pk: &str) -> Option<(UserId, ConversationId)> {
+    // Conversation ids are UUIDs and hold no '#', so the last "#CONV#" splits.
+    let rest = pk.strip_prefix("USER#")?;
+    let (user, conversation) = rest.rsplit_once("#CONV#")?;
+    Some((
+        UserId::parse(user).ok()?,
+        ConversationId::parse(conversation).ok()?,
+    ))
+}
+
 pub fn message_sk(message: MessageId) -> String {
     format!("{MESSAGE_SK_PREFIX}{message}")
 }
@@ -64,6 +76,21 @@ mod tests {
         assert_eq!(
             updated_sk(t, c),
             "2025-12-27T20:00:00.000Z#1f0e8d7c-6b5a-4948-8372-6150a4b3c2d1"
+        );
+    }
+
+    #[test]
+    fn conversation_keys_parse_back() {
+        let c = ConversationId::new();
+        for name in ["alice", "a#CONV#b", "user with spaces"] {
+            let pk = conversation_pk(&user(name), c);
+            assert_eq!(parse_conversation_pk(&pk), Some((user(name), c)));
+        }
+        assert_eq!(parse_conversation_pk("USER#alice"), None);
+        assert_eq!(parse_conversation_pk("USER#alice#CONV#not-a-uuid"), None);
+        assert_eq!(
+            parse_conversation_pk("OTHER#x#CONV#1f0e8d7c-6b5a-4948-8372-6150a4b3c2d1"),
+            None
         );
     }
 

@@ -10,7 +10,7 @@ use std::future::Future;
 pub use cursor::{CursorCodec, CursorError};
 pub use dynamo::DynamoStore;
 
-use crate::domain::{Conversation, ConversationId, Message, UserId};
+use crate::domain::{Conversation, ConversationId, Message, Title, UserId};
 
 /// One page of a list.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +71,31 @@ pub trait ConversationStore: Sync {
         conversation: ConversationId,
         page: &PageRequest,
     ) -> impl Future<Output = Result<(Conversation, Page<Message>), StoreError>> + Send;
+
+    /// Sets the title; `updated_at` stays (the list follows messages, not renames).
+    fn rename_conversation(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        title: &Title,
+    ) -> impl Future<Output = Result<Conversation, StoreError>> + Send;
+
+    /// Removes the conversation item: from then on the conversation is gone
+    /// from list, get and send. Its messages are removed by [`Self::purge_messages`].
+    fn delete_conversation(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes the conversation's message items, stopping at `until` if it
+    /// comes first. Idempotent; `Ok(true)` when none is left.
+    fn purge_messages(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        until: tokio::time::Instant,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// The user's conversations, most recently updated first.
     fn list_conversations(

@@ -1,0 +1,91 @@
+//! The table's DynamoDB stream: when a conversation item is removed, its
+//! message items are purged. This finishes any delete whose request ran out
+//! of time, and is harmless (finds nothing) when the request finished it.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::store::{keys, ConversationStore, StoreError};
+
+#[derive(Debug, Deserialize)]
+pub struct StreamEvent {
+    #[serde(rename = "Records", default)]
+    pub records: Vec<StreamRecord>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StreamRecord {
+    #[serde(rename = "eventName")]
+    pub event_name: String,
+    pub dynamodb: StreamData,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StreamData {
+    #[serde(rename = "Keys")]
+    pub keys: StreamKeys,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StreamKeys {
+    #[serde(rename = "PK")]
+    pub pk: StringAttr,
+    #[serde(rename = "SK")]
+    pub sk: StringAttr,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StringAttr {
+    #[serde(rename = "S")]
+    pub s: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PurgeError {
+    #[error("purging a deleted conversation's messages failed")]
+    Store(#[from] StoreError),
+    #[error("{0} deleted conversations still have messages; the batch is retried")]
+    Incomplete(usize),
+}
+
+/// Purges the messages of every conversation removed in this batch. An
+/// error makes Lambda deliver the batch again; purging is idempotent.
+pub async fn purge_deleted<S: ConversationStore>(
+    store: &S,
+    event: &StreamEvent,
+    until: Instant,
+) -> Result<usize, PurgeError> {
+    let mut purged = 0;
+    let mut incomplete = 0;
+    for record in &event.records {
+        if record.event_name != "REMOVE" || record.dynamodb.keys.sk.s != keys::CONVERSATION_SK {
+            continue;
+        }
+        let Some((user, conversation)) = keys::parse_conversation_pk(&record.dynamodb.keys.pk.s)
+        else {
+            tracing::warn!("stream record with an unknown partition key format, skipped");
+            continue;
+        };
+        if store.purge_messages(&user, conversation, until).await? {
+            purged += 1;
+        } else {
+            incomplete += 1;
+        }
+    }
+    if incomplete > 0 {
+        return Err(PurgeError::Incomplete(incomplete));
+    }
+    Ok(purged)
+}
+
+/// The invocation's deadline (epoch ms) less a margin, as an `Instant`.
+pub fn until_deadline(deadline_ms: u64, margin: Duration) -> Instant {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Instant::now()
+        + Duration::from_millis(deadline_ms.saturating_sub(now_ms)).saturating_sub(margin)
+}
