@@ -20,7 +20,7 @@ export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
 export AWS_EC2_METADATA_DISABLED=true
 
 echo "== unit and integration tests" >&2
-cargo test --workspace --all-targets
+cargo test --workspace --all-targets --no-fail-fast
 
 echo "== end-to-end tests against cargo lambda watch" >&2
 cargo build -q --workspace --bins

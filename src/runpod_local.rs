@@ -65,6 +65,8 @@ pub struct Settings {
     pub hold: bool,
     /// How long a final job's result stays readable.
     pub result_ttl: Duration,
+    /// Pause between webhook delivery attempts (RunPod: 10 s).
+    pub webhook_retry_delay: Duration,
     pub responder: Responder,
 }
 
@@ -80,6 +82,7 @@ impl Default for Settings {
             status_sequence: None,
             hold: false,
             result_ttl: Duration::from_secs(30 * 60),
+            webhook_retry_delay: Duration::from_secs(10),
             responder: Responder::Development,
         }
     }
@@ -131,6 +134,7 @@ impl Settings {
                     .transpose()?
                     .unwrap_or(30 * 60),
             ),
+            webhook_retry_delay: Duration::from_secs(10),
             responder,
         })
     }
@@ -184,6 +188,8 @@ struct Job {
     finished: Option<Instant>,
     /// Position in the scripted status sequence.
     sequence_pos: usize,
+    /// Where the finished job is posted, as RunPod's `webhook` field asks.
+    webhook: Option<String>,
     changes: watch::Sender<Status>,
     release: Arc<tokio::sync::Notify>,
 }
@@ -278,7 +284,7 @@ impl LocalRunPod {
             .retain(|_, j| j.finished.is_none_or(|f| f.elapsed() < ttl));
     }
 
-    fn submit(&self, input: Value) -> String {
+    fn submit(&self, input: Value, webhook: Option<String>) -> String {
         self.0.counters.submitted.fetch_add(1, Ordering::Relaxed);
         let id = format!("local-{}", uuid::Uuid::new_v4());
         let (tx, _) = watch::channel(Status::InQueue);
@@ -293,6 +299,7 @@ impl LocalRunPod {
                 started: None,
                 finished: None,
                 sequence_pos: 0,
+                webhook,
                 changes: tx,
                 release: release.clone(),
             },
@@ -302,6 +309,53 @@ impl LocalRunPod {
     }
 
     fn set(&self, id: &str, status: Status, output: Option<Value>, error: Option<String>) -> bool {
+        let changed = self.set_locked(id, status, output, error);
+        if changed && status.is_final() {
+            let webhook = self
+                .0
+                .jobs
+                .lock()
+                .unwrap()
+                .get(id)
+                .and_then(|j| j.webhook.clone());
+            if let (Some(url), Some(body)) = (webhook, self.view(id, false)) {
+                tokio::spawn(self.clone().deliver(url, body));
+            }
+        }
+        changed
+    }
+
+    /// Posts the finished job to its webhook; like RunPod, tries up to three
+    /// times, `webhook_retry_delay` apart, until it gets a 2xx.
+    async fn deliver(self, url: String, body: Value) {
+        for attempt in 1..=3 {
+            match self.0.http.post(&url).json(&body).send().await {
+                Ok(r) if r.status().is_success() => return,
+                Ok(r) => eprintln!("webhook attempt {attempt}: HTTP {}", r.status()),
+                Err(e) => eprintln!("webhook attempt {attempt}: {e}"),
+            }
+            tokio::time::sleep(self.0.settings.webhook_retry_delay).await;
+        }
+    }
+
+    /// Ids of every job it knows, oldest first.
+    pub fn job_ids(&self) -> Vec<String> {
+        let jobs = self.0.jobs.lock().unwrap();
+        let mut ids: Vec<_> = jobs
+            .iter()
+            .map(|(id, j)| (j.submitted, id.clone()))
+            .collect();
+        ids.sort();
+        ids.into_iter().map(|(_, id)| id).collect()
+    }
+
+    fn set_locked(
+        &self,
+        id: &str,
+        status: Status,
+        output: Option<Value>,
+        error: Option<String>,
+    ) -> bool {
         let mut jobs = self.0.jobs.lock().unwrap();
         let Some(job) = jobs.get_mut(id) else {
             return false;
@@ -483,11 +537,16 @@ fn not_found() -> Refusal {
     refuse(StatusCode::NOT_FOUND, "request does not exist")
 }
 
-fn job_input(body: &[u8]) -> Result<Value, Refusal> {
+/// The job's `input` and optional `webhook` from a `run`/`runsync` body.
+fn job_input(body: &[u8]) -> Result<(Value, Option<String>), Refusal> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| refuse(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")))?;
+    let webhook = value
+        .get("webhook")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     match value.get("input") {
-        Some(input @ Value::Object(_)) => Ok(input.clone()),
+        Some(input @ Value::Object(_)) => Ok((input.clone(), webhook)),
         _ => Err(refuse(
             StatusCode::BAD_REQUEST,
             "body must have an input object",
@@ -505,7 +564,8 @@ async fn run(
 ) -> Answer {
     rp.check(&headers, &endpoint)?;
     rp.purge_expired();
-    let id = rp.submit(job_input(&body)?);
+    let (input, webhook) = job_input(&body)?;
+    let id = rp.submit(input, webhook);
     Ok(Json(json!({"id": id, "status": "IN_QUEUE"})))
 }
 
@@ -523,7 +583,8 @@ async fn run_sync(
 ) -> Answer {
     rp.check(&headers, &endpoint)?;
     rp.purge_expired();
-    let id = rp.submit(job_input(&body)?);
+    let (input, webhook) = job_input(&body)?;
+    let id = rp.submit(input, webhook);
     let wait = Duration::from_millis(q.wait.unwrap_or(90_000).clamp(1_000, 300_000));
     if rp.0.settings.status_sequence.is_none() {
         let changes =

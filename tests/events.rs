@@ -72,6 +72,7 @@ async fn every_sample_event_gets_its_documented_status() {
         created_at: first.created_at,
         updated_at: first.created_at,
         message_count: 1,
+        pending_reply: None,
     };
     app.store
         .create_conversation(&alice, &seeded, &first)
@@ -139,7 +140,7 @@ async fn every_sample_event_gets_its_documented_status() {
         let resp = match route["routeKey"].as_str().unwrap() {
             "POST /api/chat/send" => http::send_message(&app, &model, req).await,
             "GET /api/chat/conversations" => http::list_conversations(&app, req).await,
-            "GET /api/chat/conversations/{id}" => http::get_conversation(&app, req).await,
+            "GET /api/chat/conversations/{id}" => http::get_conversation(&app, &model, req).await,
             "PATCH /api/chat/conversations/{id}" => http::rename_conversation(&app, req).await,
             "DELETE /api/chat/conversations/{id}" => http::delete_conversation(&app, req).await,
             other => panic!("{name}: unknown route {other}"),

@@ -34,6 +34,7 @@ async fn seed_conversations(app: &App, owner: &str, n: i64) -> Vec<String> {
             created_at: at,
             updated_at: at,
             message_count: 1,
+            pending_reply: None,
         };
         app.store
             .create_conversation(&user(owner), &c, &first)
@@ -91,7 +92,7 @@ async fn get(
     if let Some(c) = cursor {
         e = e.query("cursor", c);
     }
-    read(http::get_conversation(app, e.request()).await)
+    read(http::get_conversation(app, &common::idle_model(), e.request()).await)
 }
 
 fn event_with(

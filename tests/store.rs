@@ -22,6 +22,7 @@ fn new_conversation(title: &str, at: chrono::DateTime<Utc>) -> (Conversation, Me
         created_at: at,
         updated_at: at,
         message_count: 1,
+        pending_reply: None,
     };
     (c, first)
 }

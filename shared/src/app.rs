@@ -4,15 +4,17 @@ use aws_config::BehaviorVersion;
 
 use crate::{
     auth::Authenticator,
-    chat::HistoryLimits,
+    chat::{HistoryLimits, PendingPolicy},
     config::{Config, ConfigError},
     store::{CursorCodec, DynamoStore},
+    webhook::Webhooks,
 };
 
 pub struct App {
     pub config: Config,
     pub auth: Authenticator,
     pub store: DynamoStore,
+    pub webhooks: Webhooks,
 }
 
 impl App {
@@ -30,9 +32,20 @@ impl App {
         // secret to manage, and a cursor is worthless without a valid token anyway.
         let cursors = CursorCodec::new(config.jwt_secret.expose().as_bytes());
         Self {
+            webhooks: Webhooks::new(
+                config.webhook_base_url.clone(),
+                config.jwt_secret.expose().as_bytes(),
+            ),
             auth: Authenticator::new(&config),
             store: DynamoStore::new(dynamodb, config.table_name.clone(), cursors),
             config,
+        }
+    }
+
+    pub fn pending_policy(&self) -> PendingPolicy {
+        PendingPolicy {
+            max_age: self.config.pending_max_age,
+            max_checks: self.config.pending_checks_per_read,
         }
     }
 

@@ -26,6 +26,8 @@ pub enum AuthError {
     Invalid(#[source] jsonwebtoken::errors::Error),
     #[error("the token's sub is not a valid user id")]
     BadSubject,
+    #[error("the webhook token is missing or not ours")]
+    BadWebhookToken,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

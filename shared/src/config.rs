@@ -40,6 +40,15 @@ pub struct Config {
     /// Time allowed for the model when the invocation carries no deadline
     /// (tests, local tools).
     pub default_request_budget: Duration,
+    /// How long a send waits for the reply before answering 202 pending.
+    pub send_wait: Duration,
+    /// Where RunPod posts finished jobs (`…/api/chat/runpod/webhook`);
+    /// without it pending replies complete when read.
+    pub webhook_base_url: Option<String>,
+    /// A reply pending longer than this is marked failed.
+    pub pending_max_age: Duration,
+    /// Most pending replies one read checks at RunPod.
+    pub pending_checks_per_read: usize,
 }
 
 /// How the conversation is sent to the worker (`RUNPOD_INPUT_FORMAT`).
@@ -98,6 +107,18 @@ impl Config {
             history_max_chars: vars.number("HISTORY_MAX_CHARS", 24_000)?,
             deadline_margin: Duration::from_millis(vars.number("DEADLINE_MARGIN_MS", 2_000)?),
             default_request_budget: Duration::from_secs(vars.number("REQUEST_BUDGET_SECS", 25)?),
+            send_wait: {
+                let secs: f64 = vars.number("SEND_WAIT_SECONDS", 25.0)?;
+                Duration::try_from_secs_f64(secs).map_err(|e| ConfigError::Invalid {
+                    name: "SEND_WAIT_SECONDS",
+                    reason: e.to_string(),
+                })?
+            },
+            webhook_base_url: vars
+                .optional("WEBHOOK_BASE_URL")
+                .map(|u| u.trim_end_matches('/').to_owned()),
+            pending_max_age: Duration::from_secs(vars.number("PENDING_MAX_AGE_SECS", 3600)?),
+            pending_checks_per_read: vars.number("PENDING_CHECKS_PER_READ", 5)?,
         })
     }
 }

@@ -249,6 +249,9 @@ pub struct Conversation {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub message_count: u64,
+    /// The assistant reply still being generated, if any: while it is set,
+    /// no new message can be sent to the conversation.
+    pub pending_reply: Option<MessageId>,
 }
 
 /// Token counts reported by the model worker, when it reports them.
@@ -256,6 +259,30 @@ pub struct Conversation {
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
+}
+
+/// Where a message stands. Only assistant replies are ever pending or failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageStatus {
+    Complete,
+    /// The RunPod job that will produce the reply.
+    Pending {
+        job_id: String,
+    },
+    /// A short, safe reason, shown to the user.
+    Failed {
+        error: String,
+    },
+}
+
+impl MessageStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MessageStatus::Complete => "complete",
+            MessageStatus::Pending { .. } => "pending",
+            MessageStatus::Failed { .. } => "failed",
+        }
+    }
 }
 
 /// One stored message.
@@ -266,6 +293,7 @@ pub struct Message {
     pub content: String,
     pub created_at: DateTime<Utc>,
     pub usage: Option<Usage>,
+    pub status: MessageStatus,
 }
 
 impl Message {
@@ -276,8 +304,16 @@ impl Message {
             content,
             created_at,
             usage: None,
+            status: MessageStatus::Complete,
         }
     }
+}
+
+/// How a pending reply ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyOutcome {
+    Complete { text: String, usage: Option<Usage> },
+    Failed { error: String },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -23,11 +23,11 @@ use tracing::{field::Empty, Instrument};
 use crate::{
     app::App,
     auth::AuthError,
-    chat::{self, ChatError, ChatModel, SendRequest},
+    chat::{self, ChatError, ChatModel, SendRequest, SendTimes, WebhookResult},
     config::Config,
     domain::{
         format_timestamp, Conversation, ConversationId, DomainError, Message, MessageContent,
-        Title, Usage,
+        MessageStatus, Title, Usage,
     },
     store::{Page, PageRequest, StoreError},
 };
@@ -54,6 +54,8 @@ pub enum ApiError {
     Unauthorized(#[source] AuthError),
     #[error("conversation not found")]
     NotFound,
+    #[error("a reply is still pending in this conversation")]
+    ReplyPending,
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },
     #[error("the model failed")]
@@ -77,6 +79,7 @@ impl ApiError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::ReplyPending => StatusCode::CONFLICT,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -101,6 +104,10 @@ impl ApiError {
                 .into(),
             ),
             Self::NotFound => ("not_found", "conversation not found".into()),
+            Self::ReplyPending => (
+                "reply_pending",
+                "the previous reply in this conversation is still being generated; send again once it is there".into(),
+            ),
             Self::BadGateway(_) => (
                 "model_error",
                 "the AI model failed to answer; your message was saved, please try again".into(),
@@ -119,6 +126,7 @@ impl From<ChatError> for ApiError {
     fn from(e: ChatError) -> Self {
         match e {
             ChatError::NotFound => Self::NotFound,
+            ChatError::ReplyPending => Self::ReplyPending,
             ChatError::Store(StoreError::InvalidCursor(_)) => {
                 Self::bad_request("invalid_cursor", "the cursor is not valid for this list")
             }
@@ -374,22 +382,42 @@ pub async fn send_message<M: ChatModel>(app: &App, model: &M, req: Request) -> R
             conversation_id,
             content,
         };
+        let times = SendTimes {
+            wait_until: (Instant::now() + app.config.send_wait).min(meta.deadline),
+            deadline: meta.deadline,
+        };
         let outcome = chat::send(
             &app.store,
             model,
+            &app.webhooks,
             app.history_limits(),
+            app.pending_policy(),
             &user,
             request,
-            meta.deadline,
+            times,
         )
         .await?;
+        let reply = outcome.reply;
+        if reply.status != MessageStatus::Complete {
+            // Still being generated: the webhook or a later read completes it.
+            return Ok(json_response(
+                StatusCode::ACCEPTED,
+                &json!({
+                    "conversation_id": outcome.conversation_id.to_string(),
+                    "message_id": reply.id.to_string(),
+                    "user_message_id": outcome.user_message.id.to_string(),
+                    "status": reply.status.as_str(),
+                    "timestamp": format_timestamp(reply.created_at),
+                }),
+            ));
+        }
         Ok(ok_json(&SendResponse {
             conversation_id: outcome.conversation_id.to_string(),
-            timestamp: format_timestamp(outcome.reply.created_at),
-            message_id: outcome.reply.id.to_string(),
+            timestamp: format_timestamp(reply.created_at),
+            message_id: reply.id.to_string(),
             user_message_id: outcome.user_message.id.to_string(),
-            usage: outcome.reply.usage,
-            message: outcome.reply.content,
+            usage: reply.usage,
+            message: reply.content,
         }))
     })
     .await
@@ -454,6 +482,10 @@ struct MessageView {
     role: &'static str,
     content: String,
     timestamp: String,
+    /// `complete`, `pending` or `failed`.
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 impl From<Message> for MessageView {
@@ -461,6 +493,11 @@ impl From<Message> for MessageView {
         Self {
             id: m.id.to_string(),
             role: m.role.as_str(),
+            status: m.status.as_str(),
+            error: match m.status {
+                MessageStatus::Failed { error } => Some(error),
+                _ => None,
+            },
             content: m.content,
             timestamp: format_timestamp(m.created_at),
         }
@@ -475,12 +512,21 @@ struct ConversationResponse {
     next_cursor: Option<String>,
 }
 
-pub async fn get_conversation(app: &App, req: Request) -> Response<Body> {
-    handle("get-conversation", app, req, |req, _meta| async move {
+pub async fn get_conversation<M: ChatModel>(app: &App, model: &M, req: Request) -> Response<Body> {
+    handle("get-conversation", app, req, |req, meta| async move {
         let user = authenticate(app, &req)?;
         let id = path_conversation_id(&req)?;
         let page = page_request(&req, MESSAGES_PAGE_DEFAULT, MESSAGES_PAGE_MAX)?;
-        let (conversation, messages) = chat::get_conversation(&app.store, &user, id, &page).await?;
+        let (conversation, messages) = chat::get_conversation(
+            &app.store,
+            model,
+            &user,
+            id,
+            &page,
+            app.pending_policy(),
+            meta.deadline,
+        )
+        .await?;
         Ok(ok_json(&ConversationResponse {
             id: conversation.id.to_string(),
             title: conversation.title.as_str().to_owned(),
@@ -523,6 +569,35 @@ pub async fn delete_conversation(app: &App, req: Request) -> Response<Body> {
         let mut resp = Response::new(Body::Empty);
         *resp.status_mut() = StatusCode::NO_CONTENT;
         Ok(resp)
+    })
+    .await
+}
+
+// ---- POST /api/chat/runpod/webhook/{token} ----
+
+/// RunPod's delivery of a finished job. No JWT: RunPod cannot send one; the
+/// signed token in the path is the authorization, checked before any read
+/// or write.
+pub async fn runpod_webhook(app: &App, req: Request) -> Response<Body> {
+    handle("runpod-webhook", app, req, |req, _meta| async move {
+        let target = req
+            .path_parameters_ref()
+            .and_then(|p| p.first("token"))
+            .and_then(|token| app.webhooks.verify(token))
+            .ok_or(ApiError::Unauthorized(AuthError::BadWebhookToken))?;
+        let span = tracing::Span::current();
+        span.record("user_id", target.0.as_str());
+        span.record("conversation_id", target.1.to_string());
+        let job: crate::runpod::Job = parse_json(&req)?;
+        let result = chat::receive_webhook(&app.store, target, job)
+            .await
+            .map_err(|e| match e {
+                ChatError::Model(m) => ApiError::bad_request("invalid_job", m.to_string()),
+                other => other.into(),
+            })?;
+        Ok(ok_json(
+            &json!({ "stored": result == WebhookResult::Stored }),
+        ))
     })
     .await
 }

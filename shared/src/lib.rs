@@ -9,9 +9,11 @@
 //! - [`store`]: the `ConversationStore` trait, its DynamoDB implementation,
 //!   every key format (`store::keys`) and signed page cursors (`store::cursor`).
 //! - [`runpod`]: the RunPod serverless client: job input, polling, retries, output parsing.
+//! - [`signing`]: HMAC-signed opaque tokens (page cursors, webhook URLs).
 //! - [`chat`]: the use cases (send, list, get, rename, delete) over the store and model traits.
 //! - [`http`]: request parsing, the handlers, and the one error-to-response mapping.
 //! - [`stream`]: the DynamoDB stream consumer that purges deleted conversations' messages.
+//! - [`webhook`]: signed RunPod webhook URLs for replies that outlast the request.
 //! - [`app`]: what a function builds once per cold start.
 //! - [`telemetry`]: tracing setup (JSON on Lambda).
 
@@ -22,8 +24,10 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod runpod;
+pub mod signing;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+pub mod webhook;
 
 pub use app::App;

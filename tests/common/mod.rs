@@ -241,3 +241,9 @@ pub fn error_code(status: u16, body: &serde_json::Value, expected_status: u16) -
     assert_eq!(err["request_id"], "test-request-id", "body: {body}");
     err["code"].as_str().expect("error.code").to_owned()
 }
+
+/// A RunPod client for tests that never reach the model (nothing listens
+/// on the discard port, and nothing is sent unless a reply is pending).
+pub fn idle_model() -> chat_shared::runpod::RunPodClient {
+    chat_shared::runpod::RunPodClient::new(runpod_config("http://127.0.0.1:9", &[])).unwrap()
+}

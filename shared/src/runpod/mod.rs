@@ -78,7 +78,7 @@ pub enum JobState {
 }
 
 impl Job {
-    fn state(&self) -> Result<JobState, RunPodError> {
+    pub fn state(&self) -> Result<JobState, RunPodError> {
         Ok(match self.status.as_str() {
             "IN_QUEUE" => JobState::Queued,
             "IN_PROGRESS" => JobState::Running,
@@ -139,7 +139,9 @@ impl RunPodClient {
     }
 
     /// Sends the conversation (oldest first, ending with the new user
-    /// message) and returns the model's reply.
+    /// message) with `runsync` and returns the model's reply, cancelling the
+    /// job at the deadline. (The send use case submits with [`Self::submit`]
+    /// instead, so that a reply can outlast the request.)
     pub async fn generate(
         &self,
         history: &[Message],
@@ -149,6 +151,58 @@ impl RunPodClient {
         let job = self.run_sync(&input, deadline).await?;
         let job = self.wait_until_final(job, deadline).await?;
         finish(job)
+    }
+
+    /// `POST run`: queues the job and returns its id at once. With a
+    /// `webhook`, RunPod posts the finished job there.
+    pub async fn submit(
+        &self,
+        history: &[Message],
+        webhook: Option<&str>,
+        deadline: Instant,
+    ) -> Result<String, RunPodError> {
+        let mut body = json!({ "input": build_input(&self.config, history) });
+        if let Some(url) = webhook {
+            body["webhook"] = json!(url);
+        }
+        let url = self.url("run");
+        let job = self
+            .call(
+                || self.http.post(&url).json(&body),
+                self.config.request_timeout,
+                deadline,
+                Idempotent::No,
+            )
+            .await?;
+        Ok(job.id()?.to_owned())
+    }
+
+    /// Polls the job until it is final or `until` comes; the job is left
+    /// running in the second case.
+    pub async fn wait(&self, job_id: &str, until: Instant) -> Result<JobPoll, RunPodError> {
+        let mut delay = self.config.poll_initial_delay;
+        loop {
+            if Instant::now() + delay >= until {
+                return Ok(JobPoll::Running);
+            }
+            sleep(delay).await;
+            delay = (delay * 3 / 2).min(self.config.poll_max_delay);
+            match self.poll(job_id, until).await {
+                Ok(JobPoll::Running) => {}
+                Err(RunPodError::Deadline { .. }) => return Ok(JobPoll::Running),
+                other => return other,
+            }
+        }
+    }
+
+    /// One `status` call. A job RunPod no longer knows (its result expired)
+    /// is `Err(Status { status: 404, .. })`.
+    pub async fn poll(&self, job_id: &str, deadline: Instant) -> Result<JobPoll, RunPodError> {
+        let job = self.status(job_id, deadline).await?;
+        Ok(match job.state()? {
+            JobState::Queued | JobState::Running => JobPoll::Running,
+            _ => JobPoll::Done(finish(job)),
+        })
     }
 
     /// `POST runsync`: RunPod holds the request until the job is done or
@@ -305,8 +359,16 @@ impl RunPodClient {
     }
 }
 
+/// Where a job stands.
+#[derive(Debug)]
+pub enum JobPoll {
+    Running,
+    /// Final: the reply, or the error the job ended with.
+    Done(Result<Completion, RunPodError>),
+}
+
 /// A final job to a reply, or to the error it stands for.
-fn finish(job: Job) -> Result<Completion, RunPodError> {
+pub fn finish(job: Job) -> Result<Completion, RunPodError> {
     let job_id = job.id.clone().unwrap_or_default();
     match job.state()? {
         JobState::Completed => parse_output(job.output.as_ref())

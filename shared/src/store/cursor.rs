@@ -9,42 +9,21 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
-type HmacSha256 = Hmac<Sha256>;
+use crate::signing::{SignatureError, Signer};
+
+pub type CursorError = SignatureError;
 
 #[derive(Clone)]
 pub struct CursorCodec {
-    key: Vec<u8>,
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum CursorError {
-    #[error("the cursor is malformed")]
-    Malformed,
-    #[error("the cursor was not issued for this list")]
-    BadSignature,
+    signer: Signer,
 }
 
 impl CursorCodec {
-    /// Derives the cursor key from a server secret, labelled so that the
-    /// same secret used elsewhere yields an unrelated key.
     pub fn new(secret: &[u8]) -> Self {
-        let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
-        mac.update(b"chat-service/page-cursor/v1");
         Self {
-            key: mac.finalize().into_bytes().to_vec(),
+            signer: Signer::derive(secret, "chat-service/page-cursor/v1"),
         }
-    }
-
-    fn mac(&self, scope: &str, payload: &[u8]) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length");
-        mac.update(scope.as_bytes());
-        mac.update(&[0]);
-        mac.update(payload);
-        mac
     }
 
     /// `None` when the key has an attribute that is not a string (our keys
@@ -54,13 +33,7 @@ impl CursorCodec {
             .iter()
             .map(|(k, v)| v.as_s().ok().map(|s| (k.as_str(), s.as_str())))
             .collect::<Option<_>>()?;
-        let payload = serde_json::to_vec(&plain).ok()?;
-        let tag = self.mac(scope, &payload).finalize().into_bytes();
-        Some(format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(&payload),
-            URL_SAFE_NO_PAD.encode(tag)
-        ))
+        Some(self.signer.seal(scope, &serde_json::to_vec(&plain).ok()?))
     }
 
     pub fn decode(
@@ -68,17 +41,7 @@ impl CursorCodec {
         scope: &str,
         cursor: &str,
     ) -> Result<HashMap<String, AttributeValue>, CursorError> {
-        let (payload, tag) = cursor.split_once('.').ok_or(CursorError::Malformed)?;
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| CursorError::Malformed)?;
-        let tag = URL_SAFE_NO_PAD
-            .decode(tag)
-            .map_err(|_| CursorError::Malformed)?;
-        // Constant-time comparison.
-        self.mac(scope, &payload)
-            .verify_slice(&tag)
-            .map_err(|_| CursorError::BadSignature)?;
+        let payload = self.signer.open(scope, cursor)?;
         let plain: BTreeMap<String, String> =
             serde_json::from_slice(&payload).map_err(|_| CursorError::Malformed)?;
         Ok(plain
@@ -91,6 +54,7 @@ impl CursorCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 
     fn key() -> HashMap<String, AttributeValue> {
         HashMap::from([

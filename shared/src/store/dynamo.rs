@@ -6,16 +6,17 @@ use aws_sdk_dynamodb::{
     error::SdkError,
     operation::transact_write_items::TransactWriteItemsError,
     types::{
-        AttributeValue, DeleteRequest, Put, ReturnValue, TransactWriteItem, Update, WriteRequest,
+        AttributeValue, DeleteRequest, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+        TransactWriteItem, Update, WriteRequest,
     },
     Client,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use super::{keys, ConversationStore, CursorCodec, Page, PageRequest, StoreError};
+use super::{keys, ConversationStore, CursorCodec, FinishResult, Page, PageRequest, StoreError};
 use crate::domain::{
     format_timestamp, parse_timestamp, preview, Conversation, ConversationId, Message, MessageId,
-    Role, Title, Usage, UserId,
+    MessageStatus, ReplyOutcome, Role, Title, Usage, UserId,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -45,6 +46,8 @@ struct ConversationItem {
     created_at: String,
     updated_at: String,
     message_count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending_reply: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -63,6 +66,13 @@ struct MessageItem {
     input_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     output_tokens: Option<u64>,
+    /// `pending` or `failed`; absent for complete messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 impl ConversationItem {
@@ -79,6 +89,7 @@ impl ConversationItem {
             created_at: format_timestamp(c.created_at),
             updated_at: format_timestamp(c.updated_at),
             message_count: c.message_count,
+            pending_reply: c.pending_reply.map(|m| m.to_string()),
         }
     }
 
@@ -90,6 +101,11 @@ impl ConversationItem {
             created_at: parse_timestamp(&self.created_at).map_err(corrupt)?,
             updated_at: parse_timestamp(&self.updated_at).map_err(corrupt)?,
             message_count: self.message_count,
+            pending_reply: self
+                .pending_reply
+                .map(|m| MessageId::parse(&m))
+                .transpose()
+                .map_err(corrupt)?,
         })
     }
 }
@@ -107,6 +123,18 @@ impl MessageItem {
             created_at: format_timestamp(m.created_at),
             input_tokens: m.usage.map(|u| u.input_tokens),
             output_tokens: m.usage.map(|u| u.output_tokens),
+            status: match m.status {
+                MessageStatus::Complete => None,
+                ref other => Some(other.as_str().to_owned()),
+            },
+            job_id: match &m.status {
+                MessageStatus::Pending { job_id } => Some(job_id.clone()),
+                _ => None,
+            },
+            error: match &m.status {
+                MessageStatus::Failed { error } => Some(error.clone()),
+                _ => None,
+            },
         }
     }
 
@@ -124,6 +152,18 @@ impl MessageItem {
             content: self.content,
             created_at: parse_timestamp(&self.created_at).map_err(corrupt)?,
             usage,
+            status: match self.status.as_deref() {
+                None | Some("complete") => MessageStatus::Complete,
+                Some("pending") => MessageStatus::Pending {
+                    job_id: self
+                        .job_id
+                        .ok_or_else(|| corrupt("a pending message without a job id"))?,
+                },
+                Some("failed") => MessageStatus::Failed {
+                    error: self.error.unwrap_or_default(),
+                },
+                Some(other) => return Err(corrupt(format!("unknown message status {other:?}"))),
+            },
         })
     }
 }
@@ -162,14 +202,26 @@ fn key_of(item: &Item, names: &[&str]) -> Item {
         .collect()
 }
 
-/// Whether a write transaction failed on one of its conditions.
-fn condition_failed<R>(err: &SdkError<TransactWriteItemsError, R>) -> bool {
+/// For a transaction cancelled by its conditions: per action, whether its
+/// condition failed and the item as it was (for actions that asked for it).
+fn failed_conditions<R>(
+    err: &SdkError<TransactWriteItemsError, R>,
+) -> Option<Vec<(bool, Option<Item>)>> {
     match err.as_service_error() {
-        Some(TransactWriteItemsError::TransactionCanceledException(e)) => e
-            .cancellation_reasons()
-            .iter()
-            .any(|r| r.code() == Some("ConditionalCheckFailed")),
-        _ => false,
+        Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
+            let reasons: Vec<_> = e
+                .cancellation_reasons()
+                .iter()
+                .map(|r| {
+                    (
+                        r.code() == Some("ConditionalCheckFailed"),
+                        r.item().cloned(),
+                    )
+                })
+                .collect();
+            reasons.iter().any(|(failed, _)| *failed).then_some(reasons)
+        }
+        _ => None,
     }
 }
 
@@ -448,7 +500,10 @@ impl ConversationStore for DynamoStore {
             // The owner is in the key already; checking the stored owner too
             // costs nothing and keeps a key-format mistake from writing into
             // someone else's conversation.
-            .condition_expression("attribute_exists(PK) AND user_id = :user")
+            .condition_expression(
+                "attribute_exists(PK) AND user_id = :user AND attribute_not_exists(pending_reply)",
+            )
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .expression_attribute_names("#gsk", keys::GSI1SK)
             .expression_attribute_values(":at", s(format_timestamp(message.created_at)))
             .expression_attribute_values(":preview", s(preview(&message.content)))
@@ -467,14 +522,132 @@ impl ConversationStore for DynamoStore {
             .transact_items(self.put(msg, "attribute_not_exists(PK)")?)
             .send()
             .await
-            .map_err(|e| {
-                if condition_failed(&e) {
-                    StoreError::NotFound
-                } else {
-                    backend("TransactWriteItems append message")(e)
+            .map_err(|e| match failed_conditions(&e) {
+                // The conversation is there, so the condition that failed is "no reply pending".
+                Some(reasons) if reasons.first().is_some_and(|(_, old)| old.is_some()) => {
+                    StoreError::ReplyPending
                 }
+                Some(_) => StoreError::NotFound,
+                None => backend("TransactWriteItems append message")(e),
             })?;
         Ok(())
+    }
+
+    async fn add_pending_reply(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: &Message,
+    ) -> Result<(), StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::conversation_pk(user, conversation)))
+            .key(keys::SK, s(keys::CONVERSATION_SK))
+            .update_expression("SET pending_reply = :reply, message_count = message_count + :one")
+            .condition_expression(
+                "attribute_exists(PK) AND user_id = :user AND attribute_not_exists(pending_reply)",
+            )
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .expression_attribute_values(":reply", s(reply.id.to_string()))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":user", s(user.as_str()))
+            .build()
+            .map_err(backend("building an Update"))?;
+        let msg = to_item(&MessageItem::new(user, conversation, reply))?;
+        self.client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(update).build())
+            .transact_items(self.put(msg, "attribute_not_exists(PK)")?)
+            .send()
+            .await
+            .map_err(|e| match failed_conditions(&e) {
+                Some(reasons) if reasons.first().is_some_and(|(_, old)| old.is_some()) => {
+                    StoreError::ReplyPending
+                }
+                Some(_) => StoreError::NotFound,
+                None => backend("TransactWriteItems pending reply")(e),
+            })?;
+        Ok(())
+    }
+
+    async fn finish_reply(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: MessageId,
+        job_id: &str,
+        outcome: &ReplyOutcome,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<FinishResult, StoreError> {
+        let pk = keys::conversation_pk(user, conversation);
+        let mut msg = Update::builder()
+            .table_name(&self.table)
+            .key(keys::PK, s(&pk))
+            .key(keys::SK, s(keys::message_sk(message)))
+            .condition_expression("#status = :pending AND job_id = :job")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":job", s(job_id));
+        let mut conv = Update::builder()
+            .table_name(&self.table)
+            .key(keys::PK, s(&pk))
+            .key(keys::SK, s(keys::CONVERSATION_SK))
+            .condition_expression("pending_reply = :reply")
+            .expression_attribute_values(":reply", s(message.to_string()));
+        match outcome {
+            ReplyOutcome::Complete { text, usage } => {
+                msg = msg
+                    .update_expression("SET content = :text, input_tokens = :in, output_tokens = :out REMOVE #status, job_id")
+                    .expression_attribute_values(":text", s(text))
+                    .expression_attribute_values(":in", AttributeValue::N(usage.map_or(0, |u| u.input_tokens).to_string()))
+                    .expression_attribute_values(":out", AttributeValue::N(usage.map_or(0, |u| u.output_tokens).to_string()));
+                conv = conv
+                    .update_expression("SET updated_at = :at, last_message = :preview, #gsk = :gsk REMOVE pending_reply")
+                    .expression_attribute_names("#gsk", keys::GSI1SK)
+                    .expression_attribute_values(":at", s(format_timestamp(at)))
+                    .expression_attribute_values(":preview", s(preview(text)))
+                    .expression_attribute_values(":gsk", s(keys::updated_sk(at, conversation)));
+            }
+            ReplyOutcome::Failed { error } => {
+                msg = msg
+                    .update_expression("SET #status = :failed, #error = :error REMOVE job_id")
+                    .expression_attribute_names("#error", "error")
+                    .expression_attribute_values(":failed", s("failed"))
+                    .expression_attribute_values(":error", s(error));
+                conv = conv.update_expression("REMOVE pending_reply");
+            }
+        }
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(msg.build().map_err(backend("building an Update"))?)
+                    .build(),
+            )
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(conv.build().map_err(backend("building an Update"))?)
+                    .build(),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(FinishResult::Written),
+            Err(e) => match failed_conditions(&e) {
+                Some(reasons) => Ok(match reasons.first() {
+                    Some((true, Some(old))) => {
+                        match old.get("status").and_then(|v| v.as_s().ok()) {
+                            Some(status) if status == "pending" => FinishResult::OtherJob,
+                            _ => FinishResult::AlreadyFinal,
+                        }
+                    }
+                    _ => FinishResult::Missing,
+                }),
+                None => Err(backend("TransactWriteItems finish reply")(e)),
+            },
+        }
     }
 
     async fn conversation_page(

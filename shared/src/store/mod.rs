@@ -10,7 +10,9 @@ use std::future::Future;
 pub use cursor::{CursorCodec, CursorError};
 pub use dynamo::DynamoStore;
 
-use crate::domain::{Conversation, ConversationId, Message, Title, UserId};
+use crate::domain::{
+    Conversation, ConversationId, Message, MessageId, ReplyOutcome, Title, UserId,
+};
 
 /// One page of a list.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +33,9 @@ pub enum StoreError {
     /// No such conversation for this user (it may exist for another one).
     #[error("conversation not found")]
     NotFound,
+    /// A reply in the conversation is still pending.
+    #[error("a reply is pending in this conversation")]
+    ReplyPending,
     #[error("invalid page cursor")]
     InvalidCursor(#[source] CursorError),
     #[error("stored item could not be read: {0}")]
@@ -41,6 +46,19 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+/// What [`ConversationStore::finish_reply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishResult {
+    /// This call completed or failed the reply.
+    Written,
+    /// The reply was already final (another finisher came first).
+    AlreadyFinal,
+    /// No such reply (yet): not stored, or its conversation was deleted.
+    Missing,
+    /// The reply is pending for another job.
+    OtherJob,
 }
 
 /// Every method is scoped to one user: no method can reach another user's items.
@@ -71,6 +89,28 @@ pub trait ConversationStore: Sync {
         conversation: ConversationId,
         page: &PageRequest,
     ) -> impl Future<Output = Result<(Conversation, Page<Message>), StoreError>> + Send;
+
+    /// Stores an assistant reply in [`MessageStatus::Pending`] state and marks
+    /// the conversation as waiting for it (counted, but `last_message` moves
+    /// only when it completes).
+    fn add_pending_reply(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: &Message,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Completes or fails a pending reply, once: only a message still
+    /// pending for `job_id` changes, so concurrent finishers write once.
+    fn finish_reply(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: MessageId,
+        job_id: &str,
+        outcome: &ReplyOutcome,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> impl Future<Output = Result<FinishResult, StoreError>> + Send;
 
     /// Sets the title; `updated_at` stays (the list follows messages, not renames).
     fn rename_conversation(

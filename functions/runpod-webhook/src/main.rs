@@ -1,0 +1,11 @@
+//! `POST /api/chat/runpod/webhook/{token}`: RunPod delivers a finished job.
+
+use chat_shared::{http, telemetry, App};
+
+// A Lambda instance serves one request at a time: one thread is enough.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_http::Error> {
+    telemetry::init();
+    let app = App::from_env().await?;
+    http::run(|req| http::runpod_webhook(&app, req)).await
+}

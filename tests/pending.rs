@@ -1,0 +1,403 @@
+//! Replies that outlast the request (issue 4), against DynamoDB Local and
+//! the local RunPod endpoint holding jobs for as long as a test wants.
+
+mod common;
+
+use std::time::Duration;
+
+use chat_service_dev::runpod_local::{LocalRunPod, Settings};
+use chat_shared::{
+    domain::{ConversationId, MessageId, MessageStatus, ReplyOutcome, UserId},
+    http,
+    runpod::RunPodClient,
+    store::{ConversationStore, FinishResult, PageRequest},
+    App,
+};
+use common::{error_code, read, token, Event};
+use serde_json::{json, Value};
+use wiremock::{matchers::method, Mock, MockServer, ResponseTemplate};
+
+struct Harness {
+    app: App,
+    model: RunPodClient,
+    runpod: LocalRunPod,
+    /// Records RunPod's webhook deliveries (when webhooks are on).
+    hooks: MockServer,
+}
+
+impl Harness {
+    /// Jobs are held in progress until released; sends wait 0.3 s.
+    async fn new(webhooks: bool, extra: &[(&str, &str)]) -> Self {
+        let hooks = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&hooks)
+            .await;
+        let runpod = LocalRunPod::new(Settings {
+            api_key: Some("test-runpod-key".into()),
+            hold: true,
+            execution_time: Duration::ZERO,
+            webhook_retry_delay: Duration::from_millis(50),
+            ..Settings::default()
+        });
+        let url = runpod.clone().spawn().await;
+        let base = format!("{}/api/chat/runpod/webhook", hooks.uri());
+        let mut vars = vec![("SEND_WAIT_SECONDS", "0.3")];
+        if webhooks {
+            vars.push(("WEBHOOK_BASE_URL", base.as_str()));
+        }
+        vars.extend_from_slice(extra);
+        let client = common::dynamo().await;
+        let table = common::fresh_table(&client).await;
+        Self {
+            app: App::new(common::config_with(&table, &vars), client),
+            model: RunPodClient::new(common::runpod_config(&url, &[])).unwrap(),
+            runpod,
+            hooks,
+        }
+    }
+
+    async fn send(&self, body: Value, user: &str) -> (u16, Value) {
+        read(
+            http::send_message(
+                &self.app,
+                &self.model,
+                Event::send(&body.to_string(), Some(token(user))).request(),
+            )
+            .await,
+        )
+    }
+
+    async fn get(&self, id: &str, user: &str) -> (u16, Value) {
+        read(
+            http::get_conversation(
+                &self.app,
+                &self.model,
+                Event::get(id, Some(token(user))).request(),
+            )
+            .await,
+        )
+    }
+
+    /// Releases every held job and waits until RunPod has delivered `n` webhooks.
+    async fn release_and_collect(&self, n: usize) -> Vec<(String, Value)> {
+        self.runpod.release(None);
+        for _ in 0..100 {
+            let got = self.hooks.received_requests().await.unwrap();
+            if got.len() >= n {
+                return got
+                    .iter()
+                    .map(|r| {
+                        let token = r.url.path().rsplit('/').next().unwrap().to_owned();
+                        (token, serde_json::from_slice(&r.body).unwrap())
+                    })
+                    .collect();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("RunPod delivered no webhook");
+    }
+
+    async fn webhook(&self, token: Option<&str>, body: &Value) -> (u16, Value) {
+        let mut e = Event::get("unused", None);
+        e.method = "POST";
+        e.route = "POST /api/chat/runpod/webhook/{token}";
+        e.path = format!("/api/chat/runpod/webhook/{}", token.unwrap_or(""));
+        e.path_id = None;
+        e.body = Some(body.to_string());
+        let mut event = e.to_json();
+        if let Some(t) = token {
+            event["pathParameters"] = json!({ "token": t });
+        }
+        let req = lambda_http::request::from_str(&event.to_string()).unwrap();
+        read(http::runpod_webhook(&self.app, req).await)
+    }
+
+    /// The conversation as stored, read without asking RunPod anything.
+    async fn stored(&self, id: &str, user: &str) -> Value {
+        let (status, body) = read(
+            http::get_conversation(
+                &self.app,
+                &common::idle_model(),
+                Event::get(id, Some(token(user))).request(),
+            )
+            .await,
+        );
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    async fn listed(&self, user: &str) -> Value {
+        let (_, body) = read(
+            http::list_conversations(&self.app, Event::list(Some(token(user))).request()).await,
+        );
+        body["conversations"][0].clone()
+    }
+}
+
+/// Sends a first message whose reply stays pending; returns the 202 body.
+async fn pending_conversation(h: &Harness) -> Value {
+    let (status, body) = h
+        .send(
+            json!({"message": "How do I organize patient files?"}),
+            "alice",
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "pending");
+    assert!(body["message_id"].is_string() && body["timestamp"].is_string());
+    body
+}
+
+#[tokio::test]
+async fn a_fast_job_is_answered_at_once() {
+    let runpod = LocalRunPod::new(Settings {
+        api_key: Some("test-runpod-key".into()),
+        ..Settings::default()
+    });
+    let url = runpod.clone().spawn().await;
+    let client = common::dynamo().await;
+    let table = common::fresh_table(&client).await;
+    let app = App::new(common::config(&table), client);
+    let model = RunPodClient::new(common::runpod_config(&url, &[])).unwrap();
+    let e = Event::send(r#"{"message": "quick one"}"#, Some(token("alice")));
+    let (status, body) = read(http::send_message(&app, &model, e.request()).await);
+    assert_eq!(status, 200, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("quick one"));
+}
+
+#[tokio::test]
+async fn a_slow_job_is_pending_then_the_webhook_completes_it_once() {
+    let h = Harness::new(true, &[]).await;
+    let sent = pending_conversation(&h).await;
+    let id = sent["conversation_id"].as_str().unwrap();
+    assert_eq!(h.runpod.cancels(), 0, "a pending job is not cancelled");
+
+    let stored = h.stored(id, "alice").await;
+    assert_eq!(stored["messages"][1]["status"], "pending");
+    assert_eq!(stored["messages"][1]["id"], sent["message_id"]);
+
+    let deliveries = h.release_and_collect(1).await;
+    let (token, job) = &deliveries[0];
+    assert_eq!(job["status"], "COMPLETED");
+    let (status, body) = h.webhook(Some(token), job).await;
+    assert_eq!(status, 200, "{body}");
+
+    let after = h.stored(id, "alice").await;
+    let reply = &after["messages"][1];
+    assert_eq!(reply["status"], "complete");
+    assert!(reply["content"]
+        .as_str()
+        .unwrap()
+        .contains("How do I organize patient files?"));
+    let listed = h.listed("alice").await;
+    assert_eq!(
+        listed["last_message"].as_str().unwrap(),
+        chat_shared::domain::preview(reply["content"].as_str().unwrap())
+    );
+    assert_eq!(listed["message_count"], 2);
+
+    // RunPod retries webhooks: the same delivery again changes nothing.
+    let (status, _) = h.webhook(Some(token), job).await;
+    assert_eq!(status, 200);
+    assert_eq!(h.stored(id, "alice").await, after);
+    assert_eq!(h.listed("alice").await, listed);
+
+    // The conversation takes new messages again.
+    let (status, _) = h
+        .send(json!({"message": "next", "conversation_id": id}), "alice")
+        .await;
+    assert_eq!(status, 202);
+}
+
+#[tokio::test]
+async fn without_a_webhook_a_read_completes_the_reply_and_stores_it() {
+    let h = Harness::new(false, &[]).await;
+    let sent = pending_conversation(&h).await;
+    let id = sent["conversation_id"].as_str().unwrap();
+    let (_, still) = h.get(id, "alice").await;
+    assert_eq!(still["messages"][1]["status"], "pending");
+
+    h.runpod.release(None);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, read_back) = h.get(id, "alice").await;
+    assert_eq!(status, 200, "{read_back}");
+    assert_eq!(read_back["messages"][1]["status"], "complete");
+    assert!(read_back["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .contains("patient files"));
+    // Stored, not just shown: a read that cannot reach RunPod sees it too.
+    assert_eq!(
+        h.stored(id, "alice").await["messages"],
+        read_back["messages"]
+    );
+    assert!(h.hooks.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_webhook_with_a_bad_token_is_401_and_writes_nothing() {
+    let h = Harness::new(true, &[]).await;
+    let sent = pending_conversation(&h).await;
+    let id = sent["conversation_id"].as_str().unwrap();
+    let deliveries = h.release_and_collect(1).await;
+    let (token, job) = &deliveries[0];
+    let mut forged = token.clone();
+    forged.replace_range(..2, if forged.starts_with("ey") { "fy" } else { "ey" });
+    // A real token for a reply of another user's conversation.
+    let other = h.app.webhooks.token_for(
+        &UserId::parse("bob").unwrap(),
+        ConversationId::new(),
+        MessageId::new(),
+    );
+    for t in [None, Some("nonsense"), Some(forged.as_str())] {
+        let (status, body) = h.webhook(t, job).await;
+        assert_eq!(
+            error_code(status, &body, 401),
+            "unauthorized",
+            "token {t:?}"
+        );
+    }
+    let (status, _) = h.webhook(Some(&other), job).await;
+    assert_eq!(
+        status, 404,
+        "a valid token for a reply that does not exist writes nothing"
+    );
+    let stored = h.stored(id, "alice").await;
+    assert_eq!(stored["messages"][1]["status"], "pending");
+    assert_eq!(
+        h.listed("alice").await["last_message"],
+        "How do I organize patient files?"
+    );
+}
+
+#[tokio::test]
+async fn webhook_and_read_racing_write_once() {
+    let h = Harness::new(true, &[]).await;
+    let sent = pending_conversation(&h).await;
+    let id = sent["conversation_id"].as_str().unwrap();
+    let deliveries = h.release_and_collect(1).await;
+    let (token, job) = &deliveries[0];
+    let (hook, read) = tokio::join!(h.webhook(Some(token), job), h.get(id, "alice"));
+    assert_eq!(hook.0, 200, "{}", hook.1);
+    assert_eq!(read.0, 200, "{}", read.1);
+    assert_eq!(read.1["messages"][1]["status"], "complete");
+    let stored = h.stored(id, "alice").await;
+    assert_eq!(stored["messages"].as_array().unwrap().len(), 2);
+    assert_eq!(stored["messages"][1], read.1["messages"][1]);
+    let listed = h.listed("alice").await;
+    assert_eq!(listed["message_count"], 2);
+
+    // At the store, of two finishers exactly one writes.
+    let sent = h
+        .send(json!({"message": "again", "conversation_id": id}), "alice")
+        .await
+        .1;
+    let reply = MessageId::parse(sent["message_id"].as_str().unwrap()).unwrap();
+    let job_id = h.runpod.job_ids().last().unwrap().clone();
+    let (alice, conv) = (
+        UserId::parse("alice").unwrap(),
+        ConversationId::parse(id).unwrap(),
+    );
+    let outcome = ReplyOutcome::Complete {
+        text: "done".into(),
+        usage: None,
+    };
+    let at = chrono::Utc::now();
+    let (a, b) = tokio::join!(
+        h.app
+            .store
+            .finish_reply(&alice, conv, reply, &job_id, &outcome, at),
+        h.app
+            .store
+            .finish_reply(&alice, conv, reply, &job_id, &outcome, at)
+    );
+    let mut results = [a.unwrap(), b.unwrap()];
+    results.sort_by_key(|r| *r != FinishResult::Written);
+    assert_eq!(results, [FinishResult::Written, FinishResult::AlreadyFinal]);
+    let wrong_job = h
+        .app
+        .store
+        .finish_reply(&alice, conv, reply, "other-job", &outcome, at)
+        .await
+        .unwrap();
+    assert_eq!(wrong_job, FinishResult::AlreadyFinal);
+}
+
+#[tokio::test]
+async fn a_job_runpod_has_forgotten_becomes_failed() {
+    let h = Harness::new(false, &[]).await;
+    let sent = pending_conversation(&h).await;
+    let id = sent["conversation_id"].as_str().unwrap();
+    let job_id = h.runpod.job_ids()[0].clone();
+    h.runpod.expire(&job_id);
+    let (status, body) = h.get(id, "alice").await;
+    assert_eq!(status, 200, "{body}");
+    let reply = &body["messages"][1];
+    assert_eq!(reply["status"], "failed");
+    assert!(reply["error"].as_str().unwrap().contains("expired"));
+    assert_eq!(
+        h.stored(id, "alice").await["messages"][1]["status"],
+        "failed"
+    );
+    // Failed is final: the conversation is open again.
+    let (status, body) = h
+        .send(json!({"message": "retry", "conversation_id": id}), "alice")
+        .await;
+    assert_eq!(status, 202, "{body}");
+}
+
+#[tokio::test]
+async fn a_reply_pending_too_long_becomes_failed() {
+    let h = Harness::new(false, &[("PENDING_MAX_AGE_SECS", "1")]).await;
+    let sent = pending_conversation(&h).await;
+    let id = sent["conversation_id"].as_str().unwrap();
+    let (_, body) = h.get(id, "alice").await;
+    assert_eq!(body["messages"][1]["status"], "pending");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, body) = h.get(id, "alice").await;
+    assert_eq!(body["messages"][1]["status"], "failed");
+}
+
+#[tokio::test]
+async fn sending_while_a_reply_is_pending_is_409() {
+    let h = Harness::new(true, &[]).await;
+    let sent = pending_conversation(&h).await;
+    let id = sent["conversation_id"].as_str().unwrap();
+    let (status, body) = h
+        .send(
+            json!({"message": "are you there?", "conversation_id": id}),
+            "alice",
+        )
+        .await;
+    assert_eq!(error_code(status, &body, 409), "reply_pending");
+    // The refused message was not stored.
+    let stored = h.stored(id, "alice").await;
+    assert_eq!(stored["messages"].as_array().unwrap().len(), 2);
+    // Other conversations are not blocked.
+    let (status, _) = h.send(json!({"message": "new topic"}), "alice").await;
+    assert_eq!(status, 202);
+    // Once the reply is there (found by the send itself), sending works.
+    h.runpod.release(None);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = h
+        .send(json!({"message": "thanks", "conversation_id": id}), "alice")
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let page = PageRequest {
+        limit: 10,
+        cursor: None,
+    };
+    let (_, msgs) = h
+        .app
+        .store
+        .conversation_page(
+            &UserId::parse("alice").unwrap(),
+            ConversationId::parse(id).unwrap(),
+            &page,
+        )
+        .await
+        .unwrap();
+    assert_eq!(msgs.items[1].status, MessageStatus::Complete);
+    assert_eq!(msgs.items.len(), 4);
+}
