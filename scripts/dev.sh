@@ -28,6 +28,11 @@ export TABLE_NAME=${TABLE_NAME:-chat-local}
 target/debug/create-table
 
 export JWT_SECRET=${JWT_SECRET:-local-development-secret-do-not-deploy}
+# The local RunPod endpoint delivers finished jobs here (a real RunPod
+# cannot reach localhost: with real credentials, pending replies complete on read).
+if [ -z "${RUNPOD_API_KEY:-}" ] || [ -z "${RUNPOD_ENDPOINT_ID:-}" ]; then
+  export WEBHOOK_BASE_URL=${WEBHOOK_BASE_URL:-http://127.0.0.1:$PORT/api/chat/runpod/webhook}
+fi
 if [ -n "${RUNPOD_API_KEY:-}" ] && [ -n "${RUNPOD_ENDPOINT_ID:-}" ]; then
   echo "using the real RunPod endpoint $RUNPOD_ENDPOINT_ID" >&2
 else

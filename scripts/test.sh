@@ -29,10 +29,13 @@ target/debug/create-table
 export JWT_SECRET=local-development-secret-do-not-deploy
 rp_port=$(free_port)
 export RUNPOD_API_KEY=e2e-runpod-key RUNPOD_ENDPOINT_ID=e2e RUNPOD_BASE_URL="http://127.0.0.1:$rp_port"
-RUNPOD_LOCAL_PORT=$rp_port target/debug/runpod-local 2>.local/test-runpod-local.log &
+# Jobs take 1.5 s and sends wait 0.5 s: replies go pending and arrive by webhook.
+export SEND_WAIT_SECONDS=0.5
+RUNPOD_LOCAL_EXEC_MS=1500 RUNPOD_LOCAL_PORT=$rp_port target/debug/runpod-local 2>.local/test-runpod-local.log &
 STARTED_PIDS+=($!)
 wait_for_port "$rp_port" "the local RunPod endpoint" 30
 api_port=$(free_port)
+export WEBHOOK_BASE_URL="http://127.0.0.1:$api_port/api/chat/runpod/webhook"
 cargo lambda watch --ignore-changes -A 127.0.0.1 -P "$api_port" >.local/test-watch.log 2>&1 &
 STARTED_PIDS+=($!)
 wait_for_port "$api_port" "cargo lambda watch" 120
@@ -43,4 +46,5 @@ for path in /api/chat/conversations /api/chat/conversations/00000000-0000-0000-0
   curl -s -o /dev/null -m 300 "http://127.0.0.1:$api_port$path"
 done
 curl -s -o /dev/null -m 300 -X POST "http://127.0.0.1:$api_port/api/chat/send"
+curl -s -o /dev/null -m 300 -X POST "http://127.0.0.1:$api_port/api/chat/runpod/webhook/warm-up"
 CHAT_API_URL="http://127.0.0.1:$api_port" cargo test --test e2e -- --ignored

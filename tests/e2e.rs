@@ -1,11 +1,14 @@
 //! End to end over HTTP, as a client would: the stack `scripts/test.sh`
-//! starts (cargo lambda watch serving the three functions, DynamoDB Local,
-//! the local RunPod endpoint) at `CHAT_API_URL`.
+//! starts (cargo lambda watch serving the functions, DynamoDB Local, the
+//! local RunPod endpoint with 1.5 s jobs and webhooks, sends waiting 0.5 s)
+//! at `CHAT_API_URL`.
 //!
 //! Ignored in the plain `cargo test` run, which has no such stack;
 //! `scripts/test.sh` runs them with `--ignored` once the stack is up.
 
 mod common;
+
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -35,9 +38,23 @@ async fn get(http: &reqwest::Client, token: Option<&str>, path: &str) -> (Status
     (resp.status(), resp.json().await.unwrap())
 }
 
+/// Waits until the listing (which never asks RunPod anything) shows the
+/// conversation's last message changed from `from`: only the webhook can do that.
+async fn wait_for_webhook(http: &reqwest::Client, token: &str, from: &str) -> Value {
+    for _ in 0..100 {
+        let (_, list) = get(http, Some(token), "/api/chat/conversations").await;
+        let conv = list["conversations"][0].clone();
+        if conv["last_message"] != from {
+            return conv;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the webhook never completed the reply");
+}
+
 #[tokio::test]
 #[ignore = "needs the local stack; scripts/test.sh runs it"]
-async fn a_conversation_over_http() {
+async fn a_conversation_over_http_with_replies_arriving_by_webhook() {
     let http = reqwest::Client::new();
     let user = format!("e2e-{}", uuid::Uuid::new_v4());
     let token = common::token(&user);
@@ -48,12 +65,16 @@ async fn a_conversation_over_http() {
         json!({"message": "How do I organize patient files?"}),
     )
     .await;
-    assert_eq!(status, 200, "{first}");
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(first["status"], "pending");
     let id = first["conversation_id"].as_str().unwrap().to_owned();
-    assert!(first["message"]
+
+    let conv = wait_for_webhook(&http, &token, "How do I organize patient files?").await;
+    assert!(conv["last_message"]
         .as_str()
         .unwrap()
         .contains("How do I organize patient files?"));
+    assert_eq!(conv["title"], "How do I organize patient files?");
 
     let (status, second) = send(
         &http,
@@ -61,16 +82,16 @@ async fn a_conversation_over_http() {
         json!({"message": "And X-rays?", "conversation_id": id}),
     )
     .await;
-    assert_eq!(status, 200, "{second}");
-    assert_eq!(second["conversation_id"], id.as_str());
-
-    let (status, list) = get(&http, Some(&token), "/api/chat/conversations").await;
-    assert_eq!(status, 200, "{list}");
-    assert_eq!(list["conversations"].as_array().unwrap().len(), 1);
-    assert_eq!(
-        list["conversations"][0]["title"],
-        "How do I organize patient files?"
-    );
+    assert_eq!(status, 202, "{second}");
+    let (status, refused) = send(
+        &http,
+        &token,
+        json!({"message": "hello?", "conversation_id": id}),
+    )
+    .await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "reply_pending");
+    wait_for_webhook(&http, &token, "And X-rays?").await;
 
     let (status, conv) = get(
         &http,
@@ -79,14 +100,14 @@ async fn a_conversation_over_http() {
     )
     .await;
     assert_eq!(status, 200, "{conv}");
-    let roles: Vec<_> = conv["messages"]
-        .as_array()
-        .unwrap()
+    let messages = conv["messages"].as_array().unwrap();
+    let roles: Vec<_> = messages
         .iter()
         .map(|m| m["role"].as_str().unwrap())
         .collect();
     assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
-    assert_eq!(conv["messages"][2]["content"], "And X-rays?");
+    assert!(messages.iter().all(|m| m["status"] == "complete"), "{conv}");
+    assert_eq!(messages[2]["content"], "And X-rays?");
 
     // Another user sees nothing of it; no token is a 401.
     let other = common::token(&format!("e2e-other-{}", uuid::Uuid::new_v4()));
