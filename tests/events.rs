@@ -5,7 +5,10 @@ mod common;
 
 use chat_service_dev::runpod_local::{LocalRunPod, Settings};
 use chat_shared::{
-    domain::{preview, Conversation, ConversationId, Message, Role, Title, UserId},
+    domain::{
+        preview, Conversation, ConversationId, Message, MessageId, MessageStatus, Role, Title,
+        UserId,
+    },
     http,
     runpod::RunPodClient,
     store::{ConversationStore, PageRequest},
@@ -15,11 +18,15 @@ use chrono::Utc;
 
 /// The conversation the sample events name; it belongs to alice.
 const SAMPLE_CONVERSATION: &str = "3f1c2b9e-8a7d-4c55-9e21-6d0b7a4e5f10";
+/// The reply `events/runpod-webhook.json`'s token names.
+const SAMPLE_REPLY: &str = "019ab000-0000-7000-8000-000000000001";
 
 fn expected_status(file: &str) -> u16 {
     match file {
         "send-new.json" | "send-existing.json" | "list.json" | "get.json" | "rename.json" => 200,
         "delete.json" => 204,
+        "runpod-webhook.json" => 200,
+        "runpod-webhook-bad-token.json" => 401,
         "send-bad-body.json" => 400,
         "send-no-token.json" => 401,
         "get-other-user.json" | "rename-other-user.json" => 404,
@@ -85,7 +92,7 @@ async fn every_sample_event_gets_its_documented_status() {
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
-    assert!(files.len() >= 12, "events/ lost files: {files:?}");
+    assert!(files.len() >= 14, "events/ lost files: {files:?}");
 
     for file in files {
         let name = file.file_name().unwrap().to_str().unwrap().to_owned();
@@ -108,6 +115,23 @@ async fn every_sample_event_gets_its_documented_status() {
                 .unwrap();
         }
         let text = std::fs::read_to_string(&file).unwrap();
+        if name == "runpod-webhook.json" {
+            // The reply the sample token names, pending for the sample job.
+            let reply = Message {
+                id: MessageId::parse(SAMPLE_REPLY).unwrap(),
+                role: Role::Assistant,
+                content: String::new(),
+                created_at: Utc::now(),
+                usage: None,
+                status: MessageStatus::Pending {
+                    job_id: "sample-job".into(),
+                },
+            };
+            app.store
+                .add_pending_reply(&alice, seeded.id, &reply)
+                .await
+                .unwrap();
+        }
         if name == "purge-stream.json" {
             // Delete, as the stream would report it, then the purge function's work.
             app.store
@@ -143,12 +167,34 @@ async fn every_sample_event_gets_its_documented_status() {
             "GET /api/chat/conversations/{id}" => http::get_conversation(&app, &model, req).await,
             "PATCH /api/chat/conversations/{id}" => http::rename_conversation(&app, req).await,
             "DELETE /api/chat/conversations/{id}" => http::delete_conversation(&app, req).await,
+            "POST /api/chat/runpod/webhook/{token}" => http::runpod_webhook(&app, req).await,
             other => panic!("{name}: unknown route {other}"),
         };
         let (status, body) = common::read(resp);
         assert_eq!(status, expected_status(&name), "{name}: {body}");
         if name == "get.json" {
             assert_eq!(body["id"], SAMPLE_CONVERSATION);
+        }
+        if name == "runpod-webhook.json" {
+            let (_, page) = app
+                .store
+                .conversation_page(
+                    &alice,
+                    seeded.id,
+                    &PageRequest {
+                        limit: 10,
+                        cursor: None,
+                    },
+                )
+                .await
+                .unwrap();
+            let reply = page
+                .items
+                .iter()
+                .find(|m| m.id.to_string() == SAMPLE_REPLY)
+                .expect("the sample reply");
+            assert_eq!(reply.status, MessageStatus::Complete);
+            assert_eq!(reply.content, "Sort them by patient, then by date.");
         }
     }
 }
