@@ -266,6 +266,10 @@ impl LocalRunPod {
         self.0.counters.submitted.load(Ordering::Relaxed)
     }
 
+    pub fn status_calls(&self) -> u64 {
+        self.0.counters.status_calls.load(Ordering::Relaxed)
+    }
+
     pub fn cancels(&self) -> u64 {
         self.0.counters.cancels.load(Ordering::Relaxed)
     }

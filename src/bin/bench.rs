@@ -1,0 +1,667 @@
+//! The benchmark: runs each function's release binary the way Lambda does,
+//! under a minimal Lambda Runtime API of its own, against DynamoDB Local
+//! (through a proxy that counts calls) and the local RunPod endpoint
+//! answering at once. Prints a table and writes it as JSON.
+//!
+//! Run with `scripts/bench.sh` (it builds the release binaries and starts
+//! DynamoDB Local). Arguments: `[OUT_JSON] [WARM_INVOCATIONS]`.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    io::Write,
+    path::{Path as FsPath, PathBuf},
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{any, get, post},
+    Router,
+};
+use chat_service_dev::{
+    runpod_local::{LocalRunPod, Settings},
+    table::TableDefinition,
+    DEV_JWT_SECRET,
+};
+use chat_shared::{
+    auth::issue_token,
+    domain::{preview, Conversation, ConversationId, Message, Role, Title, UserId},
+    store::ConversationStore,
+    App,
+};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::{oneshot, Notify};
+
+// ---------------------------------------------------------------------------
+// A minimal Lambda Runtime API: one per function process.
+
+#[derive(Default)]
+struct RuntimeState {
+    queue: Mutex<VecDeque<(String, String)>>,
+    queued: Notify,
+    waiting: Mutex<HashMap<String, oneshot::Sender<(u16, Bytes)>>>,
+    first_next: Mutex<Option<Instant>>,
+}
+
+#[derive(Clone)]
+struct Runtime(Arc<RuntimeState>);
+
+impl Runtime {
+    async fn start() -> (Self, String) {
+        let rt = Runtime(Arc::default());
+        let app = Router::new()
+            .route("/2018-06-01/runtime/invocation/next", get(next))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(response),
+            )
+            .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+            .route("/2018-06-01/runtime/init/error", post(init_error))
+            .with_state(rt.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (rt, addr)
+    }
+
+    /// Invokes the function with `event`; returns its status code and body.
+    async fn invoke(&self, event: &str) -> (u16, Bytes) {
+        let id = uuid::Uuid::new_v4().to_string();
+        let (tx, rx) = oneshot::channel();
+        self.0.waiting.lock().unwrap().insert(id.clone(), tx);
+        self.0
+            .queue
+            .lock()
+            .unwrap()
+            .push_back((id, event.to_owned()));
+        self.0.queued.notify_one();
+        tokio::time::timeout(Duration::from_secs(60), rx)
+            .await
+            .expect("the function did not answer within 60 s")
+            .expect("runtime dropped the invocation")
+    }
+
+    fn first_next(&self) -> Option<Instant> {
+        *self.0.first_next.lock().unwrap()
+    }
+}
+
+async fn next(State(rt): State<Runtime>) -> Response {
+    rt.0.first_next
+        .lock()
+        .unwrap()
+        .get_or_insert_with(Instant::now);
+    loop {
+        let item = rt.0.queue.lock().unwrap().pop_front();
+        if let Some((id, event)) = item {
+            let deadline = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+                + 28_000;
+            return (
+                [
+                    ("lambda-runtime-aws-request-id", id),
+                    ("lambda-runtime-deadline-ms", deadline.to_string()),
+                    (
+                        "lambda-runtime-invoked-function-arn",
+                        "arn:aws:lambda:us-east-1:123456789012:function:bench".to_owned(),
+                    ),
+                    (
+                        "lambda-runtime-trace-id",
+                        "Root=1-00000000-000000000000000000000000".to_owned(),
+                    ),
+                    ("content-type", "application/json".to_owned()),
+                ],
+                event,
+            )
+                .into_response();
+        }
+        rt.0.queued.notified().await;
+    }
+}
+
+fn complete(rt: &Runtime, id: &str, status: u16, body: Bytes) -> StatusCode {
+    if let Some(tx) = rt.0.waiting.lock().unwrap().remove(id) {
+        let _ = tx.send((status, body));
+    }
+    StatusCode::ACCEPTED
+}
+
+async fn response(State(rt): State<Runtime>, Path(id): Path<String>, body: Bytes) -> StatusCode {
+    // The HTTP status lives inside the API Gateway response document.
+    let status = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["statusCode"].as_u64())
+        .unwrap_or(0) as u16;
+    complete(&rt, &id, status, body)
+}
+
+async fn error(State(rt): State<Runtime>, Path(id): Path<String>, body: Bytes) -> StatusCode {
+    complete(&rt, &id, 0, body)
+}
+
+async fn init_error(body: Bytes) -> StatusCode {
+    eprintln!("function init error: {}", String::from_utf8_lossy(&body));
+    StatusCode::ACCEPTED
+}
+
+// ---------------------------------------------------------------------------
+// A proxy in front of DynamoDB Local that counts calls by operation.
+
+#[derive(Clone)]
+struct DynamoProxy {
+    target: String,
+    http: reqwest::Client,
+    counts: Arc<Mutex<BTreeMap<String, u64>>>,
+}
+
+impl DynamoProxy {
+    async fn start(target: String) -> (Self, String) {
+        let proxy = DynamoProxy {
+            target,
+            http: reqwest::Client::new(),
+            counts: Arc::default(),
+        };
+        let app = Router::new()
+            .route("/", any(forward))
+            .with_state(proxy.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (proxy, url)
+    }
+
+    fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.counts.lock().unwrap().clone()
+    }
+}
+
+async fn forward(State(p): State<DynamoProxy>, headers: HeaderMap, body: Bytes) -> Response {
+    let op = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.split('.').next_back())
+        .unwrap_or("?")
+        .to_owned();
+    *p.counts.lock().unwrap().entry(op).or_default() += 1;
+    let mut req = p.http.post(&p.target).body(body);
+    for (k, v) in headers.iter() {
+        if k != "host" && k != "content-length" {
+            req = req.header(k, v);
+        }
+    }
+    match req.send().await {
+        Ok(resp) => {
+            let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+            let ct = resp.headers().get("content-type").cloned();
+            let bytes = resp.bytes().await.unwrap_or_default();
+            let mut out = (status, bytes).into_response();
+            if let Some(ct) = ct {
+                out.headers_mut().insert("content-type", ct);
+            }
+            out
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
+}
+
+fn diff(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Processes.
+
+struct Env {
+    vars: Vec<(String, String)>,
+}
+
+fn spawn_function(bin: &FsPath, runtime_addr: &str, env: &Env) -> tokio::process::Child {
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", runtime_addr)
+        .env("AWS_LAMBDA_FUNCTION_NAME", bin.file_name().unwrap())
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for (k, v) in &env.vars {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("start the function binary")
+}
+
+/// User + system CPU time of a process so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc_sysconf_clk_tck() };
+    Duration::from_secs_f64(ticks as f64 / hz as f64)
+}
+
+extern "C" {
+    fn sysconf(name: i32) -> i64;
+}
+
+unsafe fn libc_sysconf_clk_tck() -> i64 {
+    const SC_CLK_TCK: i32 = 2; // Linux
+    sysconf(SC_CLK_TCK)
+}
+
+/// Peak resident set size (VmHWM), in kB.
+fn peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn deflated_size(path: &FsPath) -> u64 {
+    let data = std::fs::read(path).unwrap();
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&data).unwrap();
+    enc.finish().unwrap().len() as u64
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+// ---------------------------------------------------------------------------
+// Events.
+
+fn event(
+    method: &str,
+    path: &str,
+    route: &str,
+    token: &str,
+    body: Option<&str>,
+    id: Option<&str>,
+) -> String {
+    let mut e = json!({
+        "version": "2.0", "routeKey": route, "rawPath": path, "rawQueryString": "",
+        "headers": {"authorization": format!("Bearer {token}"), "content-type": "application/json"},
+        "requestContext": {
+            "accountId": "123456789012", "apiId": "bench", "domainName": "bench", "domainPrefix": "bench",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"},
+            "requestId": "bench", "routeKey": route, "stage": "$default", "time": "24/Nov/2026:00:00:00 +0000", "timeEpoch": 0
+        },
+        "isBase64Encoded": false
+    });
+    if let Some(b) = body {
+        e["body"] = json!(b);
+    }
+    if let Some(id) = id {
+        e["pathParameters"] = json!({ "id": id });
+    }
+    e.to_string()
+}
+
+async fn seed_conversations(app: &App, user: &str, n: usize) -> Vec<ConversationId> {
+    let user = UserId::parse(user).unwrap();
+    let t0 = chrono::Utc::now() - chrono::Duration::days(30);
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let user = user.clone();
+            async move {
+                let at = t0 + chrono::Duration::seconds(i as i64);
+                let first = Message::new(
+                    Role::User,
+                    format!("How do I organize patient files? ({i})"),
+                    at,
+                );
+                let c = Conversation {
+                    id: ConversationId::new(),
+                    title: Title::from_stored(format!("Conversation {i}")),
+                    last_message: preview(&first.content),
+                    created_at: at,
+                    updated_at: at,
+                    message_count: 1,
+                    pending_reply: None,
+                };
+                app.store
+                    .create_conversation(&user, &c, &first)
+                    .await
+                    .unwrap();
+                c.id
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await
+}
+
+async fn seed_messages(app: &App, user: &str, n: usize) -> ConversationId {
+    let id = seed_conversations(app, user, 1).await[0];
+    let user = UserId::parse(user).unwrap();
+    let t0 = chrono::Utc::now() - chrono::Duration::days(1);
+    for i in 1..n {
+        let role = if i % 2 == 1 {
+            Role::Assistant
+        } else {
+            Role::User
+        };
+        let text =
+            "Keep one folder per patient, named by a stable id, with dated sub-folders. ".repeat(3);
+        let m = Message::new(role, text, t0 + chrono::Duration::milliseconds(i as i64));
+        app.store.append_message(&user, id, &m).await.unwrap();
+    }
+    id
+}
+
+// ---------------------------------------------------------------------------
+
+struct Function {
+    name: &'static str,
+    event: String,
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let out_json = PathBuf::from(
+        args.next()
+            .unwrap_or_else(|| "benchmarks/latest.json".into()),
+    );
+    let warm: usize = args.next().map(|n| n.parse().unwrap()).unwrap_or(2000);
+    let cold_starts = 10;
+    let ddb = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").expect("run through scripts/bench.sh");
+    let bin_dir =
+        PathBuf::from(std::env::var("BENCH_BIN_DIR").unwrap_or_else(|_| "target/release".into()));
+
+    let (proxy, proxy_url) = DynamoProxy::start(ddb.clone()).await;
+    let runpod = LocalRunPod::new(Settings {
+        api_key: Some("bench-key".into()),
+        execution_time: Duration::ZERO,
+        ..Settings::default()
+    });
+    let runpod_url = runpod.clone().spawn().await;
+
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let client = aws_sdk_dynamodb::Client::new(&aws);
+    let table = format!("bench-{}", uuid::Uuid::new_v4());
+    TableDefinition::from_template()
+        .unwrap()
+        .create(&client, &table)
+        .await
+        .unwrap();
+    let config = chat_shared::config::Config::from_lookup(|k| match k {
+        "TABLE_NAME" => Some(table.clone()),
+        "JWT_SECRET" => Some(DEV_JWT_SECRET.into()),
+        _ => None,
+    })
+    .unwrap();
+    let app = App::new(config, client);
+
+    eprintln!("seeding...");
+    let send_conv = seed_messages(&app, "bench-send", 10).await;
+    seed_conversations(&app, "bench-list-10", 10).await;
+    let get_conv = seed_messages(&app, "bench-get-10", 10).await;
+
+    let env = Env {
+        vars: [
+            ("TABLE_NAME", table.as_str()),
+            ("JWT_SECRET", DEV_JWT_SECRET),
+            ("RUNPOD_API_KEY", "bench-key"),
+            ("RUNPOD_ENDPOINT_ID", "bench"),
+            ("RUNPOD_BASE_URL", runpod_url.as_str()),
+            ("RUNPOD_POLL_INITIAL_MS", "5"),
+            ("AWS_ENDPOINT_URL_DYNAMODB", proxy_url.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "local"),
+            ("AWS_SECRET_ACCESS_KEY", "local"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("RUST_LOG", "info"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    };
+    let token = |u: &str| issue_token(DEV_JWT_SECRET, u, 3600, None, None);
+    let get_path = |id: ConversationId| format!("/api/chat/conversations/{id}");
+    let functions = [
+        Function {
+            name: "send-message",
+            event: event(
+                "POST",
+                "/api/chat/send",
+                "POST /api/chat/send",
+                &token("bench-send"),
+                Some(&json!({"message": "How do I organize patient files?", "conversation_id": send_conv.to_string()}).to_string()),
+                None,
+            ),
+        },
+        Function {
+            name: "list-conversations",
+            event: event("GET", "/api/chat/conversations", "GET /api/chat/conversations", &token("bench-list-10"), None, None),
+        },
+        Function {
+            name: "get-conversation",
+            event: event(
+                "GET",
+                &get_path(get_conv),
+                "GET /api/chat/conversations/{id}",
+                &token("bench-get-10"),
+                None,
+                Some(&get_conv.to_string()),
+            ),
+        },
+    ];
+
+    let mut results = serde_json::Map::new();
+    for f in &functions {
+        let bin = bin_dir.join(f.name);
+        eprintln!("{}: cold starts", f.name);
+        let mut inits = Vec::new();
+        for _ in 0..cold_starts {
+            let (rt, addr) = Runtime::start().await;
+            let started = Instant::now();
+            let mut child = spawn_function(&bin, &addr, &env);
+            let (status, body) = rt.invoke(&f.event).await;
+            assert_eq!(
+                status,
+                200,
+                "{}: {}",
+                f.name,
+                String::from_utf8_lossy(&body)
+            );
+            inits.push(rt.first_next().unwrap() - started);
+            child.kill().await.ok();
+        }
+        inits.sort();
+
+        eprintln!("{}: {warm} warm invocations", f.name);
+        let (rt, addr) = Runtime::start().await;
+        let mut child = spawn_function(&bin, &addr, &env);
+        let pid = child.id().unwrap();
+        for _ in 0..20 {
+            rt.invoke(&f.event).await;
+        }
+        // One turn's calls, counted at the proxy and the RunPod stand-in.
+        let (ddb_before, rp_before) = (
+            proxy.snapshot(),
+            (runpod.submitted(), runpod.status_calls()),
+        );
+        let (status, _) = rt.invoke(&f.event).await;
+        assert_eq!(status, 200);
+        let ddb_calls = diff(&proxy.snapshot(), &ddb_before);
+        let rp_calls = (runpod.submitted() - rp_before.0) + (runpod.status_calls() - rp_before.1);
+
+        let cpu_before = cpu_time(pid);
+        let mut lat = Vec::with_capacity(warm);
+        for _ in 0..warm {
+            let t = Instant::now();
+            let (status, _) = rt.invoke(&f.event).await;
+            lat.push(t.elapsed());
+            assert_eq!(status, 200);
+        }
+        let cpu = (cpu_time(pid) - cpu_before) / warm as u32;
+        let rss = peak_rss_kb(pid);
+        child.kill().await.ok();
+        lat.sort();
+        let size = std::fs::metadata(&bin).unwrap().len();
+        results.insert(
+            f.name.to_owned(),
+            json!({
+                "init_ms_median": ms(inits[inits.len() / 2]),
+                "init_ms_max": ms(*inits.last().unwrap()),
+                "warm_ms_p50": ms(percentile(&lat, 0.5)),
+                "warm_ms_p99": ms(percentile(&lat, 0.99)),
+                "cpu_us_per_invocation": (cpu.as_secs_f64() * 1e6).round(),
+                "peak_rss_mb": (rss as f64 / 1024.0 * 10.0).round() / 10.0,
+                "binary_mb": (size as f64 / 1e6 * 100.0).round() / 100.0,
+                "deflated_mb": (deflated_size(&bin) as f64 / 1e6 * 100.0).round() / 100.0,
+                "dynamodb_calls_per_invocation": ddb_calls,
+                "runpod_calls_per_invocation": rp_calls,
+            }),
+        );
+    }
+
+    // Size sweeps: a page must cost the same whatever lies beyond it.
+    let mut sweeps = serde_json::Map::new();
+    for (label, function) in [
+        ("get-conversation", "messages"),
+        ("list-conversations", "conversations"),
+    ] {
+        let mut points = serde_json::Map::new();
+        for n in [10usize, 1_000, 10_000] {
+            eprintln!("{label}: {n} {function}");
+            let user = format!("sweep-{label}-{n}");
+            let ev = if label == "get-conversation" {
+                let id = seed_messages(&app, &user, n).await;
+                event(
+                    "GET",
+                    &get_path(id),
+                    "GET /api/chat/conversations/{id}",
+                    &token(&user),
+                    None,
+                    Some(&id.to_string()),
+                )
+            } else {
+                seed_conversations(&app, &user, n).await;
+                event(
+                    "GET",
+                    "/api/chat/conversations",
+                    "GET /api/chat/conversations",
+                    &token(&user),
+                    None,
+                    None,
+                )
+            };
+            let (rt, addr) = Runtime::start().await;
+            let mut child = spawn_function(&bin_dir.join(label), &addr, &env);
+            for _ in 0..20 {
+                rt.invoke(&ev).await;
+            }
+            let mut lat: Vec<Duration> = Vec::new();
+            for _ in 0..300 {
+                let t = Instant::now();
+                let (status, _) = rt.invoke(&ev).await;
+                assert_eq!(status, 200);
+                lat.push(t.elapsed());
+            }
+            child.kill().await.ok();
+            lat.sort();
+            points.insert(
+                n.to_string(),
+                json!({"p50_ms": ms(percentile(&lat, 0.5)), "p99_ms": ms(percentile(&lat, 0.99))}),
+            );
+        }
+        sweeps.insert(
+            format!("{label} ({function}; default page)"),
+            Value::Object(points),
+        );
+    }
+
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    let report = json!({
+        "machine": {"cpu": cpu_model, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+        "warm_invocations": warm,
+        "cold_starts": cold_starts,
+        "functions": results,
+        "sweeps": sweeps,
+    });
+    if let Some(dir) = out_json.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    std::fs::write(&out_json, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    print_table(&report);
+    eprintln!("written to {}", out_json.display());
+}
+
+fn print_table(r: &Value) {
+    println!(
+        "machine: {} ({} cores)",
+        r["machine"]["cpu"].as_str().unwrap_or(""),
+        r["machine"]["cores"]
+    );
+    println!();
+    println!("| function | init median / max (ms) | warm p50 / p99 (ms) | CPU per invocation (µs) | peak RSS (MB) | binary / deflated (MB) | DynamoDB calls | RunPod calls |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, f) in r["functions"].as_object().unwrap() {
+        println!(
+            "| {name} | {} / {} | {} / {} | {} | {} | {} / {} | {} | {} |",
+            f["init_ms_median"],
+            f["init_ms_max"],
+            f["warm_ms_p50"],
+            f["warm_ms_p99"],
+            f["cpu_us_per_invocation"],
+            f["peak_rss_mb"],
+            f["binary_mb"],
+            f["deflated_mb"],
+            f["dynamodb_calls_per_invocation"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| format!("{k}×{v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            f["runpod_calls_per_invocation"],
+        );
+    }
+    println!();
+    println!("| sweep | 10 | 1 000 | 10 000 |");
+    println!("|---|---|---|---|");
+    for (name, points) in r["sweeps"].as_object().unwrap() {
+        let cell = |n: &str| format!("{} / {} ms", points[n]["p50_ms"], points[n]["p99_ms"]);
+        println!(
+            "| {name} p50 / p99 | {} | {} | {} |",
+            cell("10"),
+            cell("1000"),
+            cell("10000")
+        );
+    }
+}
