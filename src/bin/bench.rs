@@ -244,19 +244,35 @@ fn spawn_function(bin: &FsPath, runtime_addr: &str, env: &Env) -> tokio::process
     cmd.spawn().expect("start the function binary")
 }
 
-/// User + system CPU time of a process so far.
-fn cpu_time(pid: u32) -> Duration {
+/// User and system CPU time of a process so far.
+fn cpu_time(pid: u32) -> (Duration, Duration) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start after ')'.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, r)| r.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let ticks = |i: usize| -> u64 { fields.get(i).and_then(|t| t.parse().ok()).unwrap_or(0) };
     // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc_sysconf_clk_tck() };
-    Duration::from_secs_f64(ticks as f64 / hz as f64)
+    let hz = unsafe { libc_sysconf_clk_tck() } as f64;
+    (
+        Duration::from_secs_f64(ticks(11) as f64 / hz),
+        Duration::from_secs_f64(ticks(12) as f64 / hz),
+    )
+}
+
+/// Time the scheduler ran a process's threads so far (nanosecond
+/// accounting, where `cpu_time`'s user/system split comes in clock ticks).
+fn scheduled_time(pid: u32) -> Duration {
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    threads
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map(Duration::from_nanos)
+        .sum()
 }
 
 extern "C" {
@@ -474,8 +490,15 @@ async fn main() {
         },
     ];
 
+    // BENCH_FUNCTIONS=send-message,... measures only those (and no sweeps
+    // unless their function is among them): for profiling one binary.
+    let only: Option<Vec<String>> = std::env::var("BENCH_FUNCTIONS")
+        .ok()
+        .map(|v| v.split(',').map(|f| f.trim().to_owned()).collect());
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|f| f == name));
+
     let mut results = serde_json::Map::new();
-    for f in &functions {
+    for f in functions.iter().filter(|f| wanted(f.name)) {
         let bin = bin_dir.join(f.name);
         eprintln!("{}: cold starts", f.name);
         let (mut inits, mut firsts) = (Vec::new(), Vec::new());
@@ -518,6 +541,7 @@ async fn main() {
         let rp_calls = (runpod.submitted() - rp_before.0) + (runpod.status_calls() - rp_before.1);
 
         let cpu_before = cpu_time(pid);
+        let scheduled_before = scheduled_time(pid);
         let mut lat = Vec::with_capacity(warm);
         for _ in 0..warm {
             let t = Instant::now();
@@ -525,7 +549,10 @@ async fn main() {
             lat.push(t.elapsed());
             assert_eq!(status, 200);
         }
-        let cpu = (cpu_time(pid) - cpu_before) / warm as u32;
+        let scheduled = (scheduled_time(pid) - scheduled_before) / warm as u32;
+        let cpu_after = cpu_time(pid);
+        let user_cpu = (cpu_after.0 - cpu_before.0) / warm as u32;
+        let system_cpu = (cpu_after.1 - cpu_before.1) / warm as u32;
         let rss = peak_rss_kb(pid);
         child.kill().await.ok();
         lat.sort();
@@ -538,7 +565,9 @@ async fn main() {
                 "first_invocation_ms_median": ms(firsts[firsts.len() / 2]),
                 "warm_ms_p50": ms(percentile(&lat, 0.5)),
                 "warm_ms_p99": ms(percentile(&lat, 0.99)),
-                "cpu_us_per_invocation": (cpu.as_secs_f64() * 1e6).round(),
+                "cpu_us_per_invocation": (scheduled.as_secs_f64() * 1e6).round(),
+                "user_cpu_us_per_invocation": (user_cpu.as_secs_f64() * 1e6).round(),
+                "system_cpu_us_per_invocation": (system_cpu.as_secs_f64() * 1e6).round(),
                 "peak_rss_mb": (rss as f64 / 1024.0 * 10.0).round() / 10.0,
                 "binary_mb": (size as f64 / 1e6 * 100.0).round() / 100.0,
                 "deflated_mb": (deflated_size(&bin) as f64 / 1e6 * 100.0).round() / 100.0,
@@ -553,7 +582,10 @@ async fn main() {
     for (label, function) in [
         ("get-conversation", "messages"),
         ("list-conversations", "conversations"),
-    ] {
+    ]
+    .into_iter()
+    .filter(|(label, _)| wanted(label))
+    {
         let mut points = serde_json::Map::new();
         for n in [10usize, 1_000, 10_000] {
             eprintln!("{label}: {n} {function}");
@@ -634,17 +666,19 @@ fn print_table(r: &Value) {
         r["machine"]["cores"]
     );
     println!();
-    println!("| function | init median / max (ms) | first invocation (ms) | warm p50 / p99 (ms) | CPU per invocation (µs) | peak RSS (MB) | binary / deflated (MB) | DynamoDB calls | RunPod calls |");
+    println!("| function | init median / max (ms) | first invocation (ms) | warm p50 / p99 (ms) | CPU per invocation (µs): scheduled; user + system ticks | peak RSS (MB) | binary / deflated (MB) | DynamoDB calls | RunPod calls |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for (name, f) in r["functions"].as_object().unwrap() {
         println!(
-            "| {name} | {} / {} | {} | {} / {} | {} | {} | {} / {} | {} | {} |",
+            "| {name} | {} / {} | {} | {} / {} | {}; {} + {} | {} | {} / {} | {} | {} |",
             f["init_ms_median"],
             f["init_ms_max"],
             f["first_invocation_ms_median"],
             f["warm_ms_p50"],
             f["warm_ms_p99"],
             f["cpu_us_per_invocation"],
+            f["user_cpu_us_per_invocation"],
+            f["system_cpu_us_per_invocation"],
             f["peak_rss_mb"],
             f["binary_mb"],
             f["deflated_mb"],
