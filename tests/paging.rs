@@ -373,7 +373,7 @@ async fn a_purge_cut_short_by_its_deadline_is_finished_by_the_stream_path() {
     assert!(!app.store.purge_messages(&alice, conv, past).await.unwrap());
     let event: chat_shared::stream::StreamEvent = serde_json::from_value(json!({"Records": [
         {"eventName": "INSERT", "dynamodb": {"Keys": {"PK": {"S": format!("USER#alice#CONV#{id}")}, "SK": {"S": "MSG#x"}}}},
-        {"eventName": "REMOVE", "dynamodb": {"Keys": {"PK": {"S": format!("USER#alice#CONV#{id}")}, "SK": {"S": "CONV"}}}}
+        {"eventName": "REMOVE", "dynamodb": {"Keys": {"PK": {"S": format!("USER#alice#CONV#{id}")}, "SK": {"S": "~CONV"}}}}
     ]}))
     .unwrap();
     let until = tokio::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -297,48 +297,77 @@ impl DynamoStore {
             .transpose()
     }
 
-    async fn message_page(
+    /// A page of a conversation's messages, newest first in the Query and
+    /// oldest first in the page. With `with_conversation` (first pages only)
+    /// the Query spans the whole partition: the conversation item sorts after
+    /// every message, so it comes first, and the conversation and its newest
+    /// messages take one call. `NotFound` when there is no conversation item.
+    async fn query_messages(
         &self,
         user: &UserId,
         conversation: ConversationId,
         page: &PageRequest,
-    ) -> Result<Page<Message>, StoreError> {
+        with_conversation: bool,
+    ) -> Result<(Option<Conversation>, Page<Message>), StoreError> {
         let pk = keys::conversation_pk(user, conversation);
         let scope = format!("messages\0{pk}");
         let start = self.decode_cursor(&scope, page)?;
-        let out = self
+        let query = self
             .client
             .query()
             .table_name(&self.table)
-            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
             .expression_attribute_names("#pk", keys::PK)
-            .expression_attribute_names("#sk", keys::SK)
             .expression_attribute_values(":pk", s(pk))
-            .expression_attribute_values(":prefix", s(keys::MESSAGE_SK_PREFIX))
             .scan_index_forward(false)
-            .limit(page.limit.saturating_add(1) as i32)
             .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(backend("Query messages"))?;
+            .set_exclusive_start_key(start);
+        // One item more than the page, to know whether more exist.
+        let query = if with_conversation {
+            query
+                .key_condition_expression("#pk = :pk")
+                .limit(page.limit.saturating_add(2) as i32)
+        } else {
+            query
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#sk", keys::SK)
+                .expression_attribute_values(":prefix", s(keys::MESSAGE_SK_PREFIX))
+                .limit(page.limit.saturating_add(1) as i32)
+        };
+        let out = query.send().await.map_err(backend("Query messages"))?;
+        let mut items = out.items.unwrap_or_default();
+        let found = if with_conversation {
+            let is_conversation = items.first().is_some_and(|i| {
+                i.get(keys::SK)
+                    .and_then(|v| v.as_s().ok())
+                    .map(String::as_str)
+                    == Some(keys::CONVERSATION_SK)
+            });
+            if !is_conversation {
+                return Err(StoreError::NotFound);
+            }
+            Some(from_item::<ConversationItem>(items.remove(0))?.into_domain()?)
+        } else {
+            None
+        };
         let (items, next_cursor) = self.page_of(
             &scope,
             &[keys::PK, keys::SK],
             page.limit,
-            out.items.unwrap_or_default(),
+            items,
             out.last_evaluated_key,
         );
-        // Read newest first; a page is shown oldest first.
         let mut messages = items
             .into_iter()
             .map(|i| from_item::<MessageItem>(i)?.into_domain())
             .collect::<Result<Vec<_>, _>>()?;
         messages.reverse();
-        Ok(Page {
-            items: messages,
-            next_cursor,
-        })
+        Ok((
+            found,
+            Page {
+                items: messages,
+                next_cursor,
+            },
+        ))
     }
 }
 
@@ -656,11 +685,18 @@ impl ConversationStore for DynamoStore {
         conversation: ConversationId,
         page: &PageRequest,
     ) -> Result<(Conversation, Page<Message>), StoreError> {
-        // Issued together: one round trip's worth of latency.
-        tokio::try_join!(
+        if page.cursor.is_none() {
+            // The first page: one Query reads the conversation too.
+            let (found, messages) = self.query_messages(user, conversation, page, true).await?;
+            return Ok((found.ok_or(StoreError::NotFound)?, messages));
+        }
+        // Later pages start past the conversation item: two reads, issued
+        // together (one round trip's worth of latency).
+        let (found, (_, messages)) = tokio::try_join!(
             self.get_conversation(user, conversation),
-            self.message_page(user, conversation, page)
-        )
+            self.query_messages(user, conversation, page, false)
+        )?;
+        Ok((found, messages))
     }
 
     async fn list_conversations(

@@ -2,14 +2,16 @@
 //!
 //! ```text
 //! item          PK                         SK             GSI1PK        GSI1SK
-//! conversation  USER#<user>#CONV#<conv>    CONV           USER#<user>   <updated_at>#<conv>
+//! conversation  USER#<user>#CONV#<conv>    ~CONV          USER#<user>   <updated_at>#<conv>
 //! message       USER#<user>#CONV#<conv>    MSG#<msg v7>   -             -
 //! ```
 //!
 //! The owner is part of every partition key, so a read or write keyed for
 //! one user cannot touch another user's items, whatever id it names. A
 //! conversation and its messages share a partition; message sort keys are
-//! UUID v7 and so sort by time. Only conversation items carry GSI1 keys,
+//! UUID v7 and so sort by time; the conversation's sort key sorts after
+//! all of them, so one newest-first Query reads the conversation and its
+//! latest messages together. Only conversation items carry GSI1 keys,
 //! so listing a user's conversations never reads a message.
 
 use chrono::{DateTime, Utc};
@@ -22,7 +24,8 @@ pub const GSI1: &str = "GSI1";
 pub const GSI1PK: &str = "GSI1PK";
 pub const GSI1SK: &str = "GSI1SK";
 
-pub const CONVERSATION_SK: &str = "CONV";
+/// `~` sorts after every `MSG#…` key (see the module docs).
+pub const CONVERSATION_SK: &str = "~CONV";
 pub const MESSAGE_SK_PREFIX: &str = "MSG#";
 
 pub fn conversation_pk(user: &UserId, conversation: ConversationId) -> String {
@@ -101,9 +104,8 @@ mod tests {
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
-        assert!(keys
-            .iter()
-            .all(|k| k.as_str() > CONVERSATION_SK || k.starts_with("MSG#")));
+        // The conversation item comes first in a newest-first Query.
+        assert!(keys.iter().all(|k| k.as_str() < CONVERSATION_SK));
     }
 
     #[test]
