@@ -394,8 +394,13 @@ async fn seed_messages(app: &App, user: &str, n: usize) -> ConversationId {
 // ---------------------------------------------------------------------------
 
 struct Function {
+    /// The row's name.
     name: &'static str,
+    /// The binary in BENCH_BIN_DIR.
+    bin: &'static str,
     event: String,
+    /// The HTTP status every invocation must answer.
+    status: u16,
 }
 
 #[tokio::main]
@@ -461,24 +466,51 @@ async fn main() {
     };
     let token = |u: &str| issue_token(DEV_JWT_SECRET, u, 3600, None, None);
     let get_path = |id: ConversationId| format!("/api/chat/conversations/{id}");
+    let send = |body: Value| {
+        event(
+            "POST",
+            "/api/chat/send",
+            "POST /api/chat/send",
+            &token("bench-send"),
+            Some(&body.to_string()),
+            None,
+        )
+    };
+    let list = |token: &str| {
+        event(
+            "GET",
+            "/api/chat/conversations",
+            "GET /api/chat/conversations",
+            token,
+            None,
+            None,
+        )
+    };
     let functions = [
         Function {
             name: "send-message",
-            event: event(
-                "POST",
-                "/api/chat/send",
-                "POST /api/chat/send",
-                &token("bench-send"),
-                Some(&json!({"message": "How do I organize patient files?", "conversation_id": send_conv.to_string()}).to_string()),
-                None,
-            ),
+            bin: "send-message",
+            event: send(json!({
+                "message": "How do I organize patient files?",
+                "conversation_id": send_conv.to_string(),
+            })),
+            status: 200,
+        },
+        Function {
+            name: "send-message (new conversation)",
+            bin: "send-message",
+            event: send(json!({"message": "How do I organize patient files?"})),
+            status: 200,
         },
         Function {
             name: "list-conversations",
-            event: event("GET", "/api/chat/conversations", "GET /api/chat/conversations", &token("bench-list-10"), None, None),
+            bin: "list-conversations",
+            event: list(&token("bench-list-10")),
+            status: 200,
         },
         Function {
             name: "get-conversation",
+            bin: "get-conversation",
             event: event(
                 "GET",
                 &get_path(get_conv),
@@ -487,6 +519,14 @@ async fn main() {
                 None,
                 Some(&get_conv.to_string()),
             ),
+            status: 200,
+        },
+        Function {
+            // No I/O: the runtime loop, event parsing and the 401 alone.
+            name: "list-conversations (bad token: 401, no I/O)",
+            bin: "list-conversations",
+            event: list("not-a-token"),
+            status: 401,
         },
     ];
 
@@ -498,8 +538,8 @@ async fn main() {
     let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|f| f == name));
 
     let mut results = serde_json::Map::new();
-    for f in functions.iter().filter(|f| wanted(f.name)) {
-        let bin = bin_dir.join(f.name);
+    for f in functions.iter().filter(|f| wanted(f.bin)) {
+        let bin = bin_dir.join(f.bin);
         eprintln!("{}: cold starts", f.name);
         let (mut inits, mut firsts) = (Vec::new(), Vec::new());
         for _ in 0..cold_starts {
@@ -509,7 +549,7 @@ async fn main() {
             let (status, body) = rt.invoke(&f.event).await;
             assert_eq!(
                 status,
-                200,
+                f.status,
                 "{}: {}",
                 f.name,
                 String::from_utf8_lossy(&body)
@@ -536,7 +576,7 @@ async fn main() {
             (runpod.submitted(), runpod.status_calls()),
         );
         let (status, _) = rt.invoke(&f.event).await;
-        assert_eq!(status, 200);
+        assert_eq!(status, f.status);
         let ddb_calls = diff(&proxy.snapshot(), &ddb_before);
         let rp_calls = (runpod.submitted() - rp_before.0) + (runpod.status_calls() - rp_before.1);
 
@@ -547,7 +587,7 @@ async fn main() {
             let t = Instant::now();
             let (status, _) = rt.invoke(&f.event).await;
             lat.push(t.elapsed());
-            assert_eq!(status, 200);
+            assert_eq!(status, f.status);
         }
         let scheduled = (scheduled_time(pid) - scheduled_before) / warm as u32;
         let cpu_after = cpu_time(pid);
@@ -616,18 +656,28 @@ async fn main() {
             for _ in 0..20 {
                 rt.invoke(&ev).await;
             }
+            const RUNS: u32 = 300;
+            let pid = child.id().unwrap();
+            let (scheduled_before, ddb_before) = (scheduled_time(pid), proxy.snapshot());
             let mut lat: Vec<Duration> = Vec::new();
-            for _ in 0..300 {
+            for _ in 0..RUNS {
                 let t = Instant::now();
                 let (status, _) = rt.invoke(&ev).await;
                 assert_eq!(status, 200);
                 lat.push(t.elapsed());
             }
+            let cpu = (scheduled_time(pid) - scheduled_before) / RUNS;
+            let ddb_calls: u64 = diff(&proxy.snapshot(), &ddb_before).values().sum();
             child.kill().await.ok();
             lat.sort();
             points.insert(
                 n.to_string(),
-                json!({"p50_ms": ms(percentile(&lat, 0.5)), "p99_ms": ms(percentile(&lat, 0.99))}),
+                json!({
+                    "p50_ms": ms(percentile(&lat, 0.5)),
+                    "p99_ms": ms(percentile(&lat, 0.99)),
+                    "cpu_us_per_invocation": (cpu.as_secs_f64() * 1e6).round(),
+                    "dynamodb_calls_per_invocation": ddb_calls as f64 / RUNS as f64,
+                }),
             );
         }
         sweeps.insert(
@@ -696,9 +746,18 @@ fn print_table(r: &Value) {
     println!("| sweep | 10 | 1 000 | 10 000 |");
     println!("|---|---|---|---|");
     for (name, points) in r["sweeps"].as_object().unwrap() {
-        let cell = |n: &str| format!("{} / {} ms", points[n]["p50_ms"], points[n]["p99_ms"]);
+        let cell = |n: &str| {
+            let p = &points[n];
+            format!(
+                "{} / {} ms, {} µs CPU, {} DynamoDB call(s)",
+                p["p50_ms"],
+                p["p99_ms"],
+                p["cpu_us_per_invocation"],
+                p["dynamodb_calls_per_invocation"]
+            )
+        };
         println!(
-            "| {name} p50 / p99 | {} | {} | {} |",
+            "| {name}: p50 / p99, CPU, calls | {} | {} | {} |",
             cell("10"),
             cell("1000"),
             cell("10000")
