@@ -445,6 +445,8 @@ async fn main() {
     seed_conversations(&app, "bench-list-10", 10).await;
     let get_conv = seed_messages(&app, "bench-get-10", 10).await;
 
+    // The functions' log level, as deployed (info) unless BENCH_RUST_LOG says otherwise.
+    let rust_log = std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "info".into());
     let env = Env {
         vars: [
             ("TABLE_NAME", table.as_str()),
@@ -458,7 +460,7 @@ async fn main() {
             ("AWS_ACCESS_KEY_ID", "local"),
             ("AWS_SECRET_ACCESS_KEY", "local"),
             ("AWS_EC2_METADATA_DISABLED", "true"),
-            ("RUST_LOG", "info"),
+            ("RUST_LOG", rust_log.as_str()),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
