@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::{
     error::SdkError,
-    operation::transact_write_items::TransactWriteItemsError,
+    operation::{
+        query::builders::QueryFluentBuilder, transact_write_items::TransactWriteItemsError,
+    },
     types::{
         AttributeValue, DeleteRequest, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
         TransactWriteItem, Update, WriteRequest,
@@ -297,77 +299,99 @@ impl DynamoStore {
             .transpose()
     }
 
-    /// A page of a conversation's messages, newest first in the Query and
-    /// oldest first in the page. With `with_conversation` (first pages only)
-    /// the Query spans the whole partition: the conversation item sorts after
-    /// every message, so it comes first, and the conversation and its newest
-    /// messages take one call. `NotFound` when there is no conversation item.
-    async fn query_messages(
-        &self,
-        user: &UserId,
-        conversation: ConversationId,
-        page: &PageRequest,
-        with_conversation: bool,
-    ) -> Result<(Option<Conversation>, Page<Message>), StoreError> {
-        let pk = keys::conversation_pk(user, conversation);
-        let scope = format!("messages\0{pk}");
-        let start = self.decode_cursor(&scope, page)?;
-        let query = self
-            .client
+    /// A newest-first, consistent Query on a conversation's partition.
+    fn partition_query(&self, pk: String) -> QueryFluentBuilder {
+        self.client
             .query()
             .table_name(&self.table)
             .expression_attribute_names("#pk", keys::PK)
             .expression_attribute_values(":pk", s(pk))
             .scan_index_forward(false)
             .consistent_read(true)
-            .set_exclusive_start_key(start);
-        // One item more than the page, to know whether more exist.
-        let query = if with_conversation {
-            query
-                .key_condition_expression("#pk = :pk")
-                .limit(page.limit.saturating_add(2) as i32)
-        } else {
-            query
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-                .expression_attribute_names("#sk", keys::SK)
-                .expression_attribute_values(":prefix", s(keys::MESSAGE_SK_PREFIX))
-                .limit(page.limit.saturating_add(1) as i32)
-        };
-        let out = query.send().await.map_err(backend("Query messages"))?;
-        let mut items = out.items.unwrap_or_default();
-        let found = if with_conversation {
-            let is_conversation = items.first().is_some_and(|i| {
-                i.get(keys::SK)
-                    .and_then(|v| v.as_s().ok())
-                    .map(String::as_str)
-                    == Some(keys::CONVERSATION_SK)
-            });
-            if !is_conversation {
-                return Err(StoreError::NotFound);
-            }
-            Some(from_item::<ConversationItem>(items.remove(0))?.into_domain()?)
-        } else {
-            None
-        };
-        let (items, next_cursor) = self.page_of(
-            &scope,
-            &[keys::PK, keys::SK],
-            page.limit,
-            items,
-            out.last_evaluated_key,
-        );
+    }
+
+    /// Message items read newest first, as a page shown oldest first.
+    fn message_page_of(
+        &self,
+        scope: &str,
+        limit: u32,
+        items: Vec<Item>,
+        last_evaluated: Option<Item>,
+    ) -> Result<Page<Message>, StoreError> {
+        let (items, next_cursor) =
+            self.page_of(scope, &[keys::PK, keys::SK], limit, items, last_evaluated);
         let mut messages = items
             .into_iter()
             .map(|i| from_item::<MessageItem>(i)?.into_domain())
             .collect::<Result<Vec<_>, _>>()?;
         messages.reverse();
-        Ok((
-            found,
-            Page {
-                items: messages,
-                next_cursor,
-            },
-        ))
+        Ok(Page {
+            items: messages,
+            next_cursor,
+        })
+    }
+
+    /// The conversation and its newest page in one Query over the whole
+    /// partition: the conversation item sorts after every message, so it
+    /// comes first. `NotFound` when there is no conversation item.
+    async fn first_page(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        limit: u32,
+    ) -> Result<(Conversation, Page<Message>), StoreError> {
+        let pk = keys::conversation_pk(user, conversation);
+        let scope = format!("messages\0{pk}");
+        let out = self
+            .partition_query(pk)
+            .key_condition_expression("#pk = :pk")
+            // The conversation, the page, and one more to know whether more exist.
+            .limit(limit.saturating_add(2) as i32)
+            .send()
+            .await
+            .map_err(backend("Query conversation and messages"))?;
+        let mut items = out.items.unwrap_or_default();
+        let is_conversation = items.first().is_some_and(|i| {
+            i.get(keys::SK)
+                .and_then(|v| v.as_s().ok())
+                .map(String::as_str)
+                == Some(keys::CONVERSATION_SK)
+        });
+        if !is_conversation {
+            return Err(StoreError::NotFound);
+        }
+        let found = from_item::<ConversationItem>(items.remove(0))?.into_domain()?;
+        let messages = self.message_page_of(&scope, limit, items, out.last_evaluated_key)?;
+        Ok((found, messages))
+    }
+
+    /// A later page of messages, from a cursor.
+    async fn message_page(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        page: &PageRequest,
+    ) -> Result<Page<Message>, StoreError> {
+        let pk = keys::conversation_pk(user, conversation);
+        let scope = format!("messages\0{pk}");
+        let start = self.decode_cursor(&scope, page)?;
+        let out = self
+            .partition_query(pk)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#sk", keys::SK)
+            .expression_attribute_values(":prefix", s(keys::MESSAGE_SK_PREFIX))
+            // One item more than the page, to know whether more exist.
+            .limit(page.limit.saturating_add(1) as i32)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(backend("Query messages"))?;
+        self.message_page_of(
+            &scope,
+            page.limit,
+            out.items.unwrap_or_default(),
+            out.last_evaluated_key,
+        )
     }
 }
 
@@ -686,17 +710,14 @@ impl ConversationStore for DynamoStore {
         page: &PageRequest,
     ) -> Result<(Conversation, Page<Message>), StoreError> {
         if page.cursor.is_none() {
-            // The first page: one Query reads the conversation too.
-            let (found, messages) = self.query_messages(user, conversation, page, true).await?;
-            return Ok((found.ok_or(StoreError::NotFound)?, messages));
+            return self.first_page(user, conversation, page.limit).await;
         }
         // Later pages start past the conversation item: two reads, issued
         // together (one round trip's worth of latency).
-        let (found, (_, messages)) = tokio::try_join!(
+        tokio::try_join!(
             self.get_conversation(user, conversation),
-            self.query_messages(user, conversation, page, false)
-        )?;
-        Ok((found, messages))
+            self.message_page(user, conversation, page)
+        )
     }
 
     async fn list_conversations(
