@@ -309,6 +309,10 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
+fn us(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round()
+}
+
 // ---------------------------------------------------------------------------
 // Events.
 
@@ -607,9 +611,9 @@ async fn main() {
                 "first_invocation_ms_median": ms(firsts[firsts.len() / 2]),
                 "warm_ms_p50": ms(percentile(&lat, 0.5)),
                 "warm_ms_p99": ms(percentile(&lat, 0.99)),
-                "cpu_us_per_invocation": (scheduled.as_secs_f64() * 1e6).round(),
-                "user_cpu_us_per_invocation": (user_cpu.as_secs_f64() * 1e6).round(),
-                "system_cpu_us_per_invocation": (system_cpu.as_secs_f64() * 1e6).round(),
+                "cpu_us_per_invocation": us(scheduled),
+                "user_cpu_us_per_invocation": us(user_cpu),
+                "system_cpu_us_per_invocation": us(system_cpu),
                 "peak_rss_mb": (rss as f64 / 1024.0 * 10.0).round() / 10.0,
                 "binary_mb": (size as f64 / 1e6 * 100.0).round() / 100.0,
                 "deflated_mb": (deflated_size(&bin) as f64 / 1e6 * 100.0).round() / 100.0,
@@ -677,7 +681,7 @@ async fn main() {
                 json!({
                     "p50_ms": ms(percentile(&lat, 0.5)),
                     "p99_ms": ms(percentile(&lat, 0.99)),
-                    "cpu_us_per_invocation": (cpu.as_secs_f64() * 1e6).round(),
+                    "cpu_us_per_invocation": us(cpu),
                     "dynamodb_calls_per_invocation": ddb_calls as f64 / RUNS as f64,
                 }),
             );
