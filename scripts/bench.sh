@@ -10,6 +10,7 @@ ensure_dynamodb_local
 trap stop_started EXIT
 echo "building release binaries (fat LTO: several minutes from cold)..." >&2
 cargo build --release -p send-message -p list-conversations -p get-conversation
+cargo build --release --bin bench-calls
 cargo build --bin bench
 
 port=$(free_port)

@@ -2,9 +2,11 @@
 //!
 //! - [`table`]: creates a DynamoDB table from `template.yaml`'s `ChatTable`,
 //!   so local runs and tests use exactly the deployed key schema and index.
+//! - [`measure`]: a process's CPU time and peak memory, for the benchmarks.
 //! - [`runpod_local`]: a local stand-in for a RunPod serverless endpoint.
 //! - [`DEV_JWT_SECRET`]: the secret of local runs and sample events.
 
+pub mod measure;
 pub mod runpod_local;
 pub mod table;
 

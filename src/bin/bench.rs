@@ -24,6 +24,7 @@ use axum::{
     Router,
 };
 use chat_service_dev::{
+    measure::{cpu_time, ms, peak_rss_kb, scheduled_time, us},
     runpod_local::{LocalRunPod, Settings},
     table::TableDefinition,
     DEV_JWT_SECRET,
@@ -244,56 +245,6 @@ fn spawn_function(bin: &FsPath, runtime_addr: &str, env: &Env) -> tokio::process
     cmd.spawn().expect("start the function binary")
 }
 
-/// User and system CPU time of a process so far.
-fn cpu_time(pid: u32) -> (Duration, Duration) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| -> u64 { fields.get(i).and_then(|t| t.parse().ok()).unwrap_or(0) };
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc_sysconf_clk_tck() } as f64;
-    (
-        Duration::from_secs_f64(ticks(11) as f64 / hz),
-        Duration::from_secs_f64(ticks(12) as f64 / hz),
-    )
-}
-
-/// Time the scheduler ran a process's threads so far (nanosecond
-/// accounting, where `cpu_time`'s user/system split comes in clock ticks).
-fn scheduled_time(pid: u32) -> Duration {
-    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten();
-    threads
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .map(Duration::from_nanos)
-        .sum()
-}
-
-extern "C" {
-    fn sysconf(name: i32) -> i64;
-}
-
-unsafe fn libc_sysconf_clk_tck() -> i64 {
-    const SC_CLK_TCK: i32 = 2; // Linux
-    sysconf(SC_CLK_TCK)
-}
-
-/// Peak resident set size (VmHWM), in kB.
-fn peak_rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn deflated_size(path: &FsPath) -> u64 {
     let data = std::fs::read(path).unwrap();
     let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
@@ -303,14 +254,6 @@ fn deflated_size(path: &FsPath) -> u64 {
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
-fn us(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round()
 }
 
 // ---------------------------------------------------------------------------
@@ -692,6 +635,33 @@ async fn main() {
         );
     }
 
+    // Client CPU per outside call, in process (bench-calls, release build).
+    let calls = if wanted("send-message") {
+        eprintln!("client CPU per call (bench-calls)");
+        let out = tokio::process::Command::new(bin_dir.join("bench-calls"))
+            .arg(warm.to_string())
+            .env_clear()
+            .envs([
+                ("TABLE_NAME", table.as_str()),
+                ("AWS_ENDPOINT_URL_DYNAMODB", ddb.as_str()),
+                ("AWS_REGION", "us-east-1"),
+                ("AWS_ACCESS_KEY_ID", "local"),
+                ("AWS_SECRET_ACCESS_KEY", "local"),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+                ("RUNPOD_API_KEY", "bench-key"),
+                ("RUNPOD_ENDPOINT_ID", "bench"),
+                ("RUNPOD_BASE_URL", runpod_url.as_str()),
+            ])
+            .stderr(Stdio::inherit())
+            .output()
+            .await
+            .expect("run bench-calls (scripts/bench.sh builds it)");
+        assert!(out.status.success(), "bench-calls failed");
+        serde_json::from_slice(&out.stdout).expect("bench-calls prints JSON")
+    } else {
+        Value::Null
+    };
+
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
@@ -706,6 +676,7 @@ async fn main() {
         "cold_starts": cold_starts,
         "functions": results,
         "sweeps": sweeps,
+        "calls": calls,
     });
     if let Some(dir) = out_json.parent() {
         std::fs::create_dir_all(dir).ok();
@@ -767,6 +738,39 @@ fn print_table(r: &Value) {
             cell("10"),
             cell("1000"),
             cell("10000")
+        );
+    }
+    let Some(rows) = r["calls"]["rows"].as_array() else {
+        return;
+    };
+    println!();
+    println!(
+        "| client CPU per call, in process ({} calls each) | CPU (µs) | user + system ticks (µs) | wall (µs) |",
+        r["calls"]["calls_per_row"]
+    );
+    println!("|---|---|---|---|");
+    for c in rows {
+        println!(
+            "| {} | {} | {} + {} | {} |",
+            c["call"].as_str().unwrap_or(""),
+            c["cpu_us"],
+            c["user_us"],
+            c["system_us"],
+            c["wall_us"]
+        );
+    }
+    // Every invocation is also two Runtime API exchanges (next, response).
+    let bare = rows[0]["cpu_us"].as_f64().unwrap_or(0.0);
+    for (name, f) in r["functions"].as_object().unwrap() {
+        let Some(ddb) = f["dynamodb_calls_per_invocation"].as_object() else {
+            continue;
+        };
+        let exchanges = 2
+            + ddb.values().filter_map(Value::as_u64).sum::<u64>()
+            + f["runpod_calls_per_invocation"].as_u64().unwrap_or(0);
+        println!(
+            "{name}: {exchanges} HTTP exchanges per invocation, at least {:.0} µs of CPU at {bare} µs each",
+            exchanges as f64 * bare
         );
     }
 }

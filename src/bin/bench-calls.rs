@@ -1,0 +1,266 @@
+//! The client CPU of each outside call a send makes, measured in process
+//! with the service's own code (release build): a DynamoDB Query and
+//! TransactWriteItems through `DynamoStore`, RunPod `run` and `status`
+//! through `RunPodClient`. Beside them, what the same exchanges cost
+//! without the SDK (a signed request built by hand, `aws-sigv4` + reqwest)
+//! and what a bare HTTP exchange on loopback costs: the floor every call
+//! pays on this machine.
+//!
+//! Run by `src/bin/bench.rs` (`scripts/bench.sh`), which passes DynamoDB
+//! Local, the table and the local RunPod endpoint in the environment.
+//! Prints one JSON object on stdout. Argument: `[CALLS_PER_ROW]`.
+
+use std::{
+    future::Future,
+    time::{Duration, Instant, SystemTime},
+};
+
+use aws_credential_types::Credentials;
+use aws_sigv4::{
+    http_request::{sign, SignableBody, SignableRequest, SigningSettings},
+    sign::v4,
+};
+use chat_service_dev::measure::{cpu_time, scheduled_time, us};
+use chat_shared::{
+    config::RunPodConfig,
+    domain::{preview, Conversation, ConversationId, Message, Role, Title, UserId},
+    runpod::RunPodClient,
+    store::{keys, ConversationStore, CursorCodec, DynamoStore, PageRequest},
+};
+use serde_json::{json, Value};
+
+/// The history window a send reads (HISTORY_MAX_MESSAGES's default).
+const HISTORY: u32 = 20;
+
+/// Runs `f` `n` times after a warm-up; its client CPU per call.
+async fn measure<F, Fut>(name: &str, n: usize, mut f: F) -> Value
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for _ in 0..50 {
+        f().await;
+    }
+    let pid = std::process::id();
+    let (sched0, ticks0, t0) = (scheduled_time(pid), cpu_time(pid), Instant::now());
+    for _ in 0..n {
+        f().await;
+    }
+    let (sched, ticks, wall) = (scheduled_time(pid), cpu_time(pid), t0.elapsed());
+    let per = |d: Duration| us(d / n as u32);
+    json!({
+        "call": name,
+        "calls": n,
+        "cpu_us": per(sched - sched0),
+        "user_us": per(ticks.0 - ticks0.0),
+        "system_us": per(ticks.1 - ticks0.1),
+        "wall_us": per(wall),
+    })
+}
+
+/// A DynamoDB request signed by hand: what a client without the SDK's
+/// orchestration (interceptors, retries, endpoint rules) would send.
+struct Signed {
+    http: reqwest::Client,
+    endpoint: String,
+    region: String,
+    credentials: Credentials,
+}
+
+impl Signed {
+    async fn call(&self, target: &str, body: &[u8]) -> Value {
+        let identity = self.credentials.clone().into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("dynamodb")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .unwrap()
+            .into();
+        let target = format!("DynamoDB_20120810.{target}");
+        let headers = [
+            ("content-type", "application/x-amz-json-1.0"),
+            ("x-amz-target", target.as_str()),
+        ];
+        let signable = SignableRequest::new(
+            "POST",
+            &self.endpoint,
+            headers.iter().copied(),
+            SignableBody::Bytes(body),
+        )
+        .unwrap();
+        let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+        let mut request = http::Request::post(&self.endpoint);
+        for (k, v) in headers {
+            request = request.header(k, v);
+        }
+        let mut request = request.body(body.to_vec()).unwrap();
+        instructions.apply_to_request_http1x(&mut request);
+        let response = self
+            .http
+            .execute(reqwest::Request::try_from(request).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap();
+        assert!(status.is_success(), "{status}: {bytes:?}");
+        serde_json::from_slice(&bytes).unwrap()
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(1000);
+    let table = std::env::var("TABLE_NAME").expect("TABLE_NAME");
+    let endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").expect("AWS_ENDPOINT_URL_DYNAMODB");
+    let runpod_url = std::env::var("RUNPOD_BASE_URL").expect("RUNPOD_BASE_URL");
+
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let store = DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&aws),
+        table.clone(),
+        CursorCodec::new(b"bench-calls"),
+    );
+    let model = RunPodClient::new(
+        RunPodConfig::from_lookup(|k| {
+            std::env::var(k)
+                .ok()
+                .or_else(|| (k == "RUNPOD_BASE_URL").then(|| runpod_url.clone()))
+        })
+        .unwrap(),
+    )
+    .unwrap();
+
+    // A conversation as a send finds it: longer than the history window.
+    let user = UserId::parse("bench-calls").unwrap();
+    let now = chrono::Utc::now();
+    let text =
+        "Keep one folder per patient, named by a stable id, with dated sub-folders. ".repeat(3);
+    let first = Message::new(Role::User, text.clone(), now);
+    let conversation = Conversation {
+        id: ConversationId::new(),
+        title: Title::from_stored("Patient files".into()),
+        last_message: preview(&first.content),
+        created_at: now,
+        updated_at: now,
+        message_count: 1,
+        pending_reply: None,
+    };
+    store
+        .create_conversation(&user, &conversation, &first)
+        .await
+        .unwrap();
+    for _ in 0..HISTORY + 10 {
+        let m = Message::new(Role::Assistant, text.clone(), chrono::Utc::now());
+        store
+            .append_message(&user, conversation.id, &m)
+            .await
+            .unwrap();
+    }
+    let id = conversation.id;
+    let recent = PageRequest {
+        limit: HISTORY,
+        cursor: None,
+    };
+    let history: Vec<Message> = (0..HISTORY)
+        .map(|_| Message::new(Role::User, text.clone(), now))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(24 * 3600);
+    let job = model.submit(&history, None, deadline).await.unwrap();
+
+    let credentials = {
+        use aws_credential_types::provider::ProvideCredentials;
+        aws.credentials_provider()
+            .unwrap()
+            .provide_credentials()
+            .await
+            .unwrap()
+    };
+    let signed = Signed {
+        http: reqwest::Client::new(),
+        endpoint: endpoint.clone(),
+        region: aws.region().unwrap().to_string(),
+        credentials,
+    };
+    let pk = keys::conversation_pk(&user, id);
+    let query = json!({
+        "TableName": table,
+        "KeyConditionExpression": "PK = :pk",
+        "ExpressionAttributeValues": { ":pk": { "S": pk } },
+        "ScanIndexForward": false,
+        "Limit": HISTORY + 1,
+    })
+    .to_string();
+    let health = format!("{runpod_url}/{}/health", model.config().endpoint_id);
+    let bare = reqwest::Client::new();
+
+    let rows = vec![
+        measure(
+            "bare HTTP exchange (GET, tiny body, loopback)",
+            n,
+            || async {
+                let r = bare.get(&health).send().await.unwrap();
+                r.bytes().await.unwrap();
+            },
+        )
+        .await,
+        measure(
+            "DynamoStore: Query (conversation + 20 messages)",
+            n,
+            || async {
+                store.conversation_page(&user, id, &recent).await.unwrap();
+            },
+        )
+        .await,
+        measure(
+            "DynamoStore: TransactWriteItems (append a message)",
+            n,
+            || {
+                let m = Message::new(Role::User, text.clone(), chrono::Utc::now());
+                let (store, user) = (&store, &user);
+                async move { store.append_message(user, id, &m).await.unwrap() }
+            },
+        )
+        .await,
+        measure("RunPodClient: run (20 messages)", n, || async {
+            model.submit(&history, None, deadline).await.unwrap();
+        })
+        .await,
+        measure("RunPodClient: status", n, || async {
+            model.poll(&job, deadline).await.unwrap();
+        })
+        .await,
+        measure(
+            "no SDK: signed Query (same items, JSON parsed)",
+            n,
+            || async {
+                signed.call("Query", query.as_bytes()).await;
+            },
+        )
+        .await,
+        measure("no SDK: signed TransactWriteItems (one Put)", n, || {
+            let item = json!({
+                "PK": { "S": pk },
+                "SK": { "S": format!("MSG#{}", uuid::Uuid::now_v7()) },
+                "role": { "S": "user" },
+                "content": { "S": text },
+                "created_at": { "S": chrono::Utc::now().to_rfc3339() },
+            });
+            let body = json!({
+                "TransactItems": [{ "Put": { "TableName": table, "Item": item } }],
+            })
+            .to_string();
+            let signed = &signed;
+            async move {
+                signed.call("TransactWriteItems", body.as_bytes()).await;
+            }
+        })
+        .await,
+    ];
+    println!("{}", json!({ "calls_per_row": n, "rows": rows }));
+}
