@@ -20,10 +20,14 @@ pub struct App {
 impl App {
     /// Reads the configuration and builds the DynamoDB client. The endpoint,
     /// region and credentials come from the standard AWS configuration
-    /// (`AWS_ENDPOINT_URL_DYNAMODB` points it at DynamoDB Local).
+    /// (`AWS_ENDPOINT_URL_DYNAMODB` points it at DynamoDB Local); the HTTPS
+    /// client is the SDK's own with compiled-in roots ([`crate::tls`]).
     pub async fn from_env() -> Result<Self, ConfigError> {
         let config = Config::from_env()?;
-        let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+        let aws = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(crate::tls::aws_http_client())
+            .load()
+            .await;
         Ok(Self::new(config, aws_sdk_dynamodb::Client::new(&aws)))
     }
 

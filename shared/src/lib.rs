@@ -16,6 +16,7 @@
 //! - [`webhook`]: signed RunPod webhook URLs for replies that outlast the request.
 //! - [`app`]: what a function builds once per cold start.
 //! - [`telemetry`]: tracing setup (JSON on Lambda).
+//! - [`tls`]: both HTTP clients' TLS, with compiled-in root certificates.
 
 pub mod app;
 pub mod auth;
@@ -28,6 +29,7 @@ pub mod signing;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+pub mod tls;
 pub mod webhook;
 
 pub use app::App;

@@ -121,7 +121,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 impl RunPodClient {
     pub fn new(config: RunPodConfig) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls_config())
+            .tls_backend_preconfigured(crate::tls::rustls_config())
             .connect_timeout(Duration::from_secs(3))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
@@ -358,24 +358,6 @@ impl RunPodClient {
         let half = full / 2;
         half + half.mul_f64(rand::rng().random::<f64>())
     }
-}
-
-/// TLS with Mozilla's root certificates compiled in (webpki-roots).
-/// reqwest's default, the platform verifier, reads and parses every file in
-/// the system certificate directory when the client is built: about half of
-/// a function's cold start here (BENCHMARKS.md). RunPod's API has a public
-/// certificate, so the compiled-in roots are enough.
-fn tls_config() -> rustls::ClientConfig {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("aws-lc-rs supports TLS 1.2 and 1.3")
-    .with_root_certificates(roots)
-    .with_no_client_auth()
 }
 
 /// Where a job stands.
