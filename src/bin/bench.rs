@@ -638,7 +638,11 @@ async fn main() {
     // Client CPU per outside call, in process (bench-calls, release build).
     let calls = if wanted("send-message") {
         eprintln!("client CPU per call (bench-calls)");
-        let out = tokio::process::Command::new(bin_dir.join("bench-calls"))
+        // In BENCH_BIN_DIR when built there, else the release build's.
+        let calls_bin = Some(bin_dir.join("bench-calls"))
+            .filter(|b| b.exists())
+            .unwrap_or_else(|| PathBuf::from("target/release/bench-calls"));
+        let out = tokio::process::Command::new(calls_bin)
             .arg(warm.to_string())
             .env_clear()
             .envs([
@@ -719,10 +723,13 @@ fn print_table(r: &Value) {
             f["runpod_calls_per_invocation"],
         );
     }
-    println!();
-    println!("| sweep | 10 | 1 000 | 10 000 |");
-    println!("|---|---|---|---|");
-    for (name, points) in r["sweeps"].as_object().unwrap() {
+    let sweeps = r["sweeps"].as_object().unwrap();
+    if !sweeps.is_empty() {
+        println!();
+        println!("| sweep | 10 | 1 000 | 10 000 |");
+        println!("|---|---|---|---|");
+    }
+    for (name, points) in sweeps {
         let cell = |n: &str| {
             let p = &points[n];
             format!(
