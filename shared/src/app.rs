@@ -1,6 +1,6 @@
 //! What a function builds once per cold start and reuses for every request.
 
-use aws_config::BehaviorVersion;
+use aws_config::{BehaviorVersion, SdkConfig};
 
 use crate::{
     auth::Authenticator,
@@ -10,6 +10,17 @@ use crate::{
     webhook::Webhooks,
 };
 
+/// The AWS configuration the functions use. The endpoint, region and
+/// credentials come from the standard AWS configuration
+/// (`AWS_ENDPOINT_URL_DYNAMODB` points it at DynamoDB Local); the HTTPS
+/// client is the SDK's own with compiled-in roots ([`crate::tls`]).
+pub async fn load_aws_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(crate::tls::aws_http_client())
+        .load()
+        .await
+}
+
 pub struct App {
     pub config: Config,
     pub auth: Authenticator,
@@ -18,16 +29,11 @@ pub struct App {
 }
 
 impl App {
-    /// Reads the configuration and builds the DynamoDB client. The endpoint,
-    /// region and credentials come from the standard AWS configuration
-    /// (`AWS_ENDPOINT_URL_DYNAMODB` points it at DynamoDB Local); the HTTPS
-    /// client is the SDK's own with compiled-in roots ([`crate::tls`]).
+    /// Reads the configuration and builds the DynamoDB client from
+    /// [`load_aws_config`].
     pub async fn from_env() -> Result<Self, ConfigError> {
         let config = Config::from_env()?;
-        let aws = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(crate::tls::aws_http_client())
-            .load()
-            .await;
+        let aws = load_aws_config().await;
         Ok(Self::new(config, aws_sdk_dynamodb::Client::new(&aws)))
     }
 

@@ -49,18 +49,16 @@ pub fn aws_http_client() -> SharedHttpClient {
 
 /// The compiled-in root certificates as one PEM bundle.
 fn root_pem() -> Vec<u8> {
-    let mut pem = String::with_capacity(300_000);
+    let mut pem = Vec::with_capacity(300_000);
     for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
-        pem.push_str("-----BEGIN CERTIFICATE-----\n");
-        let b64 = STANDARD.encode(cert.as_ref());
-        for line in b64.as_bytes().chunks(64) {
-            // Base64 is ASCII: every chunk is valid UTF-8.
-            pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-            pem.push('\n');
+        pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+        for line in STANDARD.encode(cert.as_ref()).as_bytes().chunks(64) {
+            pem.extend_from_slice(line);
+            pem.push(b'\n');
         }
-        pem.push_str("-----END CERTIFICATE-----\n");
+        pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
     }
-    pem.into_bytes()
+    pem
 }
 
 #[cfg(test)]

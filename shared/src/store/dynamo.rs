@@ -192,6 +192,12 @@ fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {
     serde_dynamo::from_item(item).map_err(corrupt)
 }
 
+/// What a message cursor is signed for: the first page issues it, later
+/// pages check it, so both must name the same conversation.
+fn message_scope(pk: &str) -> String {
+    format!("messages\0{pk}")
+}
+
 fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
@@ -341,7 +347,7 @@ impl DynamoStore {
         limit: u32,
     ) -> Result<(Conversation, Page<Message>), StoreError> {
         let pk = keys::conversation_pk(user, conversation);
-        let scope = format!("messages\0{pk}");
+        let scope = message_scope(&pk);
         let out = self
             .partition_query(pk)
             .key_condition_expression("#pk = :pk")
@@ -373,7 +379,7 @@ impl DynamoStore {
         page: &PageRequest,
     ) -> Result<Page<Message>, StoreError> {
         let pk = keys::conversation_pk(user, conversation);
-        let scope = format!("messages\0{pk}");
+        let scope = message_scope(&pk);
         let start = self.decode_cursor(&scope, page)?;
         let out = self
             .partition_query(pk)
