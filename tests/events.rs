@@ -6,8 +6,7 @@ mod common;
 use chat_service_dev::runpod_local::{LocalRunPod, Settings};
 use chat_shared::{
     domain::{
-        preview, Conversation, ConversationId, Message, MessageId, MessageStatus, Role, Title,
-        UserId,
+        Conversation, ConversationId, Message, MessageId, MessageStatus, Role, Title, UserId,
     },
     http,
     runpod::RunPodClient,
@@ -74,12 +73,10 @@ async fn every_sample_event_gets_its_documented_status() {
     );
     let seeded = Conversation {
         id: ConversationId::parse(SAMPLE_CONVERSATION).unwrap(),
-        title: Title::from_stored("How do I organize patient files?".into()),
-        last_message: preview(&first.content),
-        created_at: first.created_at,
-        updated_at: first.created_at,
-        message_count: 1,
-        pending_reply: None,
+        ..Conversation::started_with(
+            Title::from_stored("How do I organize patient files?".into()),
+            &first,
+        )
     };
     app.store
         .create_conversation(&alice, &seeded, &first)

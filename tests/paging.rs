@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 
 use chat_shared::{
-    domain::{preview, Conversation, ConversationId, Message, Role, Title, UserId},
+    domain::{Conversation, ConversationId, Message, Role, Title, UserId},
     http,
     runpod::RunPodClient,
     store::ConversationStore,
@@ -27,15 +27,7 @@ async fn seed_conversations(app: &App, owner: &str, n: i64) -> Vec<String> {
     for i in 0..n {
         let at = t0 + Duration::seconds(i);
         let first = Message::new(Role::User, format!("question {i}"), at);
-        let c = Conversation {
-            id: ConversationId::new(),
-            title: Title::from_stored(format!("c{i}")),
-            last_message: preview(&first.content),
-            created_at: at,
-            updated_at: at,
-            message_count: 1,
-            pending_reply: None,
-        };
+        let c = Conversation::started_with(Title::from_stored(format!("c{i}")), &first);
         app.store
             .create_conversation(&user(owner), &c, &first)
             .await

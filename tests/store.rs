@@ -5,7 +5,7 @@ mod common;
 use chrono::{Duration, Utc};
 
 use chat_shared::{
-    domain::{preview, Conversation, ConversationId, Message, Role, Title, UserId},
+    domain::{Conversation, ConversationId, Message, Role, Title, UserId},
     store::{ConversationStore, PageRequest, StoreError},
 };
 
@@ -15,15 +15,7 @@ fn user(name: &str) -> UserId {
 
 fn new_conversation(title: &str, at: chrono::DateTime<Utc>) -> (Conversation, Message) {
     let first = Message::new(Role::User, format!("first message of {title}"), at);
-    let c = Conversation {
-        id: ConversationId::new(),
-        title: Title::from_stored(title.to_owned()),
-        last_message: preview(&first.content),
-        created_at: at,
-        updated_at: at,
-        message_count: 1,
-        pending_reply: None,
-    };
+    let c = Conversation::started_with(Title::from_stored(title.to_owned()), &first);
     (c, first)
 }
 

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use crate::{
     domain::{
-        preview, Conversation, ConversationId, Message, MessageContent, MessageId, MessageStatus,
+        Conversation, ConversationId, Message, MessageContent, MessageId, MessageStatus,
         ReplyOutcome, Role, Title, UserId,
     },
     runpod::{finish, Job, JobPoll, JobState, RunPodClient, RunPodError},
@@ -151,16 +151,9 @@ pub async fn send<S: ConversationStore, M: ChatModel>(
     let now = Utc::now();
     let (conversation_id, mut history) = match request.conversation_id {
         None => {
-            let conversation = Conversation {
-                id: ConversationId::new(),
-                title: Title::from_first_message(&request.content),
-                last_message: preview(request.content.as_str()),
-                created_at: now,
-                updated_at: now,
-                message_count: 1,
-                pending_reply: None,
-            };
+            let title = Title::from_first_message(&request.content);
             let first = Message::new(Role::User, request.content.into_string(), now);
+            let conversation = Conversation::started_with(title, &first);
             store
                 .create_conversation(user, &conversation, &first)
                 .await?;

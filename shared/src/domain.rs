@@ -254,6 +254,21 @@ pub struct Conversation {
     pub pending_reply: Option<MessageId>,
 }
 
+impl Conversation {
+    /// A new conversation whose only message is `first`.
+    pub fn started_with(title: Title, first: &Message) -> Self {
+        Self {
+            id: ConversationId::new(),
+            title,
+            last_message: preview(&first.content),
+            created_at: first.created_at,
+            updated_at: first.created_at,
+            message_count: 1,
+            pending_reply: None,
+        }
+    }
+}
+
 /// Token counts reported by the model worker, when it reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Usage {
@@ -470,5 +485,18 @@ mod tests {
     fn timestamps_are_utc_with_z() {
         let t = parse_timestamp("2025-12-27T21:00:00+01:00").unwrap();
         assert_eq!(format_timestamp(t), "2025-12-27T20:00:00.000Z");
+    }
+
+    #[test]
+    fn a_started_conversation_holds_its_first_message() {
+        let at = parse_timestamp("2026-01-02T03:04:05Z").unwrap();
+        let first = Message::new(Role::User, "How do I organize\n patient files?".into(), at);
+        let c = Conversation::started_with(Title::from_stored("Files".into()), &first);
+        assert_eq!(c.title.as_str(), "Files");
+        assert_eq!(c.last_message, "How do I organize patient files?");
+        assert_eq!((c.created_at, c.updated_at), (at, at));
+        assert_eq!(c.message_count, 1);
+        assert_eq!(c.pending_reply, None);
+        assert_ne!(c.id, Conversation::started_with(c.title.clone(), &first).id);
     }
 }
