@@ -4,10 +4,12 @@
 //!   so local runs and tests use exactly the deployed key schema and index.
 //! - [`measure`]: a process's CPU time and peak memory, for the benchmarks.
 //! - [`runpod_local`]: a local stand-in for a RunPod serverless endpoint.
+//! - [`seed`]: conversations stored through the service's store, for the benchmarks.
 //! - [`DEV_JWT_SECRET`]: the secret of local runs and sample events.
 
 pub mod measure;
 pub mod runpod_local;
+pub mod seed;
 pub mod table;
 
 /// The JWT secret of local runs (`scripts/dev.sh`), the sample events in

@@ -20,12 +20,17 @@ use aws_sigv4::{
     http_request::{sign, SignableBody, SignableRequest, SigningSettings},
     sign::v4,
 };
-use chat_service_dev::measure::{cpu_time, scheduled_time, us};
+use chat_service_dev::{
+    measure::{cpu_time, scheduled_time, us},
+    seed::{seed_messages, SAMPLE_MESSAGE},
+};
 use chat_shared::{
-    config::RunPodConfig,
-    domain::{preview, Conversation, ConversationId, Message, Role, Title, UserId},
+    app::load_aws_config,
+    config::{Config, RunPodConfig},
+    domain::{Message, MessageId, Role, UserId},
     runpod::RunPodClient,
-    store::{keys, ConversationStore, CursorCodec, DynamoStore, PageRequest},
+    store::{keys, ConversationStore, PageRequest},
+    App,
 };
 use serde_json::{json, Value};
 
@@ -116,59 +121,26 @@ async fn main() {
         .nth(1)
         .map(|s| s.parse().unwrap())
         .unwrap_or(1000);
-    let table = std::env::var("TABLE_NAME").expect("TABLE_NAME");
     let endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").expect("AWS_ENDPOINT_URL_DYNAMODB");
-    let runpod_url = std::env::var("RUNPOD_BASE_URL").expect("RUNPOD_BASE_URL");
 
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let store = DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&aws),
-        table.clone(),
-        CursorCodec::new(b"bench-calls"),
-    );
-    let model = RunPodClient::new(
-        RunPodConfig::from_lookup(|k| {
-            std::env::var(k)
-                .ok()
-                .or_else(|| (k == "RUNPOD_BASE_URL").then(|| runpod_url.clone()))
-        })
-        .unwrap(),
-    )
-    .unwrap();
+    // Built as the functions build them (send-message's main, App::from_env).
+    let aws = load_aws_config().await;
+    let config = Config::from_env().unwrap();
+    let table = config.table_name.clone();
+    let app = App::new(config, aws_sdk_dynamodb::Client::new(&aws));
+    let store = &app.store;
+    let model = RunPodClient::new(RunPodConfig::from_env().unwrap()).unwrap();
 
     // A conversation as a send finds it: longer than the history window.
     let user = UserId::parse("bench-calls").unwrap();
-    let now = chrono::Utc::now();
-    let text =
-        "Keep one folder per patient, named by a stable id, with dated sub-folders. ".repeat(3);
-    let first = Message::new(Role::User, text.clone(), now);
-    let conversation = Conversation {
-        id: ConversationId::new(),
-        title: Title::from_stored("Patient files".into()),
-        last_message: preview(&first.content),
-        created_at: now,
-        updated_at: now,
-        message_count: 1,
-        pending_reply: None,
-    };
-    store
-        .create_conversation(&user, &conversation, &first)
-        .await
-        .unwrap();
-    for _ in 0..HISTORY + 10 {
-        let m = Message::new(Role::Assistant, text.clone(), chrono::Utc::now());
-        store
-            .append_message(&user, conversation.id, &m)
-            .await
-            .unwrap();
-    }
-    let id = conversation.id;
+    let id = seed_messages(&app, user.as_str(), HISTORY as usize + 10).await;
     let recent = PageRequest {
         limit: HISTORY,
         cursor: None,
     };
+    let text = SAMPLE_MESSAGE.to_owned();
     let history: Vec<Message> = (0..HISTORY)
-        .map(|_| Message::new(Role::User, text.clone(), now))
+        .map(|_| Message::new(Role::User, text.clone(), chrono::Utc::now()))
         .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(24 * 3600);
     let job = model.submit(&history, None, deadline).await.unwrap();
@@ -190,15 +162,20 @@ async fn main() {
     let pk = keys::conversation_pk(&user, id);
     let query = json!({
         "TableName": table,
-        "KeyConditionExpression": "PK = :pk",
+        "KeyConditionExpression": format!("{} = :pk", keys::PK),
         "ExpressionAttributeValues": { ":pk": { "S": pk } },
         "ScanIndexForward": false,
         "Limit": HISTORY + 1,
     })
     .to_string();
-    let health = format!("{runpod_url}/{}/health", model.config().endpoint_id);
+    let health = format!(
+        "{}/{}/health",
+        model.config().base_url,
+        model.config().endpoint_id
+    );
     let bare = reqwest::Client::new();
 
+    // The first row is the floor the bench prints per invocation.
     let rows = vec![
         measure(
             "bare HTTP exchange (GET, tiny body, loopback)",
@@ -245,8 +222,8 @@ async fn main() {
         .await,
         measure("no SDK: signed TransactWriteItems (one Put)", n, || {
             let item = json!({
-                "PK": { "S": pk },
-                "SK": { "S": format!("MSG#{}", uuid::Uuid::now_v7()) },
+                keys::PK: { "S": pk },
+                keys::SK: { "S": keys::message_sk(MessageId::new()) },
                 "role": { "S": "user" },
                 "content": { "S": text },
                 "created_at": { "S": chrono::Utc::now().to_rfc3339() },

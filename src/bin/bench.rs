@@ -26,16 +26,11 @@ use axum::{
 use chat_service_dev::{
     measure::{cpu_time, ms, peak_rss_kb, scheduled_time, us},
     runpod_local::{LocalRunPod, Settings},
+    seed::{seed_conversations, seed_messages},
     table::TableDefinition,
     DEV_JWT_SECRET,
 };
-use chat_shared::{
-    auth::issue_token,
-    domain::{preview, Conversation, ConversationId, Message, Role, Title, UserId},
-    store::ConversationStore,
-    App,
-};
-use futures::StreamExt;
+use chat_shared::{auth::issue_token, domain::ConversationId, App};
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, Notify};
 
@@ -286,58 +281,6 @@ fn event(
     e.to_string()
 }
 
-async fn seed_conversations(app: &App, user: &str, n: usize) -> Vec<ConversationId> {
-    let user = UserId::parse(user).unwrap();
-    let t0 = chrono::Utc::now() - chrono::Duration::days(30);
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let user = user.clone();
-            async move {
-                let at = t0 + chrono::Duration::seconds(i as i64);
-                let first = Message::new(
-                    Role::User,
-                    format!("How do I organize patient files? ({i})"),
-                    at,
-                );
-                let c = Conversation {
-                    id: ConversationId::new(),
-                    title: Title::from_stored(format!("Conversation {i}")),
-                    last_message: preview(&first.content),
-                    created_at: at,
-                    updated_at: at,
-                    message_count: 1,
-                    pending_reply: None,
-                };
-                app.store
-                    .create_conversation(&user, &c, &first)
-                    .await
-                    .unwrap();
-                c.id
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await
-}
-
-async fn seed_messages(app: &App, user: &str, n: usize) -> ConversationId {
-    let id = seed_conversations(app, user, 1).await[0];
-    let user = UserId::parse(user).unwrap();
-    let t0 = chrono::Utc::now() - chrono::Duration::days(1);
-    for i in 1..n {
-        let role = if i % 2 == 1 {
-            Role::Assistant
-        } else {
-            Role::User
-        };
-        let text =
-            "Keep one folder per patient, named by a stable id, with dated sub-folders. ".repeat(3);
-        let m = Message::new(role, text, t0 + chrono::Duration::milliseconds(i as i64));
-        app.store.append_message(&user, id, &m).await.unwrap();
-    }
-    id
-}
-
 // ---------------------------------------------------------------------------
 
 struct Function {
@@ -371,8 +314,7 @@ async fn main() {
     });
     let runpod_url = runpod.clone().spawn().await;
 
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let client = aws_sdk_dynamodb::Client::new(&aws);
+    let client = aws_sdk_dynamodb::Client::new(&chat_shared::app::load_aws_config().await);
     let table = format!("bench-{}", uuid::Uuid::new_v4());
     TableDefinition::from_template()
         .unwrap()
@@ -645,17 +587,9 @@ async fn main() {
         let out = tokio::process::Command::new(calls_bin)
             .arg(warm.to_string())
             .env_clear()
-            .envs([
-                ("TABLE_NAME", table.as_str()),
-                ("AWS_ENDPOINT_URL_DYNAMODB", ddb.as_str()),
-                ("AWS_REGION", "us-east-1"),
-                ("AWS_ACCESS_KEY_ID", "local"),
-                ("AWS_SECRET_ACCESS_KEY", "local"),
-                ("AWS_EC2_METADATA_DISABLED", "true"),
-                ("RUNPOD_API_KEY", "bench-key"),
-                ("RUNPOD_ENDPOINT_ID", "bench"),
-                ("RUNPOD_BASE_URL", runpod_url.as_str()),
-            ])
+            .envs(env.vars.iter().map(|(k, v)| (k, v)))
+            // DynamoDB Local directly: the proxy would add to the wall times only.
+            .env("AWS_ENDPOINT_URL_DYNAMODB", &ddb)
             .stderr(Stdio::inherit())
             .output()
             .await
