@@ -1,4 +1,6 @@
-//! Conversations stored through the service's own store, for the benchmarks.
+//! Conversations stored through the service's own store, for the
+//! benchmarks and the tests: one way to seed, so both measure and check
+//! the same items.
 
 use chat_shared::{
     domain::{Conversation, ConversationId, Message, Role, Title, UserId},
@@ -10,8 +12,29 @@ use futures::StreamExt;
 /// The text of every seeded message after a conversation's first.
 pub const SAMPLE_MESSAGE: &str = "Keep one folder per patient, named by a stable id, with dated sub-folders. Keep one folder per patient, named by a stable id, with dated sub-folders. Keep one folder per patient, named by a stable id, with dated sub-folders. ";
 
-/// `n` one-message conversations of `user`, 16 writes at a time.
-pub async fn seed_conversations(app: &App, user: &str, n: usize) -> Vec<ConversationId> {
+/// The first message of the `i`-th seeded conversation.
+pub fn first_message(i: usize) -> String {
+    format!("How do I organize patient files? ({i})")
+}
+
+/// The `i`-th message (from 1) of a conversation seeded by [`seed_messages`]:
+/// [`SAMPLE_MESSAGE`] with its first characters replaced by `i`, so every
+/// message is distinct and as long as the sample.
+pub fn message_text(i: usize) -> String {
+    let number = format!("{i:05} ");
+    format!("{number}{}", &SAMPLE_MESSAGE[number.len()..])
+}
+
+/// Every message of a conversation seeded with `n` messages, oldest first.
+pub fn message_texts(n: usize) -> Vec<String> {
+    std::iter::once(first_message(0))
+        .chain((1..n).map(message_text))
+        .collect()
+}
+
+/// `n` one-message conversations of `user`, updated a second apart, 16
+/// writes at a time; their ids, oldest first.
+pub async fn seed_conversations<M>(app: &App<M>, user: &str, n: usize) -> Vec<ConversationId> {
     let user = UserId::parse(user).unwrap();
     let t0 = chrono::Utc::now() - chrono::Duration::days(30);
     futures::stream::iter(0..n)
@@ -19,29 +42,27 @@ pub async fn seed_conversations(app: &App, user: &str, n: usize) -> Vec<Conversa
             let user = user.clone();
             async move {
                 let at = t0 + chrono::Duration::seconds(i as i64);
-                let first = Message::new(
-                    Role::User,
-                    format!("How do I organize patient files? ({i})"),
-                    at,
-                );
+                let first = Message::new(Role::User, first_message(i), at);
                 let c = Conversation::started_with(
                     Title::from_stored(format!("Conversation {i}")),
                     &first,
                 );
-                app.store
+                app.chat
+                    .store()
                     .create_conversation(&user, &c, &first)
                     .await
                     .unwrap();
                 c.id
             }
         })
-        .buffer_unordered(16)
+        .buffered(16)
         .collect()
         .await
 }
 
-/// One conversation of `user` with `n` messages, alternating user and assistant.
-pub async fn seed_messages(app: &App, user: &str, n: usize) -> ConversationId {
+/// One conversation of `user` with `n` messages, alternating user and
+/// assistant ([`message_texts`] holds them).
+pub async fn seed_messages<M>(app: &App<M>, user: &str, n: usize) -> ConversationId {
     let id = seed_conversations(app, user, 1).await[0];
     let user = UserId::parse(user).unwrap();
     let t0 = chrono::Utc::now() - chrono::Duration::days(1);
@@ -52,8 +73,12 @@ pub async fn seed_messages(app: &App, user: &str, n: usize) -> ConversationId {
             Role::User
         };
         let at = t0 + chrono::Duration::milliseconds(i as i64);
-        let m = Message::new(role, SAMPLE_MESSAGE.to_owned(), at);
-        app.store.append_message(&user, id, &m).await.unwrap();
+        let m = Message::new(role, message_text(i), at);
+        app.chat
+            .store()
+            .append_message(&user, id, &m)
+            .await
+            .unwrap();
     }
     id
 }

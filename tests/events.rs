@@ -10,7 +10,7 @@ use chat_shared::{
     },
     http,
     runpod::RunPodClient,
-    store::{ConversationStore, PageRequest},
+    store::{keys, ConversationStore, PageRequest},
     stream::{self, StreamEvent},
 };
 use chrono::Utc;
@@ -35,16 +35,18 @@ fn expected_status(file: &str) -> u16 {
 }
 
 /// Items left in the sample conversation's partition, read straight from the table.
-async fn partition_items(app: &chat_shared::App) -> i32 {
+async fn partition_items<M>(app: &chat_shared::App<M>) -> i32 {
     common::dynamo()
         .await
         .query()
         .table_name(&app.config.table_name)
-        .key_condition_expression("PK = :pk")
+        .key_condition_expression("#pk = :pk")
+        .expression_attribute_names("#pk", keys::PK)
         .expression_attribute_values(
             ":pk",
-            aws_sdk_dynamodb::types::AttributeValue::S(format!(
-                "USER#alice#CONV#{SAMPLE_CONVERSATION}"
+            aws_sdk_dynamodb::types::AttributeValue::S(keys::conversation_pk(
+                &UserId::parse("alice").unwrap(),
+                ConversationId::parse(SAMPLE_CONVERSATION).unwrap(),
             )),
         )
         .consistent_read(true)
@@ -64,6 +66,7 @@ async fn every_sample_event_gets_its_documented_status() {
     .spawn()
     .await;
     let model = RunPodClient::new(common::runpod_config(&runpod, &[])).unwrap();
+    let app = app.with_model(model);
 
     let alice = UserId::parse("alice").unwrap();
     let first = Message::new(
@@ -78,7 +81,8 @@ async fn every_sample_event_gets_its_documented_status() {
             &first,
         )
     };
-    app.store
+    app.chat
+        .store()
         .create_conversation(&alice, &seeded, &first)
         .await
         .unwrap();
@@ -100,13 +104,15 @@ async fn every_sample_event_gets_its_documented_status() {
             cursor: None,
         };
         if app
-            .store
+            .chat
+            .store()
             .conversation_page(&alice, seeded.id, &page)
             .await
             .is_err()
         {
             let first = Message::new(Role::User, first.content.clone(), Utc::now());
-            app.store
+            app.chat
+                .store()
                 .create_conversation(&alice, &seeded, &first)
                 .await
                 .unwrap();
@@ -124,14 +130,16 @@ async fn every_sample_event_gets_its_documented_status() {
                     job_id: "sample-job".into(),
                 },
             };
-            app.store
+            app.chat
+                .store()
                 .add_pending_reply(&alice, seeded.id, &reply)
                 .await
                 .unwrap();
         }
         if name == "purge-stream.json" {
             // Delete, as the stream would report it, then the purge function's work.
-            app.store
+            app.chat
+                .store()
                 .delete_conversation(&alice, seeded.id)
                 .await
                 .unwrap();
@@ -143,7 +151,7 @@ async fn every_sample_event_gets_its_documented_status() {
                 "the first message is there before the purge"
             );
             assert_eq!(
-                stream::purge_deleted(&app.store, &event, until)
+                stream::purge_deleted(app.chat.store(), &event, until)
                     .await
                     .unwrap(),
                 1
@@ -159,9 +167,9 @@ async fn every_sample_event_gets_its_documented_status() {
             .unwrap_or_else(|e| panic!("{name} is not an API Gateway event: {e}"));
         let route: serde_json::Value = serde_json::from_str(&text).unwrap();
         let resp = match route["routeKey"].as_str().unwrap() {
-            "POST /api/chat/send" => http::send_message(&app, &model, req).await,
+            "POST /api/chat/send" => http::send_message(&app, req).await,
             "GET /api/chat/conversations" => http::list_conversations(&app, req).await,
-            "GET /api/chat/conversations/{id}" => http::get_conversation(&app, &model, req).await,
+            "GET /api/chat/conversations/{id}" => http::get_conversation(&app, req).await,
             "PATCH /api/chat/conversations/{id}" => http::rename_conversation(&app, req).await,
             "DELETE /api/chat/conversations/{id}" => http::delete_conversation(&app, req).await,
             "POST /api/chat/runpod/webhook/{token}" => http::runpod_webhook(&app, req).await,
@@ -174,7 +182,8 @@ async fn every_sample_event_gets_its_documented_status() {
         }
         if name == "runpod-webhook.json" {
             let (_, page) = app
-                .store
+                .chat
+                .store()
                 .conversation_page(
                     &alice,
                     seeded.id,

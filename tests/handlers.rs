@@ -13,8 +13,7 @@ use wiremock::{
 };
 
 struct Harness {
-    app: App,
-    model: RunPodClient,
+    app: App<RunPodClient>,
     runpod: MockServer,
 }
 
@@ -27,9 +26,9 @@ impl Harness {
         let client = common::dynamo().await;
         let table = common::fresh_table(&client).await;
         let runpod = MockServer::start().await;
+        let model = RunPodClient::new(common::runpod_config(&runpod.uri(), &[])).unwrap();
         Self {
-            app: App::new(common::config_with(&table, extra), client),
-            model: RunPodClient::new(common::runpod_config(&runpod.uri(), &[])).unwrap(),
+            app: App::new(common::config_with(&table, extra), client).with_model(model),
             runpod,
         }
     }
@@ -61,7 +60,7 @@ impl Harness {
     }
 
     async fn send(&self, event: Event) -> (u16, Value) {
-        read(http::send_message(&self.app, &self.model, event.request()).await)
+        read(http::send_message(&self.app, event.request()).await)
     }
 
     async fn list(&self, event: Event) -> (u16, Value) {
@@ -69,10 +68,10 @@ impl Harness {
     }
 
     async fn get(&self, event: Event) -> (u16, Value) {
-        read(http::get_conversation(&self.app, &self.model, event.request()).await)
+        read(http::get_conversation(&self.app, event.request()).await)
     }
 
-    async fn runsync_inputs(&self) -> Vec<Value> {
+    async fn job_inputs(&self) -> Vec<Value> {
         self.runpod
             .received_requests()
             .await
@@ -157,7 +156,7 @@ async fn send_to_an_existing_conversation_sends_its_history() {
     assert_eq!(status, 200, "{second}");
     assert_eq!(second["conversation_id"], id);
 
-    let inputs = h.runsync_inputs().await;
+    let inputs = h.job_inputs().await;
     assert_eq!(
         inputs[1]["messages"],
         json!([
@@ -201,7 +200,7 @@ async fn other_users_conversations_are_not_found() {
     let (status, body) = h.get(Event::get("not-a-uuid", Some(token("alice")))).await;
     assert_eq!(error_code(status, &body, 404), "not_found");
     // Only the one successful send reached the model.
-    assert_eq!(h.runsync_inputs().await.len(), 1);
+    assert_eq!(h.job_inputs().await.len(), 1);
 }
 
 #[tokio::test]
@@ -242,7 +241,7 @@ async fn bad_bodies_are_400_and_bad_messages_422() {
         .send(Event::send(r#"{"message": "exactly twenty chars"}"#, t()))
         .await;
     assert_eq!(status, 200);
-    assert_eq!(h.runsync_inputs().await.len(), 1);
+    assert_eq!(h.job_inputs().await.len(), 1);
 }
 
 #[tokio::test]
@@ -274,14 +273,12 @@ async fn bad_tokens_are_401_with_a_bearer_challenge() {
         for resp in [
             http::send_message(
                 &h.app,
-                &h.model,
                 Event::send(r#"{"message":"hi"}"#, t.clone()).request(),
             )
             .await,
             http::list_conversations(&h.app, Event::list(t.clone()).request()).await,
             http::get_conversation(
                 &h.app,
-                &h.model,
                 Event::get(&uuid::Uuid::new_v4().to_string(), t.clone()).request(),
             )
             .await,
@@ -357,7 +354,8 @@ async fn a_job_that_times_out_at_runpod_is_504() {
 async fn storage_failures_are_opaque_500s() {
     let client = common::dynamo().await;
     let runpod = MockServer::start().await;
-    let app = App::new(common::config("no-such-table"), client);
+    let model = RunPodClient::new(common::runpod_config(&runpod.uri(), &[])).unwrap();
+    let app = App::new(common::config("no-such-table"), client).with_model(model);
     let (status, body) =
         read(http::list_conversations(&app, Event::list(Some(token("alice"))).request()).await);
     assert_eq!(error_code(status, &body, 500), "internal_error");
@@ -366,11 +364,9 @@ async fn storage_failures_are_opaque_500s() {
         !text.contains("no-such-table") && !text.contains("DynamoDB") && !text.contains("Resource"),
         "{text}"
     );
-    let model = RunPodClient::new(common::runpod_config(&runpod.uri(), &[])).unwrap();
     let (status, _) = read(
         http::send_message(
             &app,
-            &model,
             Event::send(r#"{"message":"hi"}"#, Some(token("alice"))).request(),
         )
         .await,

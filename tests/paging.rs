@@ -5,11 +5,12 @@ mod common;
 
 use std::collections::HashSet;
 
+use chat_service_dev::seed;
 use chat_shared::{
-    domain::{Conversation, ConversationId, Message, Role, Title, UserId},
+    domain::{ConversationId, Message, MessageId, Role, UserId},
     http,
     runpod::RunPodClient,
-    store::ConversationStore,
+    store::{keys, ConversationStore},
     App,
 };
 use chrono::{Duration, Utc};
@@ -21,45 +22,23 @@ fn user(name: &str) -> UserId {
 }
 
 /// `n` conversations for `owner`, updated one second apart; ids newest first.
-async fn seed_conversations(app: &App, owner: &str, n: i64) -> Vec<String> {
-    let t0 = Utc::now() - Duration::days(1);
-    let mut ids = Vec::new();
-    for i in 0..n {
-        let at = t0 + Duration::seconds(i);
-        let first = Message::new(Role::User, format!("question {i}"), at);
-        let c = Conversation::started_with(Title::from_stored(format!("c{i}")), &first);
-        app.store
-            .create_conversation(&user(owner), &c, &first)
-            .await
-            .unwrap();
-        ids.push(c.id.to_string());
-    }
-    ids.reverse();
-    ids
+async fn seed_conversations(app: &App<RunPodClient>, owner: &str, n: usize) -> Vec<String> {
+    let ids = seed::seed_conversations(app, owner, n).await;
+    ids.iter().rev().map(ToString::to_string).collect()
 }
 
 /// A conversation of `n` messages; contents oldest first.
-async fn seed_messages(app: &App, owner: &str, n: i64) -> (String, Vec<String>) {
-    let ids = seed_conversations(app, owner, 1).await;
-    let id = ConversationId::parse(&ids[0]).unwrap();
-    let mut contents = vec!["question 0".to_owned()];
-    let t0 = Utc::now() - Duration::hours(1);
-    for i in 1..n {
-        let m = Message::new(
-            Role::User,
-            format!("m{i:05}"),
-            t0 + Duration::milliseconds(i),
-        );
-        app.store
-            .append_message(&user(owner), id, &m)
-            .await
-            .unwrap();
-        contents.push(m.content);
-    }
-    (ids[0].clone(), contents)
+async fn seed_messages(app: &App<RunPodClient>, owner: &str, n: usize) -> (String, Vec<String>) {
+    let id = seed::seed_messages(app, owner, n).await;
+    (id.to_string(), seed::message_texts(n))
 }
 
-async fn list(app: &App, t: &str, limit: Option<&str>, cursor: Option<&str>) -> (u16, Value) {
+async fn list(
+    app: &App<RunPodClient>,
+    t: &str,
+    limit: Option<&str>,
+    cursor: Option<&str>,
+) -> (u16, Value) {
     let mut e = Event::list(Some(t.to_owned()));
     if let Some(l) = limit {
         e = e.query("limit", l);
@@ -71,7 +50,7 @@ async fn list(app: &App, t: &str, limit: Option<&str>, cursor: Option<&str>) -> 
 }
 
 async fn get(
-    app: &App,
+    app: &App<RunPodClient>,
     t: &str,
     id: &str,
     limit: Option<&str>,
@@ -84,7 +63,7 @@ async fn get(
     if let Some(c) = cursor {
         e = e.query("cursor", c);
     }
-    read(http::get_conversation(app, &common::idle_model(), e.request()).await)
+    read(http::get_conversation(app, e.request()).await)
 }
 
 fn event_with(
@@ -315,17 +294,9 @@ async fn deleting_a_1000_message_conversation_removes_every_item() {
         .map(|c| c["id"].as_str().unwrap().to_owned())
         .collect();
     assert!(!listed.contains(&id) && listed.contains(&keep));
-    let runpod = wiremock::MockServer::start().await;
-    let model = RunPodClient::new(common::runpod_config(&runpod.uri(), &[])).unwrap();
     let send = json!({"message": "still there?", "conversation_id": id}).to_string();
-    let (status, body) = read(
-        http::send_message(
-            &app,
-            &model,
-            Event::send(&send, Some(alice.clone())).request(),
-        )
-        .await,
-    );
+    let (status, body) =
+        read(http::send_message(&app, Event::send(&send, Some(alice.clone())).request()).await);
     assert_eq!(error_code(status, &body, 404), "not_found");
     let e = event_with("DELETE", route, &id, None, &alice);
     let (status, body) = read(http::delete_conversation(&app, e.request()).await);
@@ -337,10 +308,14 @@ async fn deleting_a_1000_message_conversation_removes_every_item() {
         .await
         .query()
         .table_name(&app.config.table_name)
-        .key_condition_expression("PK = :pk")
+        .key_condition_expression("#pk = :pk")
+        .expression_attribute_names("#pk", keys::PK)
         .expression_attribute_values(
             ":pk",
-            aws_sdk_dynamodb::types::AttributeValue::S(format!("USER#alice#CONV#{id}")),
+            aws_sdk_dynamodb::types::AttributeValue::S(keys::conversation_pk(
+                &user("alice"),
+                ConversationId::parse(&id).unwrap(),
+            )),
         )
         .consistent_read(true)
         .send()
@@ -359,24 +334,38 @@ async fn a_purge_cut_short_by_its_deadline_is_finished_by_the_stream_path() {
     let (id, _) = seed_messages(&app, "alice", 120).await;
     let alice = user("alice");
     let conv = ConversationId::parse(&id).unwrap();
-    app.store.delete_conversation(&alice, conv).await.unwrap();
+    app.chat
+        .store()
+        .delete_conversation(&alice, conv)
+        .await
+        .unwrap();
     // A deadline already passed: the request path leaves everything.
     let past = tokio::time::Instant::now();
-    assert!(!app.store.purge_messages(&alice, conv, past).await.unwrap());
+    assert!(!app
+        .chat
+        .store()
+        .purge_messages(&alice, conv, past)
+        .await
+        .unwrap());
+    let pk = keys::conversation_pk(&alice, conv);
     let event: chat_shared::stream::StreamEvent = serde_json::from_value(json!({"Records": [
-        {"eventName": "INSERT", "dynamodb": {"Keys": {"PK": {"S": format!("USER#alice#CONV#{id}")}, "SK": {"S": "MSG#x"}}}},
-        {"eventName": "REMOVE", "dynamodb": {"Keys": {"PK": {"S": format!("USER#alice#CONV#{id}")}, "SK": {"S": "~CONV"}}}}
+        {"eventName": "INSERT", "dynamodb": {"Keys": {"PK": {"S": pk}, "SK": {"S": keys::message_sk(MessageId::new())}}}},
+        {"eventName": "REMOVE", "dynamodb": {"Keys": {"PK": {"S": pk}, "SK": {"S": keys::CONVERSATION_SK}}}}
     ]}))
     .unwrap();
     let until = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     assert_eq!(
-        chat_shared::stream::purge_deleted(&app.store, &event, until)
+        chat_shared::stream::purge_deleted(app.chat.store(), &event, until)
             .await
             .unwrap(),
         1
     );
     assert!(
-        app.store.purge_messages(&alice, conv, until).await.unwrap(),
+        app.chat
+            .store()
+            .purge_messages(&alice, conv, until)
+            .await
+            .unwrap(),
         "nothing left"
     );
 }
@@ -386,7 +375,7 @@ async fn pages_cut_short_by_dynamodbs_1mb_limit_skip_nothing() {
     let app = common::app().await;
     let ids = seed_conversations(&app, "alice", 1).await;
     let id = ConversationId::parse(&ids[0]).unwrap();
-    let mut contents = vec!["question 0".to_owned()];
+    let mut contents = vec![seed::first_message(0)];
     let t0 = Utc::now() - Duration::hours(1);
     // 150 messages of 15 000 characters: 2.2 MB, so a 200-message page
     // cannot come back whole.
@@ -396,7 +385,8 @@ async fn pages_cut_short_by_dynamodbs_1mb_limit_skip_nothing() {
             format!("{i:05}{}", "x".repeat(15_000)),
             t0 + Duration::milliseconds(i),
         );
-        app.store
+        app.chat
+            .store()
             .append_message(&user("alice"), id, &m)
             .await
             .unwrap();

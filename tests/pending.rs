@@ -18,8 +18,10 @@ use serde_json::{json, Value};
 use wiremock::{matchers::method, Mock, MockServer, ResponseTemplate};
 
 struct Harness {
-    app: App,
-    model: RunPodClient,
+    app: App<RunPodClient>,
+    /// The same table, with a model that is never reached: reads the
+    /// conversation as stored, without asking RunPod anything.
+    stored: App<RunPodClient>,
     runpod: LocalRunPod,
     /// Records RunPod's webhook deliveries (when webhooks are on).
     hooks: MockServer,
@@ -49,9 +51,11 @@ impl Harness {
         vars.extend_from_slice(extra);
         let client = common::dynamo().await;
         let table = common::fresh_table(&client).await;
+        let config = common::config_with(&table, &vars);
+        let model = RunPodClient::new(common::runpod_config(&url, &[])).unwrap();
         Self {
-            app: App::new(common::config_with(&table, &vars), client),
-            model: RunPodClient::new(common::runpod_config(&url, &[])).unwrap(),
+            app: App::new(config.clone(), client.clone()).with_model(model),
+            stored: App::new(config, client).with_model(common::idle_model()),
             runpod,
             hooks,
         }
@@ -61,7 +65,6 @@ impl Harness {
         read(
             http::send_message(
                 &self.app,
-                &self.model,
                 Event::send(&body.to_string(), Some(token(user))).request(),
             )
             .await,
@@ -69,14 +72,7 @@ impl Harness {
     }
 
     async fn get(&self, id: &str, user: &str) -> (u16, Value) {
-        read(
-            http::get_conversation(
-                &self.app,
-                &self.model,
-                Event::get(id, Some(token(user))).request(),
-            )
-            .await,
-        )
+        read(http::get_conversation(&self.app, Event::get(id, Some(token(user))).request()).await)
     }
 
     /// Releases every held job and waits until RunPod has delivered `n` webhooks.
@@ -116,12 +112,7 @@ impl Harness {
     /// The conversation as stored, read without asking RunPod anything.
     async fn stored(&self, id: &str, user: &str) -> Value {
         let (status, body) = read(
-            http::get_conversation(
-                &self.app,
-                &common::idle_model(),
-                Event::get(id, Some(token(user))).request(),
-            )
-            .await,
+            http::get_conversation(&self.stored, Event::get(id, Some(token(user))).request()).await,
         );
         assert_eq!(status, 200, "{body}");
         body
@@ -158,10 +149,10 @@ async fn a_fast_job_is_answered_at_once() {
     let url = runpod.clone().spawn().await;
     let client = common::dynamo().await;
     let table = common::fresh_table(&client).await;
-    let app = App::new(common::config(&table), client);
     let model = RunPodClient::new(common::runpod_config(&url, &[])).unwrap();
+    let app = App::new(common::config(&table), client).with_model(model);
     let e = Event::send(r#"{"message": "quick one"}"#, Some(token("alice")));
-    let (status, body) = read(http::send_message(&app, &model, e.request()).await);
+    let (status, body) = read(http::send_message(&app, e.request()).await);
     assert_eq!(status, 200, "{body}");
     assert!(body["message"].as_str().unwrap().contains("quick one"));
 }
@@ -245,7 +236,7 @@ async fn a_webhook_with_a_bad_token_is_401_and_writes_nothing() {
     let mut forged = token.clone();
     forged.replace_range(..2, if forged.starts_with("ey") { "fy" } else { "ey" });
     // A real token for a reply of another user's conversation.
-    let other = h.app.webhooks.token_for(
+    let other = h.app.chat.webhooks().token_for(
         &UserId::parse("bob").unwrap(),
         ConversationId::new(),
         MessageId::new(),
@@ -306,10 +297,12 @@ async fn webhook_and_read_racing_write_once() {
     let at = chrono::Utc::now();
     let (a, b) = tokio::join!(
         h.app
-            .store
+            .chat
+            .store()
             .finish_reply(&alice, conv, reply, &job_id, &outcome, at),
         h.app
-            .store
+            .chat
+            .store()
             .finish_reply(&alice, conv, reply, &job_id, &outcome, at)
     );
     let mut results = [a.unwrap(), b.unwrap()];
@@ -317,7 +310,8 @@ async fn webhook_and_read_racing_write_once() {
     assert_eq!(results, [FinishResult::Written, FinishResult::AlreadyFinal]);
     let wrong_job = h
         .app
-        .store
+        .chat
+        .store()
         .finish_reply(&alice, conv, reply, "other-job", &outcome, at)
         .await
         .unwrap();
@@ -390,7 +384,8 @@ async fn sending_while_a_reply_is_pending_is_409() {
     };
     let (_, msgs) = h
         .app
-        .store
+        .chat
+        .store()
         .conversation_page(
             &UserId::parse("alice").unwrap(),
             ConversationId::parse(id).unwrap(),

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use chat_service_dev::runpod_local::{LocalRunPod, Settings, DEV_REPLY_PREFIX};
 use chat_shared::{
-    domain::{Message, Role},
-    runpod::{RunPodClient, RunPodError},
+    domain::{Completion, Message, Role},
+    runpod::{JobPoll, RunPodClient, RunPodError},
 };
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -29,6 +29,19 @@ fn secs(n: u64) -> Instant {
     Instant::now() + Duration::from_secs(n)
 }
 
+/// What a send does: submit the job, then wait for it until `until`.
+async fn generate(
+    client: &RunPodClient,
+    text: &str,
+    until: Instant,
+) -> Option<Result<Completion, RunPodError>> {
+    let job = client.submit(&history(text), None, until).await.unwrap();
+    match client.wait(&job, until).await.unwrap() {
+        JobPoll::Done(result) => Some(result),
+        JobPoll::Running => None,
+    }
+}
+
 async fn call(url: &str, method: &str, path: &str, key: &str, body: Option<Value>) -> (u16, Value) {
     let http = reqwest::Client::new();
     let mut req = http
@@ -46,9 +59,9 @@ async fn call(url: &str, method: &str, path: &str, key: &str, body: Option<Value
 async fn the_client_gets_a_labelled_development_reply() {
     let (_, url) = start(Settings::default()).await;
     let client = RunPodClient::new(common::runpod_config(&url, &[])).unwrap();
-    let reply = client
-        .generate(&history("How do I organize patient files?"), secs(10))
+    let reply = generate(&client, "How do I organize patient files?", secs(10))
         .await
+        .unwrap()
         .unwrap();
     assert!(reply.text.starts_with(DEV_REPLY_PREFIX), "{}", reply.text);
     assert!(reply.text.contains("How do I organize patient files?"));
@@ -63,7 +76,6 @@ async fn queued_jobs_are_polled_through_to_completion() {
         ..Settings::default()
     })
     .await;
-    // runsync waits at most 1 s (its minimum); the job needs 0.6 s.
     let (status, job) = call(
         &url,
         "POST",
@@ -140,7 +152,10 @@ async fn failures_and_scripted_statuses_reach_the_client() {
     })
     .await;
     let client = RunPodClient::new(common::runpod_config(&url, &[])).unwrap();
-    let err = client.generate(&history("hi"), secs(10)).await.unwrap_err();
+    let err = generate(&client, "hi", secs(10))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(matches!(err, RunPodError::JobFailed { .. }), "{err:?}");
 
     let (_, url) = start(Settings {
@@ -154,35 +169,30 @@ async fn failures_and_scripted_statuses_reach_the_client() {
     })
     .await;
     let client = RunPodClient::new(common::runpod_config(&url, &[])).unwrap();
-    let err = client.generate(&history("hi"), secs(10)).await.unwrap_err();
+    let err = generate(&client, "hi", secs(10))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(matches!(err, RunPodError::JobTimedOut { .. }), "{err:?}");
 }
 
 #[tokio::test]
-async fn a_held_job_is_cancelled_at_the_clients_deadline() {
+async fn a_held_job_outlasts_the_wait_and_completes_when_released() {
     let (rp, url) = start(Settings {
         hold: true,
         ..Settings::default()
     })
     .await;
     let client = RunPodClient::new(common::runpod_config(&url, &[])).unwrap();
-    let err = client
-        .generate(&history("hi"), Instant::now() + Duration::from_millis(1500))
-        .await
-        .unwrap_err();
-    let RunPodError::Deadline { job_id: Some(id) } = err else {
-        panic!("{err:?}")
+    let job = client.submit(&history("hi"), None, secs(10)).await.unwrap();
+    let wait = client.wait(&job, Instant::now() + Duration::from_millis(500));
+    assert!(matches!(wait.await.unwrap(), JobPoll::Running));
+    rp.release(Some(&job));
+    let JobPoll::Done(reply) = client.wait(&job, secs(10)).await.unwrap() else {
+        panic!("the released job did not finish")
     };
-    assert_eq!(rp.cancels(), 1);
-    let (_, job) = call(
-        &url,
-        "GET",
-        &format!("/ep/status/{id}"),
-        "test-runpod-key",
-        None,
-    )
-    .await;
-    assert_eq!(job["status"], "CANCELLED");
+    assert!(reply.unwrap().text.starts_with(DEV_REPLY_PREFIX));
+    assert_eq!(rp.submitted(), 1);
 }
 
 #[tokio::test]
@@ -193,16 +203,10 @@ async fn results_expire() {
         ..Settings::default()
     })
     .await;
-    let (_, job) = call(
-        &url,
-        "POST",
-        "/ep/runsync?wait=2000",
-        "test-runpod-key",
-        Some(json!({"input": {"prompt": "hi"}})),
-    )
-    .await;
-    assert_eq!(job["status"], "COMPLETED");
-    let id = job["id"].as_str().unwrap();
+    let client = RunPodClient::new(common::runpod_config(&url, &[])).unwrap();
+    let id = client.submit(&history("hi"), None, secs(10)).await.unwrap();
+    let done = client.wait(&id, secs(10)).await.unwrap();
+    assert!(matches!(done, JobPoll::Done(Ok(_))), "{done:?}");
     tokio::time::sleep(Duration::from_millis(400)).await;
     let (status, _) = call(
         &url,

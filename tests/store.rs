@@ -32,7 +32,8 @@ async fn create_then_append_then_read_back_in_order() {
     let alice = user("alice");
     let t0 = Utc::now();
     let (conv, first) = new_conversation("files", t0);
-    app.store
+    app.chat
+        .store()
         .create_conversation(&alice, &conv, &first)
         .await
         .unwrap();
@@ -49,12 +50,17 @@ async fn create_then_append_then_read_back_in_order() {
             format!("message {i}"),
             t0 + Duration::milliseconds(i + 1),
         );
-        app.store.append_message(&alice, conv.id, &m).await.unwrap();
+        app.chat
+            .store()
+            .append_message(&alice, conv.id, &m)
+            .await
+            .unwrap();
         expected.push(m.content);
     }
 
     let (read, messages) = app
-        .store
+        .chat
+        .store()
         .conversation_page(&alice, conv.id, &page(50))
         .await
         .unwrap();
@@ -79,18 +85,31 @@ async fn list_is_most_recently_updated_first_and_only_the_callers() {
     let mut ids = Vec::new();
     for i in 0..3 {
         let (c, m) = new_conversation(&format!("a{i}"), t0 + Duration::seconds(i));
-        app.store.create_conversation(&alice, &c, &m).await.unwrap();
+        app.chat
+            .store()
+            .create_conversation(&alice, &c, &m)
+            .await
+            .unwrap();
         ids.push(c.id);
     }
     let (bc, bm) = new_conversation("bob's", t0 + Duration::seconds(10));
-    app.store.create_conversation(&bob, &bc, &bm).await.unwrap();
+    app.chat
+        .store()
+        .create_conversation(&bob, &bc, &bm)
+        .await
+        .unwrap();
 
     // A new message moves the oldest conversation to the top.
     let m = Message::new(Role::User, "bump".into(), t0 + Duration::seconds(20));
-    app.store.append_message(&alice, ids[0], &m).await.unwrap();
+    app.chat
+        .store()
+        .append_message(&alice, ids[0], &m)
+        .await
+        .unwrap();
 
     let listed = app
-        .store
+        .chat
+        .store()
         .list_conversations(&alice, &page(20))
         .await
         .unwrap();
@@ -99,7 +118,12 @@ async fn list_is_most_recently_updated_first_and_only_the_callers() {
     assert_eq!(listed.items[0].last_message, "bump");
     assert_eq!(listed.next_cursor, None);
 
-    let bobs = app.store.list_conversations(&bob, &page(20)).await.unwrap();
+    let bobs = app
+        .chat
+        .store()
+        .list_conversations(&bob, &page(20))
+        .await
+        .unwrap();
     assert_eq!(bobs.items.len(), 1);
     assert_eq!(bobs.items[0].id, bc.id);
 }
@@ -109,32 +133,36 @@ async fn another_user_can_neither_read_nor_append() {
     let app = common::app().await;
     let (alice, mallory) = (user("alice"), user("mallory"));
     let (conv, first) = new_conversation("private", Utc::now());
-    app.store
+    app.chat
+        .store()
         .create_conversation(&alice, &conv, &first)
         .await
         .unwrap();
 
     let read = app
-        .store
+        .chat
+        .store()
         .conversation_page(&mallory, conv.id, &page(50))
         .await;
     assert!(matches!(read, Err(StoreError::NotFound)), "{read:?}");
 
     let m = Message::new(Role::User, "injected".into(), Utc::now());
-    let write = app.store.append_message(&mallory, conv.id, &m).await;
+    let write = app.chat.store().append_message(&mallory, conv.id, &m).await;
     assert!(matches!(write, Err(StoreError::NotFound)), "{write:?}");
 
     // Nothing was written for Alice, and the failed transaction left no
     // stray message under Mallory either.
     let (read, messages) = app
-        .store
+        .chat
+        .store()
         .conversation_page(&alice, conv.id, &page(50))
         .await
         .unwrap();
     assert_eq!(read.message_count, 1);
     assert_eq!(messages.items.len(), 1);
     assert!(app
-        .store
+        .chat
+        .store()
         .list_conversations(&mallory, &page(20))
         .await
         .unwrap()
@@ -150,7 +178,7 @@ async fn append_to_a_missing_conversation_fails_its_condition_and_writes_nothing
     let alice = user("alice");
     let missing = ConversationId::new();
     let m = Message::new(Role::User, "hello?".into(), Utc::now());
-    let result = app.store.append_message(&alice, missing, &m).await;
+    let result = app.chat.store().append_message(&alice, missing, &m).await;
     assert!(matches!(result, Err(StoreError::NotFound)), "{result:?}");
     let scan = client.scan().table_name(&table).send().await.unwrap();
     assert_eq!(
@@ -166,14 +194,19 @@ async fn message_pages_walk_back_from_the_newest() {
     let alice = user("alice");
     let t0 = Utc::now();
     let (conv, first) = new_conversation("long", t0);
-    app.store
+    app.chat
+        .store()
         .create_conversation(&alice, &conv, &first)
         .await
         .unwrap();
     let mut all = vec![first.content.clone()];
     for i in 1..=24 {
         let m = Message::new(Role::User, format!("m{i}"), t0 + Duration::milliseconds(i));
-        app.store.append_message(&alice, conv.id, &m).await.unwrap();
+        app.chat
+            .store()
+            .append_message(&alice, conv.id, &m)
+            .await
+            .unwrap();
         all.push(m.content);
     }
     // 25 messages, pages of 10: newest 10, then 10 before them, then 5.
@@ -181,7 +214,8 @@ async fn message_pages_walk_back_from_the_newest() {
     let mut req = page(10);
     loop {
         let (_, p) = app
-            .store
+            .chat
+            .store()
             .conversation_page(&alice, conv.id, &req)
             .await
             .unwrap();
@@ -210,11 +244,16 @@ async fn a_cursor_only_works_for_its_own_user_and_list() {
     let mut convs = Vec::new();
     for i in 0..3 {
         let (c, m) = new_conversation(&format!("c{i}"), t0 + Duration::seconds(i));
-        app.store.create_conversation(&alice, &c, &m).await.unwrap();
+        app.chat
+            .store()
+            .create_conversation(&alice, &c, &m)
+            .await
+            .unwrap();
         convs.push(c);
     }
     let first = app
-        .store
+        .chat
+        .store()
         .list_conversations(&alice, &page(1))
         .await
         .unwrap();
@@ -224,13 +263,14 @@ async fn a_cursor_only_works_for_its_own_user_and_list() {
         limit: 1,
         cursor: Some(cursor.clone()),
     };
-    let as_bob = app.store.list_conversations(&bob, &foreign).await;
+    let as_bob = app.chat.store().list_conversations(&bob, &foreign).await;
     assert!(
         matches!(as_bob, Err(StoreError::InvalidCursor(_))),
         "{as_bob:?}"
     );
     let as_messages = app
-        .store
+        .chat
+        .store()
         .conversation_page(&alice, convs[0].id, &foreign)
         .await;
     assert!(
@@ -239,7 +279,8 @@ async fn a_cursor_only_works_for_its_own_user_and_list() {
     );
 
     let second = app
-        .store
+        .chat
+        .store()
         .list_conversations(&alice, &foreign)
         .await
         .unwrap();

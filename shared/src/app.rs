@@ -4,7 +4,7 @@ use aws_config::{BehaviorVersion, SdkConfig};
 
 use crate::{
     auth::Authenticator,
-    chat::{HistoryLimits, PendingPolicy},
+    chat::{Chat, HistoryLimits, PendingPolicy},
     config::{Config, ConfigError},
     store::{CursorCodec, DynamoStore},
     webhook::Webhooks,
@@ -21,11 +21,15 @@ pub async fn load_aws_config() -> SdkConfig {
         .await
 }
 
-pub struct App {
+/// A function's configuration, token checker and use cases. `M` is the
+/// model: `()` for the functions that never ask it.
+pub struct App<M = ()> {
+    /// The configuration, read once.
     pub config: Config,
+    /// Checks the callers' tokens.
     pub auth: Authenticator,
-    pub store: DynamoStore,
-    pub webhooks: Webhooks,
+    /// The use cases over the DynamoDB store and the model.
+    pub chat: Chat<DynamoStore, M>,
 }
 
 impl App {
@@ -37,32 +41,40 @@ impl App {
         Ok(Self::new(config, aws_sdk_dynamodb::Client::new(&aws)))
     }
 
+    /// An app on `dynamodb`, without a model ([`App::with_model`] adds one).
     pub fn new(config: Config, dynamodb: aws_sdk_dynamodb::Client) -> Self {
-        // Cursors are signed with a key derived from the JWT secret: one
-        // secret to manage, and a cursor is worthless without a valid token anyway.
-        let cursors = CursorCodec::new(config.jwt_secret.expose().as_bytes());
+        // Cursors and webhook tokens are signed with keys derived from the
+        // JWT secret: one secret to manage, each key good for one purpose.
+        let secret = config.jwt_secret.expose().as_bytes();
+        let store = DynamoStore::new(
+            dynamodb,
+            config.table_name.clone(),
+            CursorCodec::new(secret),
+        );
+        let webhooks = Webhooks::new(config.webhook_base_url.clone(), secret);
+        let limits = HistoryLimits {
+            max_messages: config.history_max_messages,
+            max_chars: config.history_max_chars,
+        };
+        let pending = PendingPolicy {
+            max_age: config.pending_max_age,
+            max_checks: config.pending_checks_per_read,
+        };
         Self {
-            webhooks: Webhooks::new(
-                config.webhook_base_url.clone(),
-                config.jwt_secret.expose().as_bytes(),
-            ),
             auth: Authenticator::new(&config),
-            store: DynamoStore::new(dynamodb, config.table_name.clone(), cursors),
+            chat: Chat::new(store, webhooks, limits, pending),
             config,
         }
     }
+}
 
-    pub fn pending_policy(&self) -> PendingPolicy {
-        PendingPolicy {
-            max_age: self.config.pending_max_age,
-            max_checks: self.config.pending_checks_per_read,
-        }
-    }
-
-    pub fn history_limits(&self) -> HistoryLimits {
-        HistoryLimits {
-            max_messages: self.config.history_max_messages,
-            max_chars: self.config.history_max_chars,
+impl<M> App<M> {
+    /// The same app with `model` behind its use cases.
+    pub fn with_model<N>(self, model: N) -> App<N> {
+        App {
+            config: self.config,
+            auth: self.auth,
+            chat: self.chat.with_model(model),
         }
     }
 }

@@ -269,6 +269,15 @@ impl Conversation {
     }
 }
 
+/// The model's reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The reply's text.
+    pub text: String,
+    /// Token counts, when the worker reports them.
+    pub usage: Option<Usage>,
+}
+
 /// Token counts reported by the model worker, when it reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Usage {
@@ -291,11 +300,19 @@ pub enum MessageStatus {
 }
 
 impl MessageStatus {
+    /// [`MessageStatus::Complete`]'s word, in the API and in the table.
+    pub const COMPLETE: &'static str = "complete";
+    /// [`MessageStatus::Pending`]'s word.
+    pub const PENDING: &'static str = "pending";
+    /// [`MessageStatus::Failed`]'s word.
+    pub const FAILED: &'static str = "failed";
+
+    /// The status's word: `complete`, `pending` or `failed`.
     pub fn as_str(&self) -> &'static str {
         match self {
-            MessageStatus::Complete => "complete",
-            MessageStatus::Pending { .. } => "pending",
-            MessageStatus::Failed { .. } => "failed",
+            MessageStatus::Complete => Self::COMPLETE,
+            MessageStatus::Pending { .. } => Self::PENDING,
+            MessageStatus::Failed { .. } => Self::FAILED,
         }
     }
 }
@@ -312,6 +329,12 @@ pub struct Message {
 }
 
 impl Message {
+    /// Whether this is a reply still being generated.
+    pub fn is_pending(&self) -> bool {
+        matches!(self.status, MessageStatus::Pending { .. })
+    }
+
+    /// A complete message with a new id.
     pub fn new(role: Role, content: String, created_at: DateTime<Utc>) -> Self {
         Self {
             id: MessageId::new(),

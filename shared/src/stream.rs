@@ -2,8 +2,6 @@
 //! message items are purged. This finishes any delete whose request ran out
 //! of time, and is harmless (finds nothing) when the request finished it.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -78,14 +76,4 @@ pub async fn purge_deleted<S: ConversationStore>(
         return Err(PurgeError::Incomplete(incomplete));
     }
     Ok(purged)
-}
-
-/// The invocation's deadline (epoch ms) less a margin, as an `Instant`.
-pub fn until_deadline(deadline_ms: u64, margin: Duration) -> Instant {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    Instant::now()
-        + Duration::from_millis(deadline_ms.saturating_sub(now_ms)).saturating_sub(margin)
 }

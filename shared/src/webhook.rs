@@ -12,12 +12,25 @@ use crate::{
 
 const SCOPE: &str = "runpod-webhook";
 
+/// Issues and verifies webhook URLs; built once per cold start.
 #[derive(Clone)]
 pub struct Webhooks {
     base_url: Option<String>,
     signer: Signer,
 }
 
+/// The reply a webhook URL completes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookTarget {
+    /// The reply's owner.
+    pub user: UserId,
+    /// The reply's conversation.
+    pub conversation: ConversationId,
+    /// The pending reply.
+    pub message: MessageId,
+}
+
+/// A [`WebhookTarget`] as sealed into the token: short names keep URLs short.
 #[derive(Serialize, Deserialize)]
 struct Target {
     u: String,
@@ -26,6 +39,7 @@ struct Target {
 }
 
 impl Webhooks {
+    /// URLs under `base_url` (none without one), sealed with a key derived from `secret`.
     pub fn new(base_url: Option<String>, secret: &[u8]) -> Self {
         Self {
             base_url,
@@ -47,6 +61,7 @@ impl Webhooks {
         ))
     }
 
+    /// The token of a URL: the target, sealed.
     pub fn token_for(
         &self,
         user: &UserId,
@@ -65,14 +80,14 @@ impl Webhooks {
     }
 
     /// The reply a token names, if this server issued it.
-    pub fn verify(&self, token: &str) -> Option<(UserId, ConversationId, MessageId)> {
+    pub fn verify(&self, token: &str) -> Option<WebhookTarget> {
         let payload = self.signer.open(SCOPE, token).ok()?;
         let t: Target = serde_json::from_slice(&payload).ok()?;
-        Some((
-            UserId::parse(&t.u).ok()?,
-            ConversationId::parse(&t.c).ok()?,
-            MessageId::parse(&t.m).ok()?,
-        ))
+        Some(WebhookTarget {
+            user: UserId::parse(&t.u).ok()?,
+            conversation: ConversationId::parse(&t.c).ok()?,
+            message: MessageId::parse(&t.m).ok()?,
+        })
     }
 }
 
@@ -94,7 +109,12 @@ mod tests {
         let url = w.url_for(&u, c, m).unwrap();
         let token = url.rsplit('/').next().unwrap();
         assert!(url.starts_with("https://api.example/api/chat/runpod/webhook/"));
-        assert_eq!(w.verify(token), Some((u.clone(), c, m)));
+        let target = WebhookTarget {
+            user: u.clone(),
+            conversation: c,
+            message: m,
+        };
+        assert_eq!(w.verify(token), Some(target));
         assert_eq!(Webhooks::new(None, b"other").verify(token), None);
         assert_eq!(w.verify(&token[1..]), None);
         assert_eq!(w.verify(""), None);

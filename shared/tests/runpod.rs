@@ -1,11 +1,14 @@
-//! The RunPod client against a wiremock RunPod.
+//! The RunPod client against a wiremock RunPod, through the calls the
+//! service makes: `submit` (`POST run`), `poll` (one `GET status`) and
+//! `wait` (polling with growing delays until final or the wait ends).
 
 use std::time::Duration;
 
 use chat_shared::{
     config::RunPodConfig,
+    domain::Completion,
     domain::{Message, Role},
-    runpod::{RunPodClient, RunPodError},
+    runpod::{JobPoll, RunPodClient, RunPodError},
 };
 use chrono::Utc;
 use serde_json::{json, Value};
@@ -75,94 +78,96 @@ async fn requests_to(server: &MockServer, p: &str) -> Vec<Request> {
         .collect()
 }
 
-#[tokio::test]
-async fn runsync_completed_returns_the_reply() {
-    let server = MockServer::start().await;
+/// RunPod answers `run` with `answer`.
+async fn run_answers(server: &MockServer, answer: ResponseTemplate) {
     Mock::given(method("POST"))
-        .and(path("/ep1/runsync"))
-        .and(header("authorization", format!("Bearer {KEY}").as_str()))
-        .and(body_partial_json(json!({"input": {
-            "messages": [{"role": "user", "content": "How do I organize patient files?"}],
-            "sampling_params": {"max_tokens": 1024}
-        }})))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completed(json!([
-            {"choices": [{"tokens": ["By patient, ", "then by date."]}], "usage": {"input": 9, "output": 6}}
-        ]))))
-        .expect(1)
-        .mount(&server)
+        .and(path("/ep1/run"))
+        .respond_with(answer)
+        .mount(server)
         .await;
-    let reply = client(&server, &[])
-        .generate(&history(), deadline(10))
-        .await
-        .unwrap();
-    assert_eq!(reply.text, "By patient, then by date.");
-    assert_eq!(reply.usage.unwrap().output_tokens, 6);
-    let sent = requests_to(&server, "/ep1/runsync").await;
-    let wait: u64 = sent[0]
-        .url
-        .query_pairs()
-        .find(|(k, _)| k == "wait")
-        .map(|(_, v)| v.parse().unwrap())
-        .expect("runsync carries ?wait=");
-    assert!((1_000..=10_000).contains(&wait), "wait={wait}");
+}
+
+/// RunPod answers `status` of job-1 with `answer`, `times` times (or always).
+async fn status_answers(server: &MockServer, answer: ResponseTemplate, times: Option<u64>) {
+    let mock = Mock::given(method("GET"))
+        .and(path("/ep1/status/job-1"))
+        .respond_with(answer);
+    match times {
+        Some(n) => mock.up_to_n_times(n).mount(server).await,
+        None => mock.mount(server).await,
+    }
+}
+
+fn ok(body: Value) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(body)
+}
+
+/// The reply of a final poll.
+fn reply(poll: JobPoll) -> Result<Completion, RunPodError> {
+    match poll {
+        JobPoll::Done(result) => result,
+        JobPoll::Running => panic!("the job is still running"),
+    }
 }
 
 #[tokio::test]
-async fn a_queued_job_is_polled_until_complete() {
+async fn submit_posts_the_history_the_key_and_the_webhook() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .and(path("/ep1/runsync"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(job("IN_QUEUE")))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/ep1/status/job-1"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(job("IN_QUEUE")))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/ep1/status/job-1"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(job("IN_PROGRESS")))
-        .up_to_n_times(2)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/ep1/status/job-1"))
+        .and(path("/ep1/run"))
         .and(header("authorization", format!("Bearer {KEY}").as_str()))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completed(json!({"text": "Done."}))))
+        .and(body_partial_json(json!({
+            "input": {
+                "messages": [{"role": "user", "content": "How do I organize patient files?"}],
+                "sampling_params": {"max_tokens": 1024}
+            },
+            "webhook": "https://api.example/hook/t1"
+        })))
+        .respond_with(ok(job("IN_QUEUE")))
+        .expect(1)
         .mount(&server)
         .await;
-    let reply = client(&server, &[])
-        .generate(&history(), deadline(10))
+    let id = client(&server, &[])
+        .submit(
+            &history(),
+            Some("https://api.example/hook/t1"),
+            deadline(10),
+        )
         .await
         .unwrap();
-    assert_eq!(reply.text, "Done.");
-    assert_eq!(requests_to(&server, "/ep1/status/job-1").await.len(), 4);
-    assert!(requests_to(&server, "/ep1/cancel/job-1").await.is_empty());
+    assert_eq!(id, "job-1");
+}
+
+#[tokio::test]
+async fn submit_without_a_webhook_sends_none() {
+    let server = MockServer::start().await;
+    run_answers(&server, ok(job("IN_QUEUE"))).await;
+    client(&server, &[])
+        .submit(&history(), None, deadline(10))
+        .await
+        .unwrap();
+    let body: Value =
+        serde_json::from_slice(&requests_to(&server, "/ep1/run").await[0].body).unwrap();
+    assert!(body.get("webhook").is_none(), "{body}");
 }
 
 #[tokio::test]
 async fn a_429_is_retried_after_retry_after() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .and(path("/ep1/runsync"))
+        .and(path("/ep1/run"))
         .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "0.3"))
         .up_to_n_times(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/ep1/runsync"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completed(json!("ok"))))
-        .mount(&server)
-        .await;
+    run_answers(&server, ok(job("IN_QUEUE"))).await;
     let started = std::time::Instant::now();
-    let reply = client(&server, &[])
-        .generate(&history(), deadline(10))
+    let id = client(&server, &[])
+        .submit(&history(), None, deadline(10))
         .await
         .unwrap();
-    assert_eq!(reply.text, "ok");
-    assert_eq!(requests_to(&server, "/ep1/runsync").await.len(), 2);
+    assert_eq!(id, "job-1");
+    assert_eq!(requests_to(&server, "/ep1/run").await.len(), 2);
     assert!(
         started.elapsed() >= Duration::from_millis(300),
         "Retry-After was not honoured"
@@ -172,13 +177,13 @@ async fn a_429_is_retried_after_retry_after() {
 #[tokio::test]
 async fn persistent_500s_exhaust_the_retries() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/ep1/runsync"))
-        .respond_with(ResponseTemplate::new(500).set_body_string("worker pool exploded"))
-        .mount(&server)
-        .await;
+    run_answers(
+        &server,
+        ResponseTemplate::new(500).set_body_string("worker pool exploded"),
+    )
+    .await;
     let err = client(&server, &[("RUNPOD_MAX_RETRIES", "2")])
-        .generate(&history(), deadline(10))
+        .submit(&history(), None, deadline(10))
         .await
         .unwrap_err();
     assert!(
@@ -186,154 +191,219 @@ async fn persistent_500s_exhaust_the_retries() {
         "{err:?}"
     );
     assert!(!err.is_timeout());
-    assert_eq!(requests_to(&server, "/ep1/runsync").await.len(), 3);
+    assert_eq!(requests_to(&server, "/ep1/run").await.len(), 3);
 }
 
 #[tokio::test]
 async fn client_errors_are_not_retried() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/ep1/runsync"))
-        .respond_with(ResponseTemplate::new(401).set_body_string("bad key"))
-        .mount(&server)
-        .await;
+    run_answers(
+        &server,
+        ResponseTemplate::new(401).set_body_string("bad key"),
+    )
+    .await;
     let err = client(&server, &[])
-        .generate(&history(), deadline(10))
+        .submit(&history(), None, deadline(10))
         .await
         .unwrap_err();
     assert!(
         matches!(err, RunPodError::Status { status: 401, .. }),
         "{err:?}"
     );
-    assert_eq!(requests_to(&server, "/ep1/runsync").await.len(), 1);
+    assert_eq!(requests_to(&server, "/ep1/run").await.len(), 1);
 }
 
 #[tokio::test]
-async fn a_failed_job_surfaces_its_error() {
+async fn a_submission_that_times_out_is_not_sent_again() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/ep1/runsync"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({"id": "job-1", "status": "FAILED", "error": "CUDA out of memory"}),
-        ))
-        .mount(&server)
-        .await;
+    run_answers(
+        &server,
+        ok(job("IN_QUEUE")).set_delay(Duration::from_secs(3)),
+    )
+    .await;
     let err = client(&server, &[])
-        .generate(&history(), deadline(10))
+        .submit(&history(), None, deadline(10))
         .await
         .unwrap_err();
-    match err {
-        RunPodError::JobFailed { job_id, error } => {
-            assert_eq!(job_id, "job-1");
-            assert_eq!(error, "CUDA out of memory");
-        }
-        other => panic!("expected JobFailed, got {other:?}"),
-    }
+    assert!(matches!(err, RunPodError::Transport(_)), "{err:?}");
+    // The request may have started a job: a second one would pay twice.
+    assert_eq!(requests_to(&server, "/ep1/run").await.len(), 1);
 }
 
 #[tokio::test]
-async fn at_the_deadline_the_job_is_cancelled() {
+async fn a_submission_past_the_deadline_is_a_timeout() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/ep1/runsync"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(job("IN_QUEUE")))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/ep1/status/job-1"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(job("IN_PROGRESS")))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/ep1/cancel/job-1"))
-        .and(header("authorization", format!("Bearer {KEY}").as_str()))
-        .respond_with(ResponseTemplate::new(200).set_body_json(job("CANCELLED")))
-        .expect(1)
-        .mount(&server)
-        .await;
-    let started = std::time::Instant::now();
-    let err = client(&server, &[])
-        .generate(&history(), Instant::now() + Duration::from_millis(600))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, RunPodError::Deadline { job_id: Some(ref id) } if id == "job-1"),
-        "{err:?}"
-    );
-    assert!(err.is_timeout());
-    assert!(started.elapsed() < Duration::from_secs(3));
-    assert!(requests_to(&server, "/ep1/status/job-1").await.len() >= 2);
-}
-
-#[tokio::test]
-async fn a_runsync_that_hangs_past_the_deadline_is_a_timeout() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/ep1/runsync"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(job("IN_QUEUE"))
-                .set_delay(Duration::from_secs(5)),
+    run_answers(
+        &server,
+        ok(job("IN_QUEUE")).set_delay(Duration::from_secs(5)),
+    )
+    .await;
+    let err = client(&server, &[("RUNPOD_REQUEST_TIMEOUT_MS", "10000")])
+        .submit(
+            &history(),
+            None,
+            Instant::now() + Duration::from_millis(300),
         )
-        .mount(&server)
-        .await;
-    let err = client(&server, &[])
-        .generate(&history(), Instant::now() + Duration::from_millis(500))
         .await
         .unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
-    // A timed-out submission is not sent again: it may have started a job.
-    assert_eq!(requests_to(&server, "/ep1/runsync").await.len(), 1);
+    assert_eq!(requests_to(&server, "/ep1/run").await.len(), 1);
+}
+
+#[tokio::test]
+async fn poll_asks_once_and_reads_the_job() {
+    let server = MockServer::start().await;
+    status_answers(&server, ok(job("IN_PROGRESS")), Some(1)).await;
+    Mock::given(method("GET"))
+        .and(path("/ep1/status/job-1"))
+        .and(header("authorization", format!("Bearer {KEY}").as_str()))
+        .respond_with(ok(completed(json!({"text": "Done."}))))
+        .mount(&server)
+        .await;
+    let c = client(&server, &[]);
+    let first = c.poll("job-1", deadline(10)).await.unwrap();
+    assert!(matches!(first, JobPoll::Running), "{first:?}");
+    let second = reply(c.poll("job-1", deadline(10)).await.unwrap()).unwrap();
+    assert_eq!(second.text, "Done.");
+    assert_eq!(requests_to(&server, "/ep1/status/job-1").await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_job_runpod_no_longer_knows_is_a_404() {
+    let server = MockServer::start().await;
+    status_answers(&server, ResponseTemplate::new(404), None).await;
+    let err = client(&server, &[])
+        .poll("job-1", deadline(10))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RunPodError::Status { status: 404, .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn wait_polls_with_growing_delays_until_the_job_is_final() {
+    let server = MockServer::start().await;
+    status_answers(&server, ok(job("IN_QUEUE")), Some(1)).await;
+    status_answers(&server, ok(job("IN_PROGRESS")), Some(2)).await;
+    status_answers(&server, ok(completed(json!("Done."))), None).await;
+    let started = std::time::Instant::now();
+    let poll = client(&server, &[])
+        .wait("job-1", deadline(10))
+        .await
+        .unwrap();
+    assert_eq!(reply(poll).unwrap().text, "Done.");
+    let calls = requests_to(&server, "/ep1/status/job-1").await;
+    assert_eq!(calls.len(), 4);
+    // Delays 20, 30, 40, 40 ms (x1.5 each time, capped at the 40 ms maximum).
+    assert!(
+        started.elapsed() >= Duration::from_millis(130),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn wait_leaves_a_running_job_at_the_end_of_the_wait() {
+    let server = MockServer::start().await;
+    status_answers(&server, ok(job("IN_PROGRESS")), None).await;
+    let started = std::time::Instant::now();
+    let poll = client(&server, &[])
+        .wait("job-1", Instant::now() + Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(matches!(poll, JobPoll::Running), "{poll:?}");
+    assert!(started.elapsed() < Duration::from_millis(400));
+    assert!(requests_to(&server, "/ep1/status/job-1").await.len() >= 3);
+    assert!(requests_to(&server, "/ep1/cancel/job-1").await.is_empty());
 }
 
 #[tokio::test]
 async fn a_status_call_that_times_out_is_retried() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/ep1/runsync"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(job("IN_PROGRESS")))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/ep1/status/job-1"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(job("IN_PROGRESS"))
-                .set_delay(Duration::from_secs(3)),
-        )
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/ep1/status/job-1"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completed(json!("late but fine"))))
-        .mount(&server)
-        .await;
-    let reply = client(&server, &[])
-        .generate(&history(), deadline(10))
+    status_answers(
+        &server,
+        ok(job("IN_PROGRESS")).set_delay(Duration::from_secs(3)),
+        Some(1),
+    )
+    .await;
+    status_answers(&server, ok(completed(json!("late but fine"))), None).await;
+    let poll = client(&server, &[])
+        .poll("job-1", deadline(10))
         .await
         .unwrap();
-    assert_eq!(reply.text, "late but fine");
+    assert_eq!(reply(poll).unwrap().text, "late but fine");
+    assert_eq!(requests_to(&server, "/ep1/status/job-1").await.len(), 2);
+}
+
+#[tokio::test]
+async fn final_jobs_end_as_their_status_says() {
+    for (final_job, check) in [
+        (
+            json!({"id": "job-1", "status": "FAILED", "error": "CUDA out of memory"}),
+            (|e: &RunPodError| matches!(e, RunPodError::JobFailed { job_id, error } if job_id == "job-1" && error == "CUDA out of memory"))
+                as fn(&RunPodError) -> bool,
+        ),
+        (job("CANCELLED"), |e| {
+            matches!(e, RunPodError::JobCancelled { .. })
+        }),
+        (job("TIMED_OUT"), |e| e.is_timeout()),
+    ] {
+        let server = MockServer::start().await;
+        status_answers(&server, ok(final_job), None).await;
+        let poll = client(&server, &[])
+            .poll("job-1", deadline(10))
+            .await
+            .unwrap();
+        let err = reply(poll).unwrap_err();
+        assert!(check(&err), "{err:?}");
+    }
+}
+
+#[tokio::test]
+async fn every_worker_output_shape_is_read() {
+    for (output, text) in [
+        (json!("plain"), "plain"),
+        (json!({"text": "in text"}), "in text"),
+        (json!({"text": ["a", "b"]}), "ab"),
+        (
+            json!({"choices": [{"message": {"content": "openai"}}], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}),
+            "openai",
+        ),
+        (
+            json!([{"choices": [{"tokens": ["By patient, ", "then by date."]}], "usage": {"input": 9, "output": 6}}]),
+            "By patient, then by date.",
+        ),
+        (
+            json!([{"choices": [{"message": {"content": "vllm "}}]}, {"choices": [{"message": {"content": "chunks"}}]}]),
+            "vllm chunks",
+        ),
+    ] {
+        let server = MockServer::start().await;
+        status_answers(&server, ok(completed(output)), None).await;
+        let poll = client(&server, &[])
+            .poll("job-1", deadline(10))
+            .await
+            .unwrap();
+        assert_eq!(reply(poll).unwrap().text, text);
+    }
 }
 
 #[tokio::test]
 async fn garbage_answers_are_errors() {
     for body in [
         ResponseTemplate::new(200).set_body_string("<html>gateway</html>"),
-        ResponseTemplate::new(200).set_body_json(json!({"status": "EXPLODED", "id": "job-1"})),
-        ResponseTemplate::new(200).set_body_json(completed(json!({"unexpected": true}))),
-        ResponseTemplate::new(200).set_body_json(json!({"id": "job-1", "status": "COMPLETED"})),
+        ok(json!({"status": "EXPLODED", "id": "job-1"})),
+        ok(completed(json!({"unexpected": true}))),
+        ok(json!({"id": "job-1", "status": "COMPLETED"})),
     ] {
         let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path("/ep1/runsync"))
-            .respond_with(body)
-            .mount(&server)
-            .await;
-        let err = client(&server, &[])
-            .generate(&history(), deadline(10))
-            .await
-            .unwrap_err();
+        status_answers(&server, body, None).await;
+        let err = match client(&server, &[]).poll("job-1", deadline(10)).await {
+            Ok(poll) => reply(poll).unwrap_err(),
+            Err(e) => e,
+        };
         assert!(
             matches!(
                 err,
@@ -343,17 +413,24 @@ async fn garbage_answers_are_errors() {
         );
         assert!(!err.is_timeout());
     }
+    let server = MockServer::start().await;
+    run_answers(&server, ok(json!({"status": "IN_QUEUE"}))).await;
+    let err = client(&server, &[])
+        .submit(&history(), None, deadline(10))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RunPodError::InvalidResponse(_)), "{err:?}");
 }
 
 #[tokio::test]
 async fn prompt_format_and_system_prompt_are_sent() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .and(path("/ep1/runsync"))
+        .and(path("/ep1/run"))
         .and(body_partial_json(json!({"input": {
             "prompt": "Be brief.\n\nUser: How do I organize patient files?\n\nAssistant:"
         }})))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completed(json!("ok"))))
+        .respond_with(ok(job("IN_QUEUE")))
         .expect(1)
         .mount(&server)
         .await;
@@ -364,6 +441,5 @@ async fn prompt_format_and_system_prompt_are_sent() {
             ("SYSTEM_PROMPT", "Be brief."),
         ],
     );
-    let reply = c.generate(&history(), deadline(10)).await.unwrap();
-    assert_eq!(reply.text, "ok");
+    c.submit(&history(), None, deadline(10)).await.unwrap();
 }

@@ -128,7 +128,7 @@ async fn main() {
     let config = Config::from_env().unwrap();
     let table = config.table_name.clone();
     let app = App::new(config, aws_sdk_dynamodb::Client::new(&aws));
-    let store = &app.store;
+    let store = app.chat.store();
     let model = RunPodClient::new(RunPodConfig::from_env().unwrap()).unwrap();
 
     // A conversation as a send finds it: longer than the history window.

@@ -8,6 +8,7 @@ use chat_service_dev::{table::TableDefinition, DEV_JWT_SECRET};
 use chat_shared::{
     auth::issue_token,
     config::{Config, RunPodConfig},
+    runpod::RunPodClient,
     App,
 };
 
@@ -79,11 +80,11 @@ pub fn runpod_config(base_url: &str, extra: &[(&str, &str)]) -> RunPodConfig {
     .unwrap()
 }
 
-/// An app on a fresh table.
-pub async fn app() -> App {
+/// An app on a fresh table, with a model that is never reached.
+pub async fn app() -> App<RunPodClient> {
     let client = dynamo().await;
     let table = fresh_table(&client).await;
-    App::new(config(&table), client)
+    App::new(config(&table), client).with_model(idle_model())
 }
 
 pub fn token(user: &str) -> String {
@@ -244,6 +245,6 @@ pub fn error_code(status: u16, body: &serde_json::Value, expected_status: u16) -
 
 /// A RunPod client for tests that never reach the model (nothing listens
 /// on the discard port, and nothing is sent unless a reply is pending).
-pub fn idle_model() -> chat_shared::runpod::RunPodClient {
-    chat_shared::runpod::RunPodClient::new(runpod_config("http://127.0.0.1:9", &[])).unwrap()
+pub fn idle_model() -> RunPodClient {
+    RunPodClient::new(runpod_config("http://127.0.0.1:9", &[])).unwrap()
 }

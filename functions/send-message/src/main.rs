@@ -6,7 +6,7 @@ use chat_shared::{config::RunPodConfig, http, runpod::RunPodClient, telemetry, A
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
-    let app = App::from_env().await?;
     let model = RunPodClient::new(RunPodConfig::from_env()?)?;
-    http::run(|req| http::send_message(&app, &model, req)).await
+    let app = App::from_env().await?.with_model(model);
+    http::run(|req| http::send_message(&app, req)).await
 }

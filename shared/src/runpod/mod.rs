@@ -1,9 +1,12 @@
-//! RunPod serverless client: submit with `runsync`, poll `status` with
-//! backoff until the job is final or the deadline comes, `cancel` at the
-//! deadline; 429/5xx retried with jittered exponential backoff honouring
-//! `Retry-After`; every call bounded by a timeout.
+//! RunPod serverless client: submit a job with `run` (with a webhook when
+//! replies may outlast the request), poll `status` with growing delays
+//! until the job is final or the wait ends; 429/5xx retried with jittered
+//! exponential backoff honouring `Retry-After`; every call bounded by a
+//! timeout and the request's deadline. [`model`] makes it the chat's
+//! [`crate::chat::ChatModel`].
 
 mod input;
+mod model;
 mod output;
 
 use std::time::Duration;
@@ -15,34 +18,69 @@ use serde_json::{json, Value};
 use tokio::time::{sleep, Instant};
 
 pub use input::build_input;
-pub use output::{parse_output, Completion, OutputError};
+pub use output::{parse_output, OutputError};
 
-use crate::{config::RunPodConfig, domain::Message};
+use crate::{
+    config::RunPodConfig,
+    domain::{Completion, Message},
+};
 
+/// The client, built once per cold start; its connection pool is reused.
 pub struct RunPodClient {
     http: reqwest::Client,
     config: RunPodConfig,
 }
 
+/// Everything that can go wrong with RunPod; the chat sees it as a
+/// [`crate::chat::ModelError`] with this as its source.
 #[derive(Debug, thiserror::Error)]
 pub enum RunPodError {
+    /// No answer: connection refused or reset, or a timeout.
     #[error("could not reach RunPod")]
     Transport(#[source] reqwest::Error),
+    /// An HTTP error status (after the retries, for those retried).
     #[error("RunPod answered HTTP {status}: {body}")]
-    Status { status: u16, body: String },
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The start of the body, for the log.
+        body: String,
+    },
+    /// An answer that is not a job.
     #[error("RunPod's answer could not be read: {0}")]
     InvalidResponse(String),
+    /// The job ended `FAILED`.
     #[error("job {job_id} failed: {error}")]
-    JobFailed { job_id: String, error: String },
+    JobFailed {
+        /// The job.
+        job_id: String,
+        /// The worker's error, shortened.
+        error: String,
+    },
+    /// The job ended `CANCELLED`.
     #[error("job {job_id} was cancelled")]
-    JobCancelled { job_id: String },
+    JobCancelled {
+        /// The job.
+        job_id: String,
+    },
+    /// The job ended `TIMED_OUT` (RunPod's execution timeout).
     #[error("job {job_id} timed out at RunPod")]
-    JobTimedOut { job_id: String },
+    JobTimedOut {
+        /// The job.
+        job_id: String,
+    },
+    /// The request's deadline came before RunPod answered.
     #[error("the reply did not come before the deadline (job {job_id:?})")]
-    Deadline { job_id: Option<String> },
+    Deadline {
+        /// The job, when one was known.
+        job_id: Option<String>,
+    },
+    /// The job completed with output no known worker shape matches.
     #[error("job {job_id} returned unusable output")]
     Output {
+        /// The job.
         job_id: String,
+        /// What was wrong with the output.
         #[source]
         source: OutputError,
     },
@@ -55,29 +93,41 @@ impl RunPodError {
     }
 }
 
-/// A job as `run`, `runsync` and `status` describe it.
+/// A job as `run` and `status` (and the webhook delivery) describe it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Job {
+    /// The job id (`run` and `status` always give one).
     #[serde(default)]
     pub id: Option<String>,
+    /// `IN_QUEUE`, `IN_PROGRESS`, `COMPLETED`, `FAILED`, `CANCELLED` or `TIMED_OUT`.
     pub status: String,
+    /// The worker's output, once completed.
     #[serde(default)]
     pub output: Option<Value>,
+    /// The worker's error, once failed.
     #[serde(default)]
     pub error: Option<Value>,
 }
 
+/// [`Job::status`], read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {
+    /// `IN_QUEUE`: waiting for a worker.
     Queued,
+    /// `IN_PROGRESS`.
     Running,
+    /// `COMPLETED`: the output holds the reply.
     Completed,
+    /// `FAILED`.
     Failed,
+    /// `CANCELLED`.
     Cancelled,
+    /// `TIMED_OUT`: RunPod's execution timeout.
     TimedOut,
 }
 
 impl Job {
+    /// The job's status, or an error for one RunPod does not document.
     pub fn state(&self) -> Result<JobState, RunPodError> {
         Ok(match self.status.as_str() {
             "IN_QUEUE" => JobState::Queued,
@@ -112,13 +162,10 @@ enum Idempotent {
     No,
 }
 
-/// Longest wait RunPod accepts on `runsync`.
-const RUNSYNC_MAX_WAIT: Duration = Duration::from_secs(90);
-/// Time given to the best-effort cancel after the deadline.
-const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl RunPodClient {
+    /// A client with compiled-in TLS roots ([`crate::tls`]).
     pub fn new(config: RunPodConfig) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(crate::tls::rustls_config())
@@ -128,6 +175,7 @@ impl RunPodClient {
         Ok(Self { http, config })
     }
 
+    /// The configuration it was built with.
     pub fn config(&self) -> &RunPodConfig {
         &self.config
     }
@@ -137,21 +185,6 @@ impl RunPodClient {
             "{}/{}/{}",
             self.config.base_url, self.config.endpoint_id, path
         )
-    }
-
-    /// Sends the conversation (oldest first, ending with the new user
-    /// message) with `runsync` and returns the model's reply, cancelling the
-    /// job at the deadline. (The send use case submits with [`Self::submit`]
-    /// instead, so that a reply can outlast the request.)
-    pub async fn generate(
-        &self,
-        history: &[Message],
-        deadline: Instant,
-    ) -> Result<Completion, RunPodError> {
-        let input = build_input(&self.config, history);
-        let job = self.run_sync(&input, deadline).await?;
-        let job = self.wait_until_final(job, deadline).await?;
-        finish(job)
     }
 
     /// `POST run`: queues the job and returns its id at once. With a
@@ -206,30 +239,6 @@ impl RunPodClient {
         })
     }
 
-    /// `POST runsync`: RunPod holds the request until the job is done or
-    /// `wait` passes, then answers with the job as it stands.
-    async fn run_sync(&self, input: &Value, deadline: Instant) -> Result<Job, RunPodError> {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let wait = remaining
-            .saturating_sub(Duration::from_secs(1))
-            .clamp(Duration::from_secs(1), RUNSYNC_MAX_WAIT);
-        let url = self.url("runsync");
-        let body = json!({ "input": input });
-        let wait_ms = wait.as_millis().to_string();
-        self.call(
-            || {
-                self.http
-                    .post(&url)
-                    .query(&[("wait", wait_ms.as_str())])
-                    .json(&body)
-            },
-            remaining,
-            deadline,
-            Idempotent::No,
-        )
-        .await
-    }
-
     async fn status(&self, job_id: &str, deadline: Instant) -> Result<Job, RunPodError> {
         let url = self.url(&format!("status/{job_id}"));
         self.call(
@@ -239,52 +248,6 @@ impl RunPodClient {
             Idempotent::Yes,
         )
         .await
-    }
-
-    /// Best effort: a job nobody waits for any more should not hold a GPU.
-    async fn cancel(&self, job_id: &str) {
-        let url = self.url(&format!("cancel/{job_id}"));
-        let deadline = Instant::now() + CANCEL_TIMEOUT;
-        match self
-            .call(
-                || self.http.post(&url),
-                CANCEL_TIMEOUT,
-                deadline,
-                Idempotent::Yes,
-            )
-            .await
-        {
-            Ok(job) => tracing::info!(job_id, status = %job.status, "cancelled RunPod job"),
-            Err(e) => tracing::warn!(job_id, error = %e, "could not cancel RunPod job"),
-        }
-    }
-
-    /// Polls `status` with growing delays until the job is final; at the
-    /// deadline cancels it.
-    async fn wait_until_final(&self, mut job: Job, deadline: Instant) -> Result<Job, RunPodError> {
-        let mut delay = self.config.poll_initial_delay;
-        loop {
-            if !matches!(job.state()?, JobState::Queued | JobState::Running) {
-                return Ok(job);
-            }
-            let id = job.id()?.to_owned();
-            if Instant::now() + delay >= deadline {
-                self.cancel(&id).await;
-                return Err(RunPodError::Deadline { job_id: Some(id) });
-            }
-            sleep(delay).await;
-            delay = (delay * 3 / 2).min(self.config.poll_max_delay);
-            job = match self.status(&id, deadline).await {
-                Ok(job) => job,
-                Err(e) => {
-                    self.cancel(&id).await;
-                    return Err(match e {
-                        RunPodError::Deadline { .. } => RunPodError::Deadline { job_id: Some(id) },
-                        other => other,
-                    });
-                }
-            };
-        }
     }
 
     /// One API call with the retry policy. `timeout` bounds each attempt
@@ -363,6 +326,7 @@ impl RunPodClient {
 /// Where a job stands.
 #[derive(Debug)]
 pub enum JobPoll {
+    /// Queued or running.
     Running,
     /// Final: the reply, or the error the job ended with.
     Done(Result<Completion, RunPodError>),

@@ -3,14 +3,7 @@
 
 use serde_json::Value;
 
-use crate::domain::Usage;
-
-/// The model's reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Completion {
-    pub text: String,
-    pub usage: Option<Usage>,
-}
+use crate::domain::{Completion, Usage};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OutputError {

@@ -4,6 +4,8 @@
 pub mod cursor;
 pub mod dynamo;
 pub mod keys;
+#[cfg(test)]
+pub mod memory;
 
 use std::future::Future;
 

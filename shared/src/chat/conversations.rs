@@ -1,0 +1,77 @@
+//! Listing, reading, renaming and deleting conversations.
+
+use tokio::time::Instant;
+
+use super::{Chat, ChatError, ChatModel};
+use crate::{
+    domain::{Conversation, ConversationId, Message, Title, UserId},
+    store::{ConversationStore, Page, PageRequest},
+};
+
+impl<S: ConversationStore, M> Chat<S, M> {
+    /// The user's conversations, most recently updated first.
+    pub async fn list_conversations(
+        &self,
+        user: &UserId,
+        page: &PageRequest,
+    ) -> Result<Page<Conversation>, ChatError> {
+        Ok(self.store.list_conversations(user, page).await?)
+    }
+
+    /// Sets the title; `updated_at` stays.
+    pub async fn rename_conversation(
+        &self,
+        user: &UserId,
+        id: ConversationId,
+        title: &Title,
+    ) -> Result<Conversation, ChatError> {
+        Ok(self.store.rename_conversation(user, id, title).await?)
+    }
+
+    /// Deletes a conversation: gone from list, get and send as soon as this
+    /// returns. Its messages are purged here while `until` allows; whatever
+    /// is left, the purge function fed by the table's stream removes (it
+    /// runs for every deleted conversation and finds nothing when this finished).
+    pub async fn delete_conversation(
+        &self,
+        user: &UserId,
+        id: ConversationId,
+        until: Instant,
+    ) -> Result<(), ChatError> {
+        self.store.delete_conversation(user, id).await?;
+        match self.store.purge_messages(user, id, until).await {
+            Ok(true) => tracing::info!("conversation deleted with all its messages"),
+            Ok(false) => {
+                tracing::info!(
+                    "conversation deleted; the stream purge removes the remaining messages"
+                )
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "conversation deleted; purging its messages failed, the stream purge retries")
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
+    /// A page of a conversation. Pending replies on it are checked at the
+    /// model and stored when they have finished.
+    pub async fn get_conversation(
+        &self,
+        user: &UserId,
+        id: ConversationId,
+        page: &PageRequest,
+        deadline: Instant,
+    ) -> Result<(Conversation, Page<Message>), ChatError> {
+        let (conversation, mut messages) = self.store.conversation_page(user, id, page).await?;
+        if messages.items.iter().any(Message::is_pending)
+            && self
+                .refresh_pending(user, id, &mut messages.items, self.pending, deadline)
+                .await?
+        {
+            return Ok(self.store.conversation_page(user, id, page).await?);
+        }
+        Ok((conversation, messages))
+    }
+}

@@ -1,0 +1,126 @@
+//! The use cases, over one [`Chat`] context built once per cold start:
+//! send a message, list, read, rename and delete conversations, and
+//! settle replies that outlast their request.
+//!
+//! - [`model`]: what the use cases need of a model ([`ChatModel`]), with its own error.
+//! - `send`: one send, in the steps it has (start or continue, submit, wait, settle).
+//! - `pending`: replies that outlast the request: checks at the model, expiry, webhooks.
+//! - `conversations`: list, read, rename, delete.
+
+mod conversations;
+pub mod model;
+mod pending;
+mod send;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+pub use model::{ChatModel, Completion, Generation, JobDelivery, ModelError};
+pub use pending::WebhookResult;
+pub use send::{SendOutcome, SendRequest, SendTimes};
+
+use crate::{store::StoreError, webhook::Webhooks};
+
+/// How much of a conversation goes to the model.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryLimits {
+    /// Most messages read and sent.
+    pub max_messages: u32,
+    /// Most characters sent; the oldest messages go first.
+    pub max_chars: usize,
+}
+
+/// How pending replies are checked and when they give up.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingPolicy {
+    /// A reply pending longer than this is failed.
+    pub max_age: Duration,
+    /// Most pending replies checked at the model by one read.
+    pub max_checks: usize,
+}
+
+/// Everything the use cases work with: the store, the model, the webhook
+/// signer and the limits. `M` is `()` for functions that never ask the
+/// model (list, rename, delete): their use cases need no [`ChatModel`].
+pub struct Chat<S, M = ()> {
+    store: S,
+    model: M,
+    webhooks: Webhooks,
+    limits: HistoryLimits,
+    pending: PendingPolicy,
+}
+
+impl<S> Chat<S, ()> {
+    /// A context without a model; [`Chat::with_model`] adds one.
+    pub fn new(
+        store: S,
+        webhooks: Webhooks,
+        limits: HistoryLimits,
+        pending: PendingPolicy,
+    ) -> Self {
+        Self {
+            store,
+            model: (),
+            webhooks,
+            limits,
+            pending,
+        }
+    }
+}
+
+impl<S, M> Chat<S, M> {
+    /// The same context with `model` to submit jobs to.
+    pub fn with_model<N>(self, model: N) -> Chat<S, N> {
+        Chat {
+            store: self.store,
+            model,
+            webhooks: self.webhooks,
+            limits: self.limits,
+            pending: self.pending,
+        }
+    }
+
+    /// The store, for tools and tests that seed or inspect it.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The model.
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    /// The signer of webhook URLs, which also verifies their tokens.
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.webhooks
+    }
+}
+
+/// Why a use case failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// No such conversation for this user.
+    #[error("conversation not found")]
+    NotFound,
+    /// The conversation's previous reply is still being generated.
+    #[error("a reply is still pending in this conversation")]
+    ReplyPending,
+    /// The store failed (the user's message may or may not be stored: the
+    /// step that failed says which in the log).
+    #[error(transparent)]
+    Store(StoreError),
+    /// The model failed; the user's message is stored.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+impl From<StoreError> for ChatError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ChatError::NotFound,
+            StoreError::ReplyPending => ChatError::ReplyPending,
+            other => ChatError::Store(other),
+        }
+    }
+}

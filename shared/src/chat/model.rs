@@ -1,0 +1,89 @@
+//! What the use cases need of a model: jobs that are submitted, then
+//! waited for or polled. The RunPod implementation is in
+//! [`crate::runpod`]; the use-case tests script their own.
+
+use std::{error::Error as StdError, future::Future};
+
+use tokio::time::Instant;
+
+pub use crate::domain::Completion;
+use crate::domain::Message;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Why the model gave no reply. The cause (the RunPod error, say) is the
+/// source, for the log; clients see only which kind it was.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The job timed out, or the request's deadline came first.
+    #[error("the model did not answer in time")]
+    TimedOut(#[source] BoxError),
+    /// The model's service no longer knows the job (its result expired).
+    #[error("the model's service no longer knows the job")]
+    UnknownJob(#[source] BoxError),
+    /// Anything else: unreachable, refused, a failed job, unusable output.
+    #[error("the model failed")]
+    Failed(#[source] BoxError),
+}
+
+impl ModelError {
+    /// Whether the model ran out of time (504) rather than failed (502).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::TimedOut(_))
+    }
+
+    /// A short, safe reason for a failed reply, shown to the user.
+    pub fn reason(&self) -> &'static str {
+        if self.is_timeout() {
+            "the AI model did not answer in time"
+        } else {
+            "the AI model failed to answer"
+        }
+    }
+}
+
+/// Where a job stands.
+#[derive(Debug)]
+pub enum Generation {
+    /// Queued or running.
+    Running,
+    /// Final: the reply, or the error the job ended with.
+    Done(Result<Completion, ModelError>),
+}
+
+/// A job as the model's service delivered it to a webhook.
+#[derive(Debug)]
+pub struct JobDelivery {
+    /// The job the delivery is about; it must match the pending reply's.
+    pub job_id: String,
+    /// Where the job stands.
+    pub state: Generation,
+}
+
+/// The model behind the chat.
+pub trait ChatModel: Sync {
+    /// Queues a job for `history` (oldest first, ending with the user's new
+    /// message) and returns its id; the model's service posts the finished
+    /// job to `webhook` when one is given.
+    fn submit(
+        &self,
+        history: &[Message],
+        webhook: Option<&str>,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<String, ModelError>> + Send;
+
+    /// Polls until the job is final or `until` comes; the job keeps running
+    /// in the second case.
+    fn wait(
+        &self,
+        job_id: &str,
+        until: Instant,
+    ) -> impl Future<Output = Result<Generation, ModelError>> + Send;
+
+    /// Asks once where the job stands.
+    fn poll(
+        &self,
+        job_id: &str,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Generation, ModelError>> + Send;
+}

@@ -1,0 +1,163 @@
+//! Replies that outlast their request: checked at the model by reads and
+//! sends, completed by webhook deliveries, failed when they expire. Every
+//! finisher writes through [`ConversationStore::finish_reply`], which
+//! changes a reply once, so racing finishers cannot write twice.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::time::Instant;
+
+use super::{Chat, ChatError, ChatModel, Generation, JobDelivery, ModelError, PendingPolicy};
+use crate::{
+    domain::{ConversationId, Message, MessageStatus, ReplyOutcome, UserId},
+    store::{ConversationStore, FinishResult},
+    webhook::WebhookTarget,
+};
+
+/// Why a reply that nobody could collect in time is failed.
+const EXPIRED: &str = "the reply expired before it could be collected";
+
+/// What a webhook delivery did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WebhookResult {
+    /// The reply is now final (this delivery or an earlier one made it so).
+    Stored,
+    /// The job is not final yet; nothing to do.
+    NotFinal,
+}
+
+impl<S: ConversationStore, M> Chat<S, M> {
+    /// Stores the job delivered to the webhook of `target`. Idempotent: a
+    /// repeated delivery, or one racing a read, changes nothing a second time.
+    pub async fn receive_webhook(
+        &self,
+        target: &WebhookTarget,
+        delivery: JobDelivery,
+    ) -> Result<WebhookResult, ChatError> {
+        let outcome = match delivery.state {
+            Generation::Running => return Ok(WebhookResult::NotFinal),
+            Generation::Done(Ok(c)) => ReplyOutcome::Complete {
+                text: c.text,
+                usage: c.usage,
+            },
+            Generation::Done(Err(e)) => {
+                tracing::warn!(job_id = delivery.job_id, error = %e, "webhook delivered a failed job");
+                ReplyOutcome::Failed {
+                    error: e.reason().into(),
+                }
+            }
+        };
+        let (user, conversation, reply) = (&target.user, target.conversation, target.message);
+        match self
+            .store
+            .finish_reply(
+                user,
+                conversation,
+                reply,
+                &delivery.job_id,
+                &outcome,
+                Utc::now(),
+            )
+            .await?
+        {
+            FinishResult::Written | FinishResult::AlreadyFinal => Ok(WebhookResult::Stored),
+            // Not stored yet (RunPod retries a failed delivery) or not this job.
+            FinishResult::Missing | FinishResult::OtherJob => Err(ChatError::NotFound),
+        }
+    }
+}
+
+impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
+    /// Checks the pending messages among `messages` at the model (at most
+    /// `policy.max_checks`, concurrently) and stores those that have
+    /// finished, updating `messages` in place. Returns whether another
+    /// finisher got there first, so the caller should read the conversation again.
+    pub(super) async fn refresh_pending(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        messages: &mut [Message],
+        policy: PendingPolicy,
+        deadline: Instant,
+    ) -> Result<bool, ChatError> {
+        let checks =
+            messages
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.is_pending())
+                .take(policy.max_checks)
+                .map(|(i, message)| async move {
+                    (i, self.check(message, policy.max_age, deadline).await)
+                });
+        let outcomes = futures::future::join_all(checks).await;
+        let mut reread = false;
+        for (i, outcome) in outcomes {
+            let Some(outcome) = outcome else { continue };
+            let MessageStatus::Pending { job_id } = &messages[i].status else {
+                continue;
+            };
+            let id = messages[i].id;
+            match self
+                .store
+                .finish_reply(user, conversation, id, job_id, &outcome, Utc::now())
+                .await?
+            {
+                FinishResult::Written => apply(&mut messages[i], outcome),
+                FinishResult::AlreadyFinal => reread = true,
+                FinishResult::Missing | FinishResult::OtherJob => {}
+            }
+        }
+        Ok(reread)
+    }
+
+    /// Where a pending message's job stands, as an outcome to store (`None`
+    /// while it is still running and young enough to wait for).
+    async fn check(
+        &self,
+        message: &Message,
+        max_age: Duration,
+        deadline: Instant,
+    ) -> Option<ReplyOutcome> {
+        let MessageStatus::Pending { job_id } = &message.status else {
+            return None;
+        };
+        let age = (Utc::now() - message.created_at)
+            .to_std()
+            .unwrap_or_default();
+        let expired = || ReplyOutcome::Failed {
+            error: EXPIRED.into(),
+        };
+        match self.model.poll(job_id, deadline).await {
+            Ok(Generation::Done(Ok(c))) => Some(ReplyOutcome::Complete {
+                text: c.text,
+                usage: c.usage,
+            }),
+            Ok(Generation::Done(Err(e))) => {
+                tracing::warn!(job_id, error = %e, "pending reply failed at the model");
+                Some(ReplyOutcome::Failed {
+                    error: e.reason().into(),
+                })
+            }
+            // The model's service forgets results a while after they finish.
+            Err(ModelError::UnknownJob(_)) => Some(expired()),
+            Ok(Generation::Running) | Err(_) if age > max_age => Some(expired()),
+            Ok(Generation::Running) => None,
+            Err(e) => {
+                tracing::warn!(job_id, error = %e, "could not check a pending reply");
+                None
+            }
+        }
+    }
+}
+
+fn apply(message: &mut Message, outcome: ReplyOutcome) {
+    match outcome {
+        ReplyOutcome::Complete { text, usage } => {
+            message.content = text;
+            message.usage = usage;
+            message.status = MessageStatus::Complete;
+        }
+        ReplyOutcome::Failed { error } => message.status = MessageStatus::Failed { error },
+    }
+}

@@ -1,0 +1,279 @@
+//! One send: start or continue the conversation (the user's message is
+//! stored first, so a model failure loses nothing the user wrote), submit
+//! the job, wait for it, and settle the reply as complete or pending.
+
+use chrono::Utc;
+use tokio::time::Instant;
+
+use super::{Chat, ChatError, ChatModel, Generation, PendingPolicy};
+use crate::{
+    domain::{
+        Conversation, ConversationId, Message, MessageContent, MessageId, MessageStatus, Role,
+        Title, UserId,
+    },
+    store::{ConversationStore, PageRequest},
+};
+
+/// What the user sent.
+#[derive(Debug)]
+pub struct SendRequest {
+    /// The conversation to continue; `None` starts a new one.
+    pub conversation_id: Option<ConversationId>,
+    /// The user's message.
+    pub content: MessageContent,
+}
+
+/// Time limits of one send.
+#[derive(Debug, Clone, Copy)]
+pub struct SendTimes {
+    /// Until when the reply is waited for before it is left pending.
+    pub wait_until: Instant,
+    /// The request's own deadline (less a margin).
+    pub deadline: Instant,
+}
+
+/// What a send stored.
+#[derive(Debug)]
+pub struct SendOutcome {
+    /// The conversation, new or continued.
+    pub conversation_id: ConversationId,
+    /// The user's message as stored.
+    pub user_message: Message,
+    /// Complete, or pending when the model did not finish within the wait.
+    pub reply: Message,
+}
+
+/// The stored user message and what goes to the model with it.
+struct Turn {
+    conversation_id: ConversationId,
+    /// Oldest first, ending with the user's new message.
+    history: Vec<Message>,
+}
+
+impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
+    /// Stores the user's message, submits the conversation to the model and
+    /// waits for the reply until `times.wait_until`. A reply that is not
+    /// ready by then is stored as pending with its job: the job is not
+    /// cancelled, and the webhook or a later read completes it.
+    pub async fn send(
+        &self,
+        user: &UserId,
+        request: SendRequest,
+        times: SendTimes,
+    ) -> Result<SendOutcome, ChatError> {
+        let message = Message::new(Role::User, request.content.as_str().to_owned(), Utc::now());
+        let mut turn = match request.conversation_id {
+            None => self.start(user, &request.content, message).await?,
+            Some(id) => {
+                self.continue_with(user, id, message, times.deadline)
+                    .await?
+            }
+        };
+        let user_message = turn
+            .history
+            .last()
+            .cloned()
+            .expect("history ends with the new message");
+        bound_history(&mut turn.history, self.limits.max_chars);
+        let reply_id = MessageId::new();
+        let webhook = self.webhooks.url_for(user, turn.conversation_id, reply_id);
+        let job_id = self
+            .model
+            .submit(&turn.history, webhook.as_deref(), times.deadline)
+            .await?;
+        tracing::info!(job_id, "model job submitted");
+        let waited = self.model.wait(&job_id, times.wait_until).await;
+        let reply = Message {
+            id: reply_id,
+            role: Role::Assistant,
+            content: String::new(),
+            created_at: Utc::now(),
+            usage: None,
+            status: MessageStatus::Pending { job_id },
+        };
+        let reply = self
+            .settle(user, turn.conversation_id, reply, waited, times.deadline)
+            .await?;
+        Ok(SendOutcome {
+            conversation_id: turn.conversation_id,
+            user_message,
+            reply,
+        })
+    }
+
+    /// A new conversation, titled after its first message, stored with it.
+    async fn start(
+        &self,
+        user: &UserId,
+        content: &MessageContent,
+        first: Message,
+    ) -> Result<Turn, ChatError> {
+        let conversation = Conversation::started_with(Title::from_first_message(content), &first);
+        self.store
+            .create_conversation(user, &conversation, &first)
+            .await?;
+        tracing::info!(conversation_id = %conversation.id, "conversation created");
+        Ok(Turn {
+            conversation_id: conversation.id,
+            history: vec![first],
+        })
+    }
+
+    /// Appends the user's message to a conversation whose previous reply is
+    /// final; its recent complete messages go to the model with it.
+    async fn continue_with(
+        &self,
+        user: &UserId,
+        id: ConversationId,
+        message: Message,
+        deadline: Instant,
+    ) -> Result<Turn, ChatError> {
+        let recent = PageRequest {
+            limit: self.limits.max_messages,
+            cursor: None,
+        };
+        let (conversation, mut page) = self.store.conversation_page(user, id, &recent).await?;
+        if conversation.pending_reply.is_some() {
+            // Replies cannot interleave: the pending one must finish first.
+            // It may have finished without anyone noticing yet.
+            let policy = PendingPolicy {
+                max_checks: 1,
+                ..self.pending
+            };
+            if self
+                .refresh_pending(user, id, &mut page.items, policy, deadline)
+                .await?
+            {
+                page = self.store.conversation_page(user, id, &recent).await?.1;
+            }
+            if page.items.iter().any(Message::is_pending) {
+                return Err(ChatError::ReplyPending);
+            }
+        }
+        self.store.append_message(user, id, &message).await?;
+        let mut history: Vec<Message> = page
+            .items
+            .into_iter()
+            .filter(|m| m.status == MessageStatus::Complete)
+            .collect();
+        history.push(message);
+        Ok(Turn {
+            conversation_id: id,
+            history,
+        })
+    }
+
+    /// Stores the reply as the wait left it: complete, or pending with its
+    /// job. A failed job stores nothing and is the send's error.
+    async fn settle(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        mut reply: Message,
+        waited: Result<Generation, super::ModelError>,
+        deadline: Instant,
+    ) -> Result<Message, ChatError> {
+        match waited {
+            Ok(Generation::Done(Ok(completion))) => {
+                reply.content = completion.text;
+                reply.usage = completion.usage;
+                reply.status = MessageStatus::Complete;
+                self.store
+                    .append_message(user, conversation, &reply)
+                    .await?;
+                return Ok(reply);
+            }
+            Ok(Generation::Done(Err(e))) => return Err(e.into()),
+            Ok(Generation::Running) => {}
+            Err(e) => {
+                // The job exists; whether it succeeds is for later to tell.
+                tracing::warn!(error = %e, "could not follow the job; leaving the reply pending");
+            }
+        }
+        self.store
+            .add_pending_reply(user, conversation, &reply)
+            .await?;
+        tracing::info!(message_id = %reply.id, "reply pending");
+        // The job may have finished between the last poll and the write
+        // above, and its webhook found nothing to complete: look once more.
+        self.refresh_pending(
+            user,
+            conversation,
+            std::slice::from_mut(&mut reply),
+            self.pending,
+            deadline,
+        )
+        .await?;
+        Ok(reply)
+    }
+}
+
+/// Drops the oldest messages until the history fits in `max_chars`; the
+/// newest message always stays. A history sent to a chat template must open
+/// with a user turn, so a leading assistant message goes too.
+fn bound_history(history: &mut Vec<Message>, max_chars: usize) {
+    let mut total = 0usize;
+    let keep_from = history
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(i, m)| {
+            total += m.content.chars().count();
+            (total > max_chars && i + 1 < history.len()).then_some(i + 1)
+        })
+        .unwrap_or(0);
+    history.drain(..keep_from);
+    while history.len() > 1 && history[0].role == Role::Assistant {
+        history.remove(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(role: Role, text: &str) -> Message {
+        Message::new(role, text.into(), Utc::now())
+    }
+
+    fn texts(h: &[Message]) -> Vec<&str> {
+        h.iter().map(|m| m.content.as_str()).collect()
+    }
+
+    #[test]
+    fn history_within_budget_is_untouched() {
+        let mut h = vec![
+            msg(Role::User, "a"),
+            msg(Role::Assistant, "b"),
+            msg(Role::User, "c"),
+        ];
+        bound_history(&mut h, 100);
+        assert_eq!(texts(&h), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn oldest_messages_go_first_and_history_opens_with_a_user_turn() {
+        let mut h = vec![
+            msg(Role::User, "1111"),
+            msg(Role::Assistant, "2222"),
+            msg(Role::User, "3333"),
+            msg(Role::Assistant, "4444"),
+            msg(Role::User, "5555"),
+        ];
+        bound_history(&mut h, 13);
+        // 5555 + 4444 + 3333 = 12 fits, 2222 would not.
+        assert_eq!(texts(&h), ["3333", "4444", "5555"]);
+        let mut h2 = h.clone();
+        bound_history(&mut h2, 9);
+        // 5555 + 4444 fit, but the assistant turn cannot open the history.
+        assert_eq!(texts(&h2), ["5555"]);
+    }
+
+    #[test]
+    fn newest_message_stays_even_when_alone_over_budget() {
+        let mut h = vec![msg(Role::User, "old"), msg(Role::User, &"x".repeat(50))];
+        bound_history(&mut h, 10);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].content.len(), 50);
+    }
+}

@@ -1,0 +1,428 @@
+//! The use cases against the in-memory store and a scripted model, for the
+//! branches that are slow or awkward over DynamoDB Local: pending replies,
+//! expiry, webhook races, a model that fails after the user's message was
+//! stored.
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use tokio::time::Instant;
+
+use super::*;
+use crate::{
+    domain::{Completion, ConversationId, Message, MessageContent, MessageStatus, Role, UserId},
+    store::{memory::MemoryStore, ConversationStore, PageRequest},
+    webhook::{WebhookTarget, Webhooks},
+};
+
+/// How a scripted job stands whenever it is asked.
+#[derive(Clone, Debug)]
+enum Script {
+    Running,
+    Reply(&'static str),
+    Fails,
+    TimesOut,
+    Forgotten,
+}
+
+/// A model whose jobs are `job-1`, `job-2`, … and stand as the test says.
+#[derive(Default)]
+struct ScriptedModel {
+    /// What the next submitted job does.
+    next: Mutex<Option<Script>>,
+    /// Whether `submit` itself fails.
+    refuse_submit: bool,
+    jobs: Mutex<HashMap<String, Script>>,
+    /// The history of every submitted job.
+    submitted: Mutex<Vec<Vec<String>>>,
+}
+
+impl ScriptedModel {
+    fn replying(text: &'static str) -> Self {
+        Self::with(Script::Reply(text))
+    }
+
+    fn with(script: Script) -> Self {
+        Self {
+            next: Mutex::new(Some(script)),
+            ..Self::default()
+        }
+    }
+
+    /// From now on, job `id` stands as `script`.
+    fn set(&self, id: &str, script: Script) {
+        self.jobs.lock().unwrap().insert(id.into(), script);
+    }
+
+    fn submitted(&self) -> Vec<Vec<String>> {
+        self.submitted.lock().unwrap().clone()
+    }
+
+    fn state(&self, job_id: &str) -> Result<Generation, ModelError> {
+        let script = self.jobs.lock().unwrap().get(job_id).cloned();
+        let failure = |e: &str| -> Box<dyn std::error::Error + Send + Sync> { e.into() };
+        match script.expect("a submitted job") {
+            Script::Running => Ok(Generation::Running),
+            Script::Reply(text) => Ok(Generation::Done(Ok(Completion {
+                text: text.into(),
+                usage: None,
+            }))),
+            Script::Fails => Ok(Generation::Done(Err(ModelError::Failed(failure("boom"))))),
+            Script::TimesOut => Ok(Generation::Done(Err(ModelError::TimedOut(failure("slow"))))),
+            Script::Forgotten => Err(ModelError::UnknownJob(failure("404"))),
+        }
+    }
+}
+
+impl ChatModel for ScriptedModel {
+    async fn submit(
+        &self,
+        history: &[Message],
+        _webhook: Option<&str>,
+        _deadline: Instant,
+    ) -> Result<String, ModelError> {
+        if self.refuse_submit {
+            return Err(ModelError::Failed("refused".into()));
+        }
+        let mut submitted = self.submitted.lock().unwrap();
+        submitted.push(history.iter().map(|m| m.content.clone()).collect());
+        let id = format!("job-{}", submitted.len());
+        let script = self.next.lock().unwrap().clone().unwrap_or(Script::Running);
+        self.jobs.lock().unwrap().insert(id.clone(), script);
+        Ok(id)
+    }
+
+    async fn wait(&self, job_id: &str, _until: Instant) -> Result<Generation, ModelError> {
+        self.state(job_id)
+    }
+
+    async fn poll(&self, job_id: &str, _deadline: Instant) -> Result<Generation, ModelError> {
+        self.state(job_id)
+    }
+}
+
+const LIMITS: HistoryLimits = HistoryLimits {
+    max_messages: 20,
+    max_chars: 24_000,
+};
+
+fn chat(model: ScriptedModel) -> Chat<MemoryStore, ScriptedModel> {
+    chat_with(model, Duration::from_secs(3600))
+}
+
+fn chat_with(model: ScriptedModel, max_age: Duration) -> Chat<MemoryStore, ScriptedModel> {
+    let pending = PendingPolicy {
+        max_age,
+        max_checks: 5,
+    };
+    Chat::new(
+        MemoryStore::default(),
+        Webhooks::new(None, b"k"),
+        LIMITS,
+        pending,
+    )
+    .with_model(model)
+}
+
+fn alice() -> UserId {
+    UserId::parse("alice").unwrap()
+}
+
+fn times() -> SendTimes {
+    let soon = Instant::now() + Duration::from_secs(5);
+    SendTimes {
+        wait_until: soon,
+        deadline: soon,
+    }
+}
+
+async fn send<M: ChatModel>(
+    chat: &Chat<MemoryStore, M>,
+    conversation_id: Option<ConversationId>,
+    text: &str,
+) -> Result<SendOutcome, ChatError> {
+    let request = SendRequest {
+        conversation_id,
+        content: MessageContent::parse(text.into(), 1000).unwrap(),
+    };
+    chat.send(&alice(), request, times()).await
+}
+
+async fn read<M: ChatModel>(chat: &Chat<MemoryStore, M>, id: ConversationId) -> Vec<Message> {
+    let page = PageRequest {
+        limit: 50,
+        cursor: None,
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    chat.get_conversation(&alice(), id, &page, deadline)
+        .await
+        .unwrap()
+        .1
+        .items
+}
+
+fn statuses(messages: &[Message]) -> Vec<(Role, &str)> {
+    messages
+        .iter()
+        .map(|m| (m.role, m.status.as_str()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_reply_ready_within_the_wait_is_stored_complete() {
+    let chat = chat(ScriptedModel::replying("By patient."));
+    let out = send(&chat, None, "How do I organize patient files?")
+        .await
+        .unwrap();
+    assert_eq!(out.reply.status, MessageStatus::Complete);
+    assert_eq!(out.reply.content, "By patient.");
+    let stored = chat.store().messages(&alice(), out.conversation_id);
+    assert_eq!(stored, [out.user_message, out.reply]);
+    assert_eq!(
+        chat.model().submitted(),
+        [["How do I organize patient files?"]]
+    );
+}
+
+#[tokio::test]
+async fn a_continued_conversation_sends_its_complete_history_only() {
+    let chat = chat(ScriptedModel::replying("ok"));
+    let id = send(&chat, None, "one").await.unwrap().conversation_id;
+    *chat.model().next.lock().unwrap() = Some(Script::Fails);
+    assert!(send(&chat, Some(id), "two").await.is_err());
+    *chat.model().next.lock().unwrap() = Some(Script::Reply("ok"));
+    send(&chat, Some(id), "three").await.unwrap();
+    // "two" was stored and is sent; the failed reply to it stored nothing.
+    assert_eq!(chat.model().submitted()[2], ["one", "ok", "two", "three"]);
+}
+
+#[tokio::test]
+async fn a_failed_model_keeps_the_users_message_and_frees_the_conversation() {
+    for (script, timeout) in [(Script::Fails, false), (Script::TimesOut, true)] {
+        let chat = chat(ScriptedModel::with(script));
+        let err = send(&chat, None, "hello").await.unwrap_err();
+        let ChatError::Model(e) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(e.is_timeout(), timeout);
+        let list = chat
+            .list_conversations(
+                &alice(),
+                &PageRequest {
+                    limit: 10,
+                    cursor: None,
+                },
+            )
+            .await
+            .unwrap();
+        let id = list.items[0].id;
+        assert_eq!(list.items[0].pending_reply, None);
+        assert_eq!(
+            statuses(&chat.store().messages(&alice(), id)),
+            [(Role::User, "complete")]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refused_submission_keeps_the_users_message() {
+    let chat = chat(ScriptedModel {
+        refuse_submit: true,
+        ..ScriptedModel::default()
+    });
+    let first = send(&chat, None, "hello").await.unwrap_err();
+    assert!(
+        matches!(first, ChatError::Model(ModelError::Failed(_))),
+        "{first:?}"
+    );
+    assert!(chat.model().submitted().is_empty());
+    let list = chat
+        .list_conversations(
+            &alice(),
+            &PageRequest {
+                limit: 10,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(list.items[0].last_message, "hello");
+}
+
+#[tokio::test]
+async fn a_slow_reply_is_pending_then_a_read_completes_it() {
+    let chat = chat(ScriptedModel::with(Script::Running));
+    let out = send(&chat, None, "hello").await.unwrap();
+    assert!(out.reply.is_pending());
+    assert_eq!(
+        read(&chat, out.conversation_id).await[1].status.as_str(),
+        "pending"
+    );
+    chat.model().set("job-1", Script::Reply("at last"));
+    let messages = read(&chat, out.conversation_id).await;
+    assert_eq!(messages[1].content, "at last");
+    assert_eq!(messages[1].status, MessageStatus::Complete);
+    // Stored, not only shown: the next send is accepted.
+    *chat.model().next.lock().unwrap() = Some(Script::Reply("again"));
+    send(&chat, Some(out.conversation_id), "next")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sending_while_a_reply_is_pending_is_refused_until_it_finishes() {
+    let chat = chat(ScriptedModel::with(Script::Running));
+    let id = send(&chat, None, "hello").await.unwrap().conversation_id;
+    let err = send(&chat, Some(id), "again").await.unwrap_err();
+    assert!(matches!(err, ChatError::ReplyPending), "{err:?}");
+    assert_eq!(chat.model().submitted().len(), 1);
+    // The pending reply finished unnoticed: the send checks it and goes on.
+    chat.model().set("job-1", Script::Reply("done"));
+    *chat.model().next.lock().unwrap() = Some(Script::Reply("second"));
+    let out = send(&chat, Some(id), "again").await.unwrap();
+    assert_eq!(out.reply.content, "second");
+    assert_eq!(chat.model().submitted()[1], ["hello", "done", "again"]);
+}
+
+#[tokio::test]
+async fn a_pending_reply_that_is_too_old_or_forgotten_becomes_failed() {
+    for (script, max_age) in [
+        (Script::Running, Duration::ZERO),
+        (Script::Forgotten, Duration::from_secs(3600)),
+    ] {
+        let chat = chat_with(ScriptedModel::with(Script::Running), max_age);
+        let id = send(&chat, None, "hello").await.unwrap().conversation_id;
+        chat.model().set("job-1", script);
+        let messages = read(&chat, id).await;
+        assert_eq!(
+            messages[1].status,
+            MessageStatus::Failed {
+                error: "the reply expired before it could be collected".into()
+            }
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_job_that_fails_while_pending_stores_a_safe_reason() {
+    let chat = chat(ScriptedModel::with(Script::Running));
+    let id = send(&chat, None, "hello").await.unwrap().conversation_id;
+    chat.model().set("job-1", Script::TimesOut);
+    let messages = read(&chat, id).await;
+    assert_eq!(
+        messages[1].status,
+        MessageStatus::Failed {
+            error: "the AI model did not answer in time".into()
+        }
+    );
+}
+
+fn delivery(job_id: &str, state: Generation) -> JobDelivery {
+    JobDelivery {
+        job_id: job_id.into(),
+        state,
+    }
+}
+
+fn done(text: &str) -> Generation {
+    Generation::Done(Ok(Completion {
+        text: text.into(),
+        usage: None,
+    }))
+}
+
+#[tokio::test]
+async fn a_webhook_completes_its_reply_once_and_a_racing_read_sees_it() {
+    let chat = chat(ScriptedModel::with(Script::Running));
+    let out = send(&chat, None, "hello").await.unwrap();
+    let target = WebhookTarget {
+        user: alice(),
+        conversation: out.conversation_id,
+        message: out.reply.id,
+    };
+    let running = chat.receive_webhook(&target, delivery("job-1", Generation::Running));
+    assert_eq!(running.await.unwrap(), WebhookResult::NotFinal);
+    let other_job = chat.receive_webhook(&target, delivery("job-9", done("forged")));
+    assert!(matches!(other_job.await, Err(ChatError::NotFound)));
+    let first = chat.receive_webhook(&target, delivery("job-1", done("from the hook")));
+    assert_eq!(first.await.unwrap(), WebhookResult::Stored);
+    // A repeat, and a read whose poll sees another text, change nothing.
+    let repeat = chat.receive_webhook(&target, delivery("job-1", done("again")));
+    assert_eq!(repeat.await.unwrap(), WebhookResult::Stored);
+    chat.model().set("job-1", Script::Reply("from the read"));
+    let messages = read(&chat, out.conversation_id).await;
+    assert_eq!(messages[1].content, "from the hook");
+}
+
+#[tokio::test]
+async fn a_read_that_loses_the_race_rereads_the_winners_reply() {
+    let chat = chat(ScriptedModel::with(Script::Running));
+    let out = send(&chat, None, "hello").await.unwrap();
+    let page = PageRequest {
+        limit: 50,
+        cursor: None,
+    };
+    let (_, mut stale) = chat
+        .store()
+        .conversation_page(&alice(), out.conversation_id, &page)
+        .await
+        .unwrap();
+    let target = WebhookTarget {
+        user: alice(),
+        conversation: out.conversation_id,
+        message: out.reply.id,
+    };
+    chat.receive_webhook(&target, delivery("job-1", done("winner")))
+        .await
+        .unwrap();
+    chat.model().set("job-1", Script::Reply("loser"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let reread = chat
+        .refresh_pending(
+            &alice(),
+            out.conversation_id,
+            &mut stale.items,
+            chat.pending,
+            deadline,
+        )
+        .await
+        .unwrap();
+    assert!(
+        reread,
+        "the read must learn that another finisher came first"
+    );
+    assert_eq!(read(&chat, out.conversation_id).await[1].content, "winner");
+}
+
+#[tokio::test]
+async fn a_webhook_for_a_deleted_conversation_is_not_found() {
+    let chat = chat(ScriptedModel::with(Script::Running));
+    let out = send(&chat, None, "hello").await.unwrap();
+    chat.delete_conversation(&alice(), out.conversation_id, Instant::now())
+        .await
+        .unwrap();
+    let target = WebhookTarget {
+        user: alice(),
+        conversation: out.conversation_id,
+        message: out.reply.id,
+    };
+    let result = chat.receive_webhook(&target, delivery("job-1", done("late")));
+    assert!(matches!(result.await, Err(ChatError::NotFound)));
+    assert!(chat
+        .store()
+        .messages(&alice(), out.conversation_id)
+        .is_empty());
+}
+
+#[tokio::test]
+async fn another_users_conversation_cannot_be_continued() {
+    let chat = chat(ScriptedModel::replying("ok"));
+    let id = send(&chat, None, "mine").await.unwrap().conversation_id;
+    let bob = UserId::parse("bob").unwrap();
+    let request = SendRequest {
+        conversation_id: Some(id),
+        content: MessageContent::parse("theirs".into(), 1000).unwrap(),
+    };
+    let err = chat.send(&bob, request, times()).await.unwrap_err();
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+    assert_eq!(chat.model().submitted().len(), 1);
+}

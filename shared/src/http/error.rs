@@ -1,0 +1,175 @@
+//! [`ApiError`]: everything a request can fail with, mapped to a status,
+//! a stable code and a message in one place. 5xx messages are fixed
+//! sentences; the whole cause chain goes to the log, never to the client.
+
+use std::error::Error as StdError;
+
+use lambda_http::{
+    http::{header, HeaderValue, StatusCode},
+    Body, Response,
+};
+use serde::Serialize;
+
+use super::json_response;
+use crate::{auth::AuthError, chat::ChatError, store::StoreError};
+
+/// Everything that can go wrong, mapped to a status in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request cannot be read.
+    #[error("{message}")]
+    BadRequest {
+        /// The stable error code.
+        code: &'static str,
+        /// What was wrong, for the client.
+        message: String,
+    },
+    /// 401: no token, or one that is not valid.
+    #[error("authentication failed")]
+    Unauthorized(#[source] AuthError),
+    /// 404: the conversation does not exist or is not the caller's.
+    #[error("conversation not found")]
+    NotFound,
+    /// 409: the conversation's previous reply is still pending.
+    #[error("a reply is still pending in this conversation")]
+    ReplyPending,
+    /// 422: well-formed, but the content is refused.
+    #[error("{message}")]
+    Unprocessable {
+        /// The stable error code.
+        code: &'static str,
+        /// What was wrong, for the client.
+        message: String,
+    },
+    /// 502: the model failed.
+    #[error("the model failed")]
+    BadGateway(#[source] ChatError),
+    /// 504: the model did not answer in time.
+    #[error("the model did not answer in time")]
+    GatewayTimeout(#[source] ChatError),
+    /// 500: anything else.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn StdError + Send + Sync>),
+}
+
+/// The one error body: `{"error": {"code", "message", "request_id"}}`.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+    request_id: &'a str,
+}
+
+impl ApiError {
+    /// A 400 with `code`.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::ReplyPending => StatusCode::CONFLICT,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The code and message a client sees.
+    fn public(&self) -> (&'static str, &str) {
+        match self {
+            Self::BadRequest { code, message } | Self::Unprocessable { code, message } => {
+                (code, message)
+            }
+            Self::Unauthorized(AuthError::Missing) => {
+                ("unauthorized", "an Authorization: Bearer token is required")
+            }
+            Self::Unauthorized(AuthError::Expired) => ("unauthorized", "the token has expired"),
+            Self::Unauthorized(_) => ("unauthorized", "the token is not valid"),
+            Self::NotFound => ("not_found", "conversation not found"),
+            Self::ReplyPending => (
+                "reply_pending",
+                "the previous reply in this conversation is still being generated; send again once it is there",
+            ),
+            Self::BadGateway(_) => (
+                "model_error",
+                "the AI model failed to answer; your message was saved, please try again",
+            ),
+            Self::GatewayTimeout(_) => (
+                "model_timeout",
+                "the AI model did not answer in time; your message was saved, please try again",
+            ),
+            Self::Internal(_) => ("internal_error", "an internal error occurred"),
+        }
+    }
+
+    /// The response, logged with its whole cause chain.
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(status = status.as_u16(), error = %error_chain(&self), "request failed");
+        } else {
+            tracing::info!(status = status.as_u16(), error = %error_chain(&self), "request refused");
+        }
+        let (code, message) = self.public();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message,
+                request_id,
+            },
+        };
+        let mut resp = json_response(status, &body);
+        if let Self::Unauthorized(e) = &self {
+            let challenge = match e {
+                AuthError::Missing => "Bearer",
+                _ => "Bearer error=\"invalid_token\"",
+            };
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        resp
+    }
+}
+
+impl From<ChatError> for ApiError {
+    fn from(e: ChatError) -> Self {
+        match e {
+            ChatError::NotFound => Self::NotFound,
+            ChatError::ReplyPending => Self::ReplyPending,
+            ChatError::Store(StoreError::InvalidCursor(_)) => {
+                Self::bad_request("invalid_cursor", "the cursor is not valid for this list")
+            }
+            ChatError::Store(other) => Self::Internal(Box::new(other)),
+            ChatError::Model(ref m) if m.is_timeout() => Self::GatewayTimeout(e),
+            ChatError::Model(_) => Self::BadGateway(e),
+        }
+    }
+}
+
+/// `a: b: c`: the error and each of its sources, for the log.
+fn error_chain(err: &dyn StdError) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,116 @@
+//! `POST /api/chat/send`: 200 with the reply, or 202 while it is pending.
+
+use lambda_http::{http::StatusCode, Body, Request, Response};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::{
+    extract::{authenticate, parse_json},
+    handle, json_response, ok_json, ApiError,
+};
+use crate::{
+    app::App,
+    chat::{ChatModel, SendOutcome, SendRequest, SendTimes},
+    domain::{format_timestamp, ConversationId, DomainError, MessageContent, MessageStatus, Usage},
+};
+
+#[derive(Deserialize)]
+struct SendBody {
+    message: String,
+    #[serde(default)]
+    conversation_id: Option<String>,
+}
+
+/// 200: the reply is complete.
+#[derive(Serialize)]
+struct SendResponse {
+    conversation_id: String,
+    message: String,
+    timestamp: String,
+    message_id: String,
+    user_message_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Usage>,
+}
+
+/// 202: the reply is still being generated; the webhook or a later read
+/// completes it.
+#[derive(Serialize)]
+struct PendingResponse {
+    conversation_id: String,
+    message_id: String,
+    user_message_id: String,
+    /// Always `pending`.
+    status: &'static str,
+    timestamp: String,
+}
+
+/// Sends the user's message and answers with the model's reply.
+pub async fn send_message<M: ChatModel>(app: &App<M>, req: Request) -> Response<Body> {
+    handle("send-message", app, req, |req, meta| async move {
+        let user = authenticate(app, &req)?;
+        let request = send_request(parse_json(&req)?, app.config.max_message_chars)?;
+        let times = SendTimes {
+            wait_until: (Instant::now() + app.config.send_wait).min(meta.deadline),
+            deadline: meta.deadline,
+        };
+        let outcome = app.chat.send(&user, request, times).await?;
+        Ok(respond(outcome))
+    })
+    .await
+}
+
+/// The body, checked: 400 for a bad conversation id, 422 for a message
+/// that is empty or too long.
+fn send_request(body: SendBody, max_chars: usize) -> Result<SendRequest, ApiError> {
+    let conversation_id = body
+        .conversation_id
+        .map(|raw| {
+            ConversationId::parse(&raw)
+                .map_err(|e| ApiError::bad_request("invalid_conversation_id", e.to_string()))
+        })
+        .transpose()?;
+    if let Some(id) = conversation_id {
+        tracing::Span::current().record("conversation_id", id.to_string());
+    }
+    let content =
+        MessageContent::parse(body.message, max_chars).map_err(|e| ApiError::Unprocessable {
+            code: match e {
+                DomainError::MessageTooLong { .. } => "message_too_long",
+                _ => "empty_message",
+            },
+            message: e.to_string(),
+        })?;
+    Ok(SendRequest {
+        conversation_id,
+        content,
+    })
+}
+
+fn respond(outcome: SendOutcome) -> Response<Body> {
+    let SendOutcome {
+        conversation_id,
+        user_message,
+        reply,
+    } = outcome;
+    if reply.status != MessageStatus::Complete {
+        return json_response(
+            StatusCode::ACCEPTED,
+            &PendingResponse {
+                conversation_id: conversation_id.to_string(),
+                message_id: reply.id.to_string(),
+                user_message_id: user_message.id.to_string(),
+                status: reply.status.as_str(),
+                timestamp: format_timestamp(reply.created_at),
+            },
+        );
+    }
+    ok_json(&SendResponse {
+        conversation_id: conversation_id.to_string(),
+        timestamp: format_timestamp(reply.created_at),
+        message_id: reply.id.to_string(),
+        user_message_id: user_message.id.to_string(),
+        usage: reply.usage,
+        message: reply.content,
+    })
+}

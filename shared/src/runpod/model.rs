@@ -1,0 +1,110 @@
+//! The RunPod client as the chat's model: its calls, with RunPod's errors
+//! sorted into the kinds the use cases act on.
+
+use tokio::time::Instant;
+
+use super::{finish, Job, JobPoll, JobState, RunPodClient, RunPodError};
+use crate::{
+    chat::{ChatModel, Generation, JobDelivery, ModelError},
+    domain::Message,
+};
+
+impl From<RunPodError> for ModelError {
+    fn from(e: RunPodError) -> Self {
+        match e {
+            RunPodError::Deadline { .. } | RunPodError::JobTimedOut { .. } => {
+                ModelError::TimedOut(Box::new(e))
+            }
+            // RunPod forgets a job's result a while after it finished.
+            RunPodError::Status { status: 404, .. } => ModelError::UnknownJob(Box::new(e)),
+            other => ModelError::Failed(Box::new(other)),
+        }
+    }
+}
+
+impl From<JobPoll> for Generation {
+    fn from(poll: JobPoll) -> Self {
+        match poll {
+            JobPoll::Running => Generation::Running,
+            JobPoll::Done(result) => Generation::Done(result.map_err(ModelError::from)),
+        }
+    }
+}
+
+/// A webhook delivery's body is the job as `status` would describe it.
+impl TryFrom<Job> for JobDelivery {
+    type Error = RunPodError;
+
+    fn try_from(job: Job) -> Result<Self, RunPodError> {
+        let job_id = job.id()?.to_owned();
+        let state = match job.state()? {
+            JobState::Queued | JobState::Running => Generation::Running,
+            _ => Generation::Done(finish(job).map_err(ModelError::from)),
+        };
+        Ok(Self { job_id, state })
+    }
+}
+
+impl ChatModel for RunPodClient {
+    async fn submit(
+        &self,
+        history: &[Message],
+        webhook: Option<&str>,
+        deadline: Instant,
+    ) -> Result<String, ModelError> {
+        Ok(RunPodClient::submit(self, history, webhook, deadline).await?)
+    }
+
+    async fn wait(&self, job_id: &str, until: Instant) -> Result<Generation, ModelError> {
+        Ok(RunPodClient::wait(self, job_id, until).await?.into())
+    }
+
+    async fn poll(&self, job_id: &str, deadline: Instant) -> Result<Generation, ModelError> {
+        Ok(RunPodClient::poll(self, job_id, deadline).await?.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn delivery(body: serde_json::Value) -> Result<JobDelivery, RunPodError> {
+        serde_json::from_value::<Job>(body).unwrap().try_into()
+    }
+
+    #[test]
+    fn errors_sort_into_timeouts_forgotten_jobs_and_failures() {
+        let timed_out = RunPodError::JobTimedOut { job_id: "j".into() };
+        assert!(ModelError::from(timed_out).is_timeout());
+        let deadline = RunPodError::Deadline { job_id: None };
+        assert!(ModelError::from(deadline).is_timeout());
+        let gone = RunPodError::Status {
+            status: 404,
+            body: String::new(),
+        };
+        assert!(matches!(ModelError::from(gone), ModelError::UnknownJob(_)));
+        let failed = RunPodError::JobFailed {
+            job_id: "j".into(),
+            error: "oom".into(),
+        };
+        assert!(matches!(ModelError::from(failed), ModelError::Failed(_)));
+    }
+
+    #[test]
+    fn deliveries_name_their_job_and_state() {
+        let done = delivery(json!({"id": "j1", "status": "COMPLETED", "output": "hi"})).unwrap();
+        assert_eq!(done.job_id, "j1");
+        assert!(matches!(done.state, Generation::Done(Ok(ref c)) if c.text == "hi"));
+        let running = delivery(json!({"id": "j2", "status": "IN_PROGRESS"})).unwrap();
+        assert!(matches!(running.state, Generation::Running));
+        let failed = delivery(json!({"id": "j3", "status": "FAILED", "error": "x"})).unwrap();
+        assert!(matches!(
+            failed.state,
+            Generation::Done(Err(ModelError::Failed(_)))
+        ));
+        assert!(delivery(json!({"status": "COMPLETED", "output": "no id"})).is_err());
+        assert!(delivery(json!({"id": "j4", "status": "EXPLODED"})).is_err());
+    }
+}

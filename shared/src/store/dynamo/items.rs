@@ -1,0 +1,222 @@
+//! The table's items as private structs, mapped to and from the domain
+//! types with `serde_dynamo`, so the table layout can change without
+//! touching the domain. Every attribute name a condition or update
+//! expression uses is a constant here.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::{
+    domain::{
+        format_timestamp, parse_timestamp, Conversation, ConversationId, Message, MessageId,
+        MessageStatus, Role, Title, Usage, UserId,
+    },
+    store::{keys, StoreError},
+};
+
+/// An item as the SDK hands it over.
+pub(super) type Item = HashMap<String, AttributeValue>;
+
+/// Attribute names used in expressions (the key attributes are in [`keys`]).
+pub(super) mod attr {
+    /// Every item's owner, checked in every conditional write.
+    pub const USER_ID: &str = "user_id";
+    /// The reply a conversation is waiting for.
+    pub const PENDING_REPLY: &str = "pending_reply";
+    /// A message's status word; absent when complete.
+    pub const STATUS: &str = "status";
+    /// A pending message's job.
+    pub const JOB_ID: &str = "job_id";
+    /// A failed message's reason.
+    pub const ERROR: &str = "error";
+}
+
+/// The stored form of a conversation.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct ConversationItem {
+    #[serde(rename = "PK")]
+    pk: String,
+    #[serde(rename = "SK")]
+    sk: String,
+    #[serde(rename = "GSI1PK")]
+    gsi1pk: String,
+    #[serde(rename = "GSI1SK")]
+    gsi1sk: String,
+    user_id: String,
+    conversation_id: String,
+    title: String,
+    last_message: String,
+    created_at: String,
+    updated_at: String,
+    message_count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending_reply: Option<String>,
+}
+
+/// The stored form of a message.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct MessageItem {
+    #[serde(rename = "PK")]
+    pk: String,
+    #[serde(rename = "SK")]
+    sk: String,
+    user_id: String,
+    conversation_id: String,
+    message_id: String,
+    role: String,
+    content: String,
+    created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    input_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    output_tokens: Option<u64>,
+    /// `pending` or `failed`; absent for complete messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl ConversationItem {
+    /// The item of `c`, owned by `user`, as an SDK item.
+    pub fn of(user: &UserId, c: &Conversation) -> Result<Item, StoreError> {
+        to_item(&Self {
+            pk: keys::conversation_pk(user, c.id),
+            sk: keys::CONVERSATION_SK.to_owned(),
+            gsi1pk: keys::user_conversations_pk(user),
+            gsi1sk: keys::updated_sk(c.updated_at, c.id),
+            user_id: user.to_string(),
+            conversation_id: c.id.to_string(),
+            title: c.title.as_str().to_owned(),
+            last_message: c.last_message.clone(),
+            created_at: format_timestamp(c.created_at),
+            updated_at: format_timestamp(c.updated_at),
+            message_count: c.message_count,
+            pending_reply: c.pending_reply.map(|m| m.to_string()),
+        })
+    }
+
+    /// The conversation an SDK item holds.
+    pub fn read(item: Item) -> Result<Conversation, StoreError> {
+        let i: Self = from_item(item)?;
+        Ok(Conversation {
+            id: ConversationId::parse(&i.conversation_id).map_err(corrupt)?,
+            title: Title::from_stored(i.title),
+            last_message: i.last_message,
+            created_at: parse_timestamp(&i.created_at).map_err(corrupt)?,
+            updated_at: parse_timestamp(&i.updated_at).map_err(corrupt)?,
+            message_count: i.message_count,
+            pending_reply: i
+                .pending_reply
+                .map(|m| MessageId::parse(&m))
+                .transpose()
+                .map_err(corrupt)?,
+        })
+    }
+}
+
+impl MessageItem {
+    /// The item of `m` in `conversation`, owned by `user`, as an SDK item.
+    pub fn of(
+        user: &UserId,
+        conversation: ConversationId,
+        m: &Message,
+    ) -> Result<Item, StoreError> {
+        let (status, job_id, error) = match &m.status {
+            MessageStatus::Complete => (None, None, None),
+            MessageStatus::Pending { job_id } => {
+                (Some(m.status.as_str()), Some(job_id.clone()), None)
+            }
+            MessageStatus::Failed { error } => (Some(m.status.as_str()), None, Some(error.clone())),
+        };
+        to_item(&Self {
+            pk: keys::conversation_pk(user, conversation),
+            sk: keys::message_sk(m.id),
+            user_id: user.to_string(),
+            conversation_id: conversation.to_string(),
+            message_id: m.id.to_string(),
+            role: m.role.as_str().to_owned(),
+            content: m.content.clone(),
+            created_at: format_timestamp(m.created_at),
+            input_tokens: m.usage.map(|u| u.input_tokens),
+            output_tokens: m.usage.map(|u| u.output_tokens),
+            status: status.map(str::to_owned),
+            job_id,
+            error,
+        })
+    }
+
+    /// The message an SDK item holds.
+    pub fn read(item: Item) -> Result<Message, StoreError> {
+        let i: Self = from_item(item)?;
+        let usage = match (i.input_tokens, i.output_tokens) {
+            (Some(input_tokens), Some(output_tokens)) => Some(Usage {
+                input_tokens,
+                output_tokens,
+            }),
+            _ => None,
+        };
+        Ok(Message {
+            id: MessageId::parse(&i.message_id).map_err(corrupt)?,
+            role: Role::parse(&i.role).map_err(corrupt)?,
+            content: i.content,
+            created_at: parse_timestamp(&i.created_at).map_err(corrupt)?,
+            usage,
+            status: status(i.status.as_deref(), i.job_id, i.error)?,
+        })
+    }
+}
+
+fn status(
+    word: Option<&str>,
+    job_id: Option<String>,
+    error: Option<String>,
+) -> Result<MessageStatus, StoreError> {
+    Ok(match word {
+        None | Some(MessageStatus::COMPLETE) => MessageStatus::Complete,
+        Some(MessageStatus::PENDING) => MessageStatus::Pending {
+            job_id: job_id.ok_or_else(|| corrupt("a pending message without a job id"))?,
+        },
+        Some(MessageStatus::FAILED) => MessageStatus::Failed {
+            error: error.unwrap_or_default(),
+        },
+        Some(other) => return Err(corrupt(format!("unknown message status {other:?}"))),
+    })
+}
+
+/// A string attribute.
+pub(super) fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+/// Keeps only the named attributes: the key of an item, as a cursor needs it.
+pub(super) fn key_of(item: &Item, names: &[&str]) -> Item {
+    names
+        .iter()
+        .filter_map(|n| item.get(*n).map(|v| ((*n).to_owned(), v.clone())))
+        .collect()
+}
+
+/// Whether an item is the conversation item of its partition.
+pub(super) fn is_conversation(item: &Item) -> bool {
+    item.get(keys::SK)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+        == Some(keys::CONVERSATION_SK)
+}
+
+pub(super) fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn to_item<T: Serialize>(value: &T) -> Result<Item, StoreError> {
+    serde_dynamo::to_item(value).map_err(corrupt)
+}
+
+fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {
+    serde_dynamo::from_item(item).map_err(corrupt)
+}

@@ -1,0 +1,138 @@
+//! [`ConversationStore`] on one DynamoDB table (key formats in
+//! [`super::keys`]): the items and their mapping in `items`, the queries
+//! and paging in `read`, the conditional writes in `write`.
+
+mod items;
+mod read;
+mod write;
+
+use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use super::{ConversationStore, CursorCodec, FinishResult, Page, PageRequest, StoreError};
+use crate::domain::{
+    Conversation, ConversationId, Message, MessageId, ReplyOutcome, Title, UserId,
+};
+
+/// The DynamoDB store: one client, one table, built once per cold start.
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    cursors: CursorCodec,
+}
+
+impl DynamoStore {
+    /// The store on `table`, signing its page cursors with `cursors`.
+    pub fn new(client: Client, table: impl Into<String>, cursors: CursorCodec) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            cursors,
+        }
+    }
+}
+
+/// A DynamoDB call's failure, with what was being done.
+fn backend<E>(context: &'static str) -> impl FnOnce(E) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    move |e| StoreError::Backend {
+        context,
+        source: Box::new(e),
+    }
+}
+
+impl ConversationStore for DynamoStore {
+    async fn create_conversation(
+        &self,
+        user: &UserId,
+        conversation: &Conversation,
+        first: &Message,
+    ) -> Result<(), StoreError> {
+        self.create(user, conversation, first).await
+    }
+
+    async fn append_message(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: &Message,
+    ) -> Result<(), StoreError> {
+        self.append(user, conversation, message).await
+    }
+
+    async fn conversation_page(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        page: &PageRequest,
+    ) -> Result<(Conversation, Page<Message>), StoreError> {
+        if page.cursor.is_none() {
+            return self.first_page(user, conversation, page.limit).await;
+        }
+        // Later pages start past the conversation item: two reads, issued
+        // together (one round trip's worth of latency).
+        tokio::try_join!(
+            self.get_conversation(user, conversation),
+            self.message_page(user, conversation, page)
+        )
+    }
+
+    async fn add_pending_reply(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: &Message,
+    ) -> Result<(), StoreError> {
+        self.add_pending(user, conversation, reply).await
+    }
+
+    async fn finish_reply(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: MessageId,
+        job_id: &str,
+        outcome: &ReplyOutcome,
+        at: DateTime<Utc>,
+    ) -> Result<FinishResult, StoreError> {
+        self.finish(user, conversation, message, job_id, outcome, at)
+            .await
+    }
+
+    async fn rename_conversation(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        title: &Title,
+    ) -> Result<Conversation, StoreError> {
+        self.rename(user, conversation, title).await
+    }
+
+    async fn delete_conversation(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+    ) -> Result<(), StoreError> {
+        self.delete(user, conversation).await
+    }
+
+    async fn purge_messages(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        until: Instant,
+    ) -> Result<bool, StoreError> {
+        self.purge(user, conversation, until).await
+    }
+
+    async fn list_conversations(
+        &self,
+        user: &UserId,
+        page: &PageRequest,
+    ) -> Result<Page<Conversation>, StoreError> {
+        self.conversation_list(user, page).await
+    }
+}

@@ -1,0 +1,402 @@
+//! The writes. Every one is conditioned on the owner stored in the item
+//! as well as the one in its key: a key-format mistake can then never
+//! write into someone else's conversation. A message and the change it
+//! makes to its conversation go in one transaction.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::{
+    error::{ProvideErrorMetadata, SdkError},
+    operation::transact_write_items::TransactWriteItemsError,
+    types::{
+        builders::UpdateBuilder, AttributeValue, DeleteRequest, Put, ReturnValue,
+        ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
+    },
+};
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use super::{
+    backend,
+    items::{attr, key_of, s, ConversationItem, Item, MessageItem},
+    DynamoStore,
+};
+use crate::{
+    domain::{
+        format_timestamp, preview, Conversation, ConversationId, Message, MessageId, MessageStatus,
+        ReplyOutcome, Title, UserId,
+    },
+    store::{keys, FinishResult, StoreError},
+};
+
+/// The conversation exists and is the user's (names `#pk`, `#user`; value `:user`).
+const OWNED: &str = "attribute_exists(#pk) AND #user = :user";
+/// A new item: nothing is overwritten.
+const NEW_ITEM: &str = "attribute_not_exists(#pk)";
+/// Most items one BatchWriteItem takes.
+const BATCH_WRITE_MAX: usize = 25;
+/// Message keys read per purge round.
+const PURGE_PAGE: i32 = 500;
+
+impl DynamoStore {
+    pub(super) async fn create(
+        &self,
+        user: &UserId,
+        conversation: &Conversation,
+        first: &Message,
+    ) -> Result<(), StoreError> {
+        self.client
+            .transact_write_items()
+            .transact_items(self.put_new(ConversationItem::of(user, conversation)?)?)
+            .transact_items(self.put_new(MessageItem::of(user, conversation.id, first)?)?)
+            .send()
+            .await
+            .map_err(backend("TransactWriteItems create conversation"))?;
+        Ok(())
+    }
+
+    pub(super) async fn append(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: &Message,
+    ) -> Result<(), StoreError> {
+        let at = message.created_at;
+        self.add_to_free_conversation(user, conversation, message, |update| {
+            update
+                .update_expression(
+                    "SET updated_at = :at, last_message = :preview, #gsk = :gsk, \
+                     message_count = message_count + :one",
+                )
+                .expression_attribute_names("#gsk", keys::GSI1SK)
+                .expression_attribute_values(":at", s(format_timestamp(at)))
+                .expression_attribute_values(":preview", s(preview(&message.content)))
+                .expression_attribute_values(":gsk", s(keys::updated_sk(at, conversation)))
+        })
+        .await
+    }
+
+    pub(super) async fn add_pending(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: &Message,
+    ) -> Result<(), StoreError> {
+        self.add_to_free_conversation(user, conversation, reply, |update| {
+            update
+                .update_expression("SET #pending = :reply, message_count = message_count + :one")
+                .expression_attribute_values(":reply", s(reply.id.to_string()))
+        })
+        .await
+    }
+
+    /// Stores `message` and applies `change` to its conversation in one
+    /// transaction, only if the conversation is the user's and no reply is
+    /// pending in it. `change` sets the update expression; it may use
+    /// `#pending` and `:one` (1).
+    async fn add_to_free_conversation(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: &Message,
+        change: impl FnOnce(UpdateBuilder) -> UpdateBuilder,
+    ) -> Result<(), StoreError> {
+        let guarded = Update::builder()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::conversation_pk(user, conversation)))
+            .key(keys::SK, s(keys::CONVERSATION_SK))
+            .condition_expression(format!("{OWNED} AND attribute_not_exists(#pending)"))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .expression_attribute_names("#pk", keys::PK)
+            .expression_attribute_names("#user", attr::USER_ID)
+            .expression_attribute_names("#pending", attr::PENDING_REPLY)
+            .expression_attribute_values(":user", s(user.as_str()))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()));
+        let update = change(guarded)
+            .build()
+            .map_err(backend("building an Update"))?;
+        self.client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(update).build())
+            .transact_items(self.put_new(MessageItem::of(user, conversation, message)?)?)
+            .send()
+            .await
+            .map_err(|e| match failed_conditions(&e) {
+                // The conversation is there, so the condition that failed is "no reply pending".
+                Some(reasons) if reasons.first().is_some_and(|(_, old)| old.is_some()) => {
+                    StoreError::ReplyPending
+                }
+                Some(_) => StoreError::NotFound,
+                None => backend("TransactWriteItems add message")(e),
+            })?;
+        Ok(())
+    }
+
+    pub(super) async fn finish(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: MessageId,
+        job_id: &str,
+        outcome: &ReplyOutcome,
+        at: DateTime<Utc>,
+    ) -> Result<FinishResult, StoreError> {
+        let pk = keys::conversation_pk(user, conversation);
+        let msg = Update::builder()
+            .table_name(&self.table)
+            .key(keys::PK, s(&pk))
+            .key(keys::SK, s(keys::message_sk(message)))
+            .condition_expression("#status = :pending AND #job = :job")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .expression_attribute_names("#status", attr::STATUS)
+            .expression_attribute_names("#job", attr::JOB_ID)
+            .expression_attribute_values(":pending", s(MessageStatus::PENDING))
+            .expression_attribute_values(":job", s(job_id));
+        let conv = Update::builder()
+            .table_name(&self.table)
+            .key(keys::PK, s(&pk))
+            .key(keys::SK, s(keys::CONVERSATION_SK))
+            .condition_expression("#pending = :reply")
+            .expression_attribute_names("#pending", attr::PENDING_REPLY)
+            .expression_attribute_values(":reply", s(message.to_string()));
+        let (msg, conv) = finish_updates(msg, conv, conversation, outcome, at);
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(update_item(msg)?)
+            .transact_items(update_item(conv)?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(FinishResult::Written),
+            Err(e) => match failed_conditions(&e) {
+                Some(reasons) => Ok(finish_refused(reasons.first())),
+                None => Err(backend("TransactWriteItems finish reply")(e)),
+            },
+        }
+    }
+
+    pub(super) async fn rename(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        title: &Title,
+    ) -> Result<Conversation, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::conversation_pk(user, conversation)))
+            .key(keys::SK, s(keys::CONVERSATION_SK))
+            .update_expression("SET title = :title")
+            .condition_expression(OWNED)
+            .expression_attribute_names("#pk", keys::PK)
+            .expression_attribute_names("#user", attr::USER_ID)
+            .expression_attribute_values(":title", s(title.as_str()))
+            .expression_attribute_values(":user", s(user.as_str()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(not_found_or_backend("UpdateItem rename"))?;
+        let item = out
+            .attributes
+            .ok_or_else(|| StoreError::Corrupt("UpdateItem returned no attributes".into()))?;
+        ConversationItem::read(item)
+    }
+
+    pub(super) async fn delete(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+    ) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::conversation_pk(user, conversation)))
+            .key(keys::SK, s(keys::CONVERSATION_SK))
+            .condition_expression(OWNED)
+            .expression_attribute_names("#pk", keys::PK)
+            .expression_attribute_names("#user", attr::USER_ID)
+            .expression_attribute_values(":user", s(user.as_str()))
+            .send()
+            .await
+            .map_err(not_found_or_backend("DeleteItem conversation"))?;
+        Ok(())
+    }
+
+    pub(super) async fn purge(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        until: Instant,
+    ) -> Result<bool, StoreError> {
+        let pk = keys::conversation_pk(user, conversation);
+        loop {
+            if Instant::now() >= until {
+                return Ok(false);
+            }
+            // Deleted items are gone from the next query, so each round
+            // starts from the front of the partition.
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", keys::PK)
+                .expression_attribute_names("#sk", keys::SK)
+                .expression_attribute_values(":pk", s(&pk))
+                .expression_attribute_values(":prefix", s(keys::MESSAGE_SK_PREFIX))
+                .projection_expression("#pk, #sk")
+                .limit(PURGE_PAGE)
+                .send()
+                .await
+                .map_err(backend("Query message keys"))?;
+            let keys = out.items.unwrap_or_default();
+            if keys.is_empty() {
+                return Ok(true);
+            }
+            for chunk in keys.chunks(BATCH_WRITE_MAX) {
+                if !self.delete_batch(chunk, until).await? {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+
+    /// Deletes up to [`BATCH_WRITE_MAX`] items by key. DynamoDB may hand
+    /// back part of a batch under load; the rest goes again after a
+    /// growing pause. `Ok(false)` when `until` came first.
+    async fn delete_batch(&self, keys: &[Item], until: Instant) -> Result<bool, StoreError> {
+        let mut requests: Vec<WriteRequest> = keys
+            .iter()
+            .map(|k| {
+                let delete = DeleteRequest::builder()
+                    .set_key(Some(key_of(k, &[keys::PK, keys::SK])))
+                    .build()
+                    .map_err(backend("building a DeleteRequest"))?;
+                Ok(WriteRequest::builder().delete_request(delete).build())
+            })
+            .collect::<Result<_, StoreError>>()?;
+        for attempt in 0u32.. {
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, requests)
+                .send()
+                .await
+                .map_err(backend("BatchWriteItem delete messages"))?;
+            requests = out
+                .unprocessed_items
+                .and_then(|mut u| u.remove(&self.table))
+                .unwrap_or_default();
+            if requests.is_empty() {
+                return Ok(true);
+            }
+            if Instant::now() >= until {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
+        }
+        unreachable!("the retry loop only ends by returning")
+    }
+
+    /// A Put of a new item.
+    fn put_new(&self, item: Item) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(NEW_ITEM)
+            .expression_attribute_names("#pk", keys::PK)
+            .build()
+            .map_err(backend("building a Put"))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+}
+
+/// The message's and the conversation's updates for `outcome`.
+fn finish_updates(
+    msg: UpdateBuilder,
+    conv: UpdateBuilder,
+    conversation: ConversationId,
+    outcome: &ReplyOutcome,
+    at: DateTime<Utc>,
+) -> (UpdateBuilder, UpdateBuilder) {
+    let n = |v: u64| AttributeValue::N(v.to_string());
+    match outcome {
+        ReplyOutcome::Complete { text, usage } => (
+            msg.update_expression(
+                "SET content = :text, input_tokens = :in, output_tokens = :out REMOVE #status, #job",
+            )
+            .expression_attribute_values(":text", s(text))
+            .expression_attribute_values(":in", n(usage.map_or(0, |u| u.input_tokens)))
+            .expression_attribute_values(":out", n(usage.map_or(0, |u| u.output_tokens))),
+            conv.update_expression(
+                "SET updated_at = :at, last_message = :preview, #gsk = :gsk REMOVE #pending",
+            )
+            .expression_attribute_names("#gsk", keys::GSI1SK)
+            .expression_attribute_values(":at", s(format_timestamp(at)))
+            .expression_attribute_values(":preview", s(preview(text)))
+            .expression_attribute_values(":gsk", s(keys::updated_sk(at, conversation))),
+        ),
+        ReplyOutcome::Failed { error } => (
+            msg.update_expression("SET #status = :failed, #error = :error REMOVE #job")
+                .expression_attribute_names("#error", attr::ERROR)
+                .expression_attribute_values(":failed", s(MessageStatus::FAILED))
+                .expression_attribute_values(":error", s(error)),
+            conv.update_expression("REMOVE #pending"),
+        ),
+    }
+}
+
+/// Why a finish was refused, from the message action's cancellation
+/// reason: the message as it was tells a finished reply from another job's.
+fn finish_refused(message: Option<&(bool, Option<Item>)>) -> FinishResult {
+    match message {
+        Some((true, Some(old))) => match old.get(attr::STATUS).and_then(|v| v.as_s().ok()) {
+            Some(status) if status == MessageStatus::PENDING => FinishResult::OtherJob,
+            _ => FinishResult::AlreadyFinal,
+        },
+        _ => FinishResult::Missing,
+    }
+}
+
+fn update_item(update: UpdateBuilder) -> Result<TransactWriteItem, StoreError> {
+    let update = update.build().map_err(backend("building an Update"))?;
+    Ok(TransactWriteItem::builder().update(update).build())
+}
+
+/// A failed `OWNED` condition is [`StoreError::NotFound`]: the conversation
+/// is missing or someone else's, and the caller must not learn which.
+fn not_found_or_backend<E, R>(context: &'static str) -> impl FnOnce(SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    move |e| match e.as_service_error().and_then(ProvideErrorMetadata::code) {
+        Some("ConditionalCheckFailedException") => StoreError::NotFound,
+        _ => backend(context)(e),
+    }
+}
+
+/// For a transaction cancelled by its conditions: per action, whether its
+/// condition failed and the item as it was (for actions that asked for it).
+fn failed_conditions<R>(
+    err: &SdkError<TransactWriteItemsError, R>,
+) -> Option<Vec<(bool, Option<Item>)>> {
+    match err.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
+            let reasons: Vec<_> = e
+                .cancellation_reasons()
+                .iter()
+                .map(|r| {
+                    (
+                        r.code() == Some("ConditionalCheckFailed"),
+                        r.item().cloned(),
+                    )
+                })
+                .collect();
+            reasons.iter().any(|(failed, _)| *failed).then_some(reasons)
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,240 @@
+//! [`ConversationStore`] in memory, with the DynamoDB store's conditions
+//! (owner, "no reply pending", finish once), for the use-case tests: they
+//! run in milliseconds and can reach branches that are slow or awkward to
+//! set up over DynamoDB Local.
+
+use std::{collections::HashMap, sync::Mutex};
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use super::{ConversationStore, FinishResult, Page, PageRequest, StoreError};
+use crate::domain::{
+    preview, Conversation, ConversationId, Message, MessageId, MessageStatus, ReplyOutcome, Title,
+    UserId,
+};
+
+/// A conversation's partition: the conversation item (gone once deleted)
+/// and its messages in creation order.
+#[derive(Default)]
+struct Partition {
+    conversation: Option<Conversation>,
+    messages: Vec<Message>,
+}
+
+/// The in-memory store.
+#[derive(Default)]
+pub struct MemoryStore {
+    partitions: Mutex<HashMap<(UserId, ConversationId), Partition>>,
+}
+
+impl MemoryStore {
+    /// The messages stored for a conversation, oldest first (also after a delete).
+    pub fn messages(&self, user: &UserId, conversation: ConversationId) -> Vec<Message> {
+        let partitions = self.partitions.lock().unwrap();
+        partitions
+            .get(&(user.clone(), conversation))
+            .map(|p| p.messages.clone())
+            .unwrap_or_default()
+    }
+
+    fn with<T>(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        f: impl FnOnce(&mut Conversation, &mut Vec<Message>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut partitions = self.partitions.lock().unwrap();
+        let p = partitions
+            .get_mut(&(user.clone(), conversation))
+            .ok_or(StoreError::NotFound)?;
+        let c = p.conversation.as_mut().ok_or(StoreError::NotFound)?;
+        f(c, &mut p.messages)
+    }
+}
+
+fn finish(c: &mut Conversation, m: &mut Message, outcome: &ReplyOutcome, at: DateTime<Utc>) {
+    c.pending_reply = None;
+    match outcome {
+        ReplyOutcome::Complete { text, usage } => {
+            m.content = text.clone();
+            m.usage = *usage;
+            m.status = MessageStatus::Complete;
+            c.updated_at = at;
+            c.last_message = preview(text);
+        }
+        ReplyOutcome::Failed { error } => {
+            m.status = MessageStatus::Failed {
+                error: error.clone(),
+            }
+        }
+    }
+}
+
+impl ConversationStore for MemoryStore {
+    async fn create_conversation(
+        &self,
+        user: &UserId,
+        conversation: &Conversation,
+        first: &Message,
+    ) -> Result<(), StoreError> {
+        let mut partitions = self.partitions.lock().unwrap();
+        let p = partitions
+            .entry((user.clone(), conversation.id))
+            .or_default();
+        assert!(p.conversation.is_none(), "conversation ids are new");
+        p.conversation = Some(conversation.clone());
+        p.messages.push(first.clone());
+        Ok(())
+    }
+
+    async fn append_message(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: &Message,
+    ) -> Result<(), StoreError> {
+        self.with(user, conversation, |c, messages| {
+            if c.pending_reply.is_some() {
+                return Err(StoreError::ReplyPending);
+            }
+            c.updated_at = message.created_at;
+            c.last_message = preview(&message.content);
+            c.message_count += 1;
+            messages.push(message.clone());
+            Ok(())
+        })
+    }
+
+    async fn conversation_page(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        page: &PageRequest,
+    ) -> Result<(Conversation, Page<Message>), StoreError> {
+        self.with(user, conversation, |c, messages| {
+            let before = match &page.cursor {
+                None => messages.len(),
+                Some(cursor) => messages
+                    .iter()
+                    .position(|m| m.id.to_string() == *cursor)
+                    .ok_or_else(|| StoreError::Corrupt("unknown cursor".into()))?,
+            };
+            let start = before.saturating_sub(page.limit as usize);
+            let items = messages[start..before].to_vec();
+            let next_cursor = (start > 0).then(|| items[0].id.to_string());
+            Ok((c.clone(), Page { items, next_cursor }))
+        })
+    }
+
+    async fn add_pending_reply(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: &Message,
+    ) -> Result<(), StoreError> {
+        self.with(user, conversation, |c, messages| {
+            if c.pending_reply.is_some() {
+                return Err(StoreError::ReplyPending);
+            }
+            c.pending_reply = Some(reply.id);
+            c.message_count += 1;
+            messages.push(reply.clone());
+            Ok(())
+        })
+    }
+
+    async fn finish_reply(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: MessageId,
+        job_id: &str,
+        outcome: &ReplyOutcome,
+        at: DateTime<Utc>,
+    ) -> Result<FinishResult, StoreError> {
+        let found = self.with(user, conversation, |c, messages| {
+            let Some(m) = messages.iter_mut().find(|m| m.id == message) else {
+                return Ok(FinishResult::Missing);
+            };
+            match &m.status {
+                MessageStatus::Pending { job_id: j } if j != job_id => Ok(FinishResult::OtherJob),
+                MessageStatus::Pending { .. } if c.pending_reply != Some(message) => {
+                    Ok(FinishResult::Missing)
+                }
+                MessageStatus::Pending { .. } => {
+                    finish(c, m, outcome, at);
+                    Ok(FinishResult::Written)
+                }
+                _ => Ok(FinishResult::AlreadyFinal),
+            }
+        });
+        match found {
+            Err(StoreError::NotFound) => Ok(FinishResult::Missing),
+            other => other,
+        }
+    }
+
+    async fn rename_conversation(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        title: &Title,
+    ) -> Result<Conversation, StoreError> {
+        self.with(user, conversation, |c, _| {
+            c.title = title.clone();
+            Ok(c.clone())
+        })
+    }
+
+    async fn delete_conversation(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+    ) -> Result<(), StoreError> {
+        let mut partitions = self.partitions.lock().unwrap();
+        partitions
+            .get_mut(&(user.clone(), conversation))
+            .and_then(|p| p.conversation.take())
+            .map(drop)
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn purge_messages(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        _until: Instant,
+    ) -> Result<bool, StoreError> {
+        let mut partitions = self.partitions.lock().unwrap();
+        if let Some(p) = partitions.get_mut(&(user.clone(), conversation)) {
+            p.messages.clear();
+        }
+        Ok(true)
+    }
+
+    async fn list_conversations(
+        &self,
+        user: &UserId,
+        page: &PageRequest,
+    ) -> Result<Page<Conversation>, StoreError> {
+        let partitions = self.partitions.lock().unwrap();
+        let mut all: Vec<Conversation> = partitions
+            .iter()
+            .filter(|((owner, _), _)| owner == user)
+            .filter_map(|(_, p)| p.conversation.clone())
+            .collect();
+        all.sort_by_key(|c| std::cmp::Reverse((c.updated_at, c.id.to_string())));
+        let skip: usize = page
+            .cursor
+            .as_deref()
+            .map_or(Ok(0), str::parse)
+            .map_err(|_| StoreError::Corrupt("unknown cursor".into()))?;
+        let end = (skip + page.limit as usize).min(all.len());
+        let next_cursor = (end < all.len()).then(|| end.to_string());
+        Ok(Page {
+            items: all[skip.min(end)..end].to_vec(),
+            next_cursor,
+        })
+    }
+}
