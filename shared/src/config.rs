@@ -5,14 +5,17 @@
 
 use std::{env, fmt, time::Duration};
 
+/// A secret value: its `Debug` prints nothing, so configs can be logged.
 #[derive(Clone)]
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps `value`.
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
     }
 
+    /// The value, for the one place that needs it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -27,15 +30,22 @@ impl fmt::Debug for Secret {
 /// What every function needs.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The DynamoDB table (`TABLE_NAME`).
     pub table_name: String,
+    /// The HS256 secret of the callers' tokens (`JWT_SECRET`).
     pub jwt_secret: Secret,
+    /// When set, tokens must carry this `iss`.
     pub jwt_issuer: Option<String>,
+    /// When set, tokens must carry this `aud`.
     pub jwt_audience: Option<String>,
+    /// Longest user message, in characters.
     pub max_message_chars: usize,
+    /// Most messages of a conversation sent to the model.
     pub history_max_messages: u32,
+    /// Most characters of a conversation sent to the model.
     pub history_max_chars: usize,
-    /// Taken off the Lambda invocation's deadline to leave time for the
-    /// cancel call and the final writes.
+    /// Taken off the Lambda invocation's deadline to leave time to store a
+    /// pending reply and answer.
     pub deadline_margin: Duration,
     /// Time allowed for the model when the invocation carries no deadline
     /// (tests, local tools).
@@ -63,32 +73,51 @@ pub enum InputFormat {
 /// What the send function needs to reach RunPod.
 #[derive(Debug, Clone)]
 pub struct RunPodConfig {
+    /// The API base; requests go to `{base_url}/{endpoint_id}/...`.
     pub base_url: String,
+    /// The serverless endpoint.
     pub endpoint_id: String,
+    /// The RunPod API key.
     pub api_key: Secret,
+    /// How the conversation is sent to the worker.
     pub input_format: InputFormat,
+    /// A system message sent first, when set.
     pub system_prompt: Option<String>,
+    /// The reply's token limit (`sampling_params.max_tokens`).
     pub max_tokens: u32,
-    /// Timeout of one HTTP call that is not a long-poll (`status`, `cancel`).
+    /// Timeout of one HTTP call (`run`, `status`).
     pub request_timeout: Duration,
     /// Retries after the first attempt, for 429, 5xx and connection errors.
     pub max_retries: u32,
+    /// The first retry's delay; it doubles, jittered.
     pub retry_base_delay: Duration,
+    /// The first `status` poll's delay; it grows x1.5.
     pub poll_initial_delay: Duration,
+    /// The longest delay between `status` polls.
     pub poll_max_delay: Duration,
 }
 
+/// RunPod's API, the default of `RUNPOD_BASE_URL`.
 pub const DEFAULT_RUNPOD_BASE_URL: &str = "https://api.runpod.ai/v2";
 
+/// A configuration that cannot be used; the function does not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A required variable is not set.
     #[error("environment variable {0} is required")]
     Missing(&'static str),
     #[error("environment variable {name} is invalid: {reason}")]
-    Invalid { name: &'static str, reason: String },
+    /// A variable is set to something unusable.
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
 }
 
 impl Config {
+    /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| env::var(name).ok())
     }
@@ -124,10 +153,12 @@ impl Config {
 }
 
 impl RunPodConfig {
+    /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| env::var(name).ok())
     }
 
+    /// Reads the configuration through `get`, so tests need not touch the process environment.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let vars = Vars(&get);
         let input_format = match vars.optional("RUNPOD_INPUT_FORMAT").as_deref() {

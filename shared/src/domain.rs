@@ -15,6 +15,7 @@ impl UserId {
     /// Longest `sub` we accept; it becomes part of every key the user owns.
     pub const MAX_LEN: usize = 256;
 
+    /// Parses and checks `raw`.
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
         if raw.is_empty() || raw.len() > Self::MAX_LEN || raw.chars().any(char::is_control) {
             return Err(DomainError::InvalidUserId);
@@ -22,6 +23,7 @@ impl UserId {
         Ok(Self(raw.to_owned()))
     }
 
+    /// The value as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -39,10 +41,12 @@ impl fmt::Display for UserId {
 pub struct ConversationId(Uuid);
 
 impl ConversationId {
+    /// A new, time-ordered id (UUID v7).
     pub fn new() -> Self {
         Self(Uuid::new_v4())
     }
 
+    /// Parses and checks `raw`.
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
         Uuid::try_parse(raw)
             .map(Self)
@@ -81,10 +85,12 @@ impl fmt::Display for ConversationId {
 pub struct MessageId(Uuid);
 
 impl MessageId {
+    /// A new, time-ordered id (UUID v7).
     pub fn new() -> Self {
         Self(Uuid::now_v7())
     }
 
+    /// Parses and checks `raw`.
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
         Uuid::try_parse(raw)
             .map(Self)
@@ -110,6 +116,7 @@ impl fmt::Display for MessageId {
 pub struct MessageContent(String);
 
 impl MessageContent {
+    /// A message that is not blank and has at most `max_chars` characters.
     pub fn parse(raw: String, max_chars: usize) -> Result<Self, DomainError> {
         if raw.trim().is_empty() {
             return Err(DomainError::EmptyMessage);
@@ -121,23 +128,29 @@ impl MessageContent {
         Ok(Self(raw))
     }
 
+    /// The value as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// The text.
     pub fn into_string(self) -> String {
         self.0
     }
 }
 
+/// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// The user.
     User,
+    /// The model.
     Assistant,
 }
 
 impl Role {
+    /// The role's word: `user` or `assistant`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::User => "user",
@@ -145,6 +158,7 @@ impl Role {
         }
     }
 
+    /// Parses and checks `raw`.
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
         match raw {
             "user" => Ok(Role::User),
@@ -189,6 +203,7 @@ impl Title {
         Self(raw)
     }
 
+    /// The value as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -234,6 +249,7 @@ pub fn format_timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// An RFC 3339 timestamp, in UTC.
 pub fn parse_timestamp(raw: &str) -> Result<DateTime<Utc>, DomainError> {
     DateTime::parse_from_rfc3339(raw)
         .map(|t| t.with_timezone(&Utc))
@@ -243,11 +259,17 @@ pub fn parse_timestamp(raw: &str) -> Result<DateTime<Utc>, DomainError> {
 /// A conversation as the API lists it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conversation {
+    /// The conversation's id.
     pub id: ConversationId,
+    /// Its title.
     pub title: Title,
+    /// A preview of its last complete message.
     pub last_message: String,
+    /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// When its last message was stored.
     pub updated_at: DateTime<Utc>,
+    /// How many messages it holds.
     pub message_count: u64,
     /// The assistant reply still being generated, if any: while it is set,
     /// no new message can be sent to the conversation.
@@ -281,20 +303,25 @@ pub struct Completion {
 /// Token counts reported by the model worker, when it reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Usage {
+    /// Tokens of the prompt.
     pub input_tokens: u64,
+    /// Tokens of the reply.
     pub output_tokens: u64,
 }
 
 /// Where a message stands. Only assistant replies are ever pending or failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MessageStatus {
+    /// Written in full.
     Complete,
     /// The RunPod job that will produce the reply.
     Pending {
+        /// The model's job.
         job_id: String,
     },
     /// A short, safe reason, shown to the user.
     Failed {
+        /// The reason.
         error: String,
     },
 }
@@ -320,11 +347,17 @@ impl MessageStatus {
 /// One stored message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
+    /// The message's id (time-ordered).
     pub id: MessageId,
+    /// Who wrote it.
     pub role: Role,
+    /// Its text (empty while pending).
     pub content: String,
+    /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// Token counts of a reply, when known.
     pub usage: Option<Usage>,
+    /// Complete, pending or failed.
     pub status: MessageStatus,
 }
 
@@ -350,26 +383,50 @@ impl Message {
 /// How a pending reply ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplyOutcome {
-    Complete { text: String, usage: Option<Usage> },
-    Failed { error: String },
+    /// The reply was generated.
+    Complete {
+        /// The reply.
+        text: String,
+        /// Its token counts, when known.
+        usage: Option<Usage>,
+    },
+    /// The job failed or expired.
+    Failed {
+        /// A short, safe reason, shown to the user.
+        error: String,
+    },
 }
 
+/// A value that breaks a domain rule.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DomainError {
+    /// See the message.
     #[error("the user id is empty, too long or has control characters")]
     InvalidUserId,
+    /// See the message.
     #[error("conversation_id is not a UUID")]
     InvalidConversationId,
+    /// See the message.
     #[error("message id is not a UUID")]
     InvalidMessageId,
+    /// See the message.
     #[error("the message is empty")]
     EmptyMessage,
     #[error("the message has {chars} characters; the limit is {max_chars}")]
-    MessageTooLong { chars: usize, max_chars: usize },
+    /// See the message.
+    MessageTooLong {
+        /// The message's length.
+        chars: usize,
+        /// The limit.
+        max_chars: usize,
+    },
+    /// See the message.
     #[error("unknown role")]
     InvalidRole,
+    /// See the message.
     #[error("invalid timestamp")]
     InvalidTimestamp,
+    /// See the message.
     #[error("the title must be 1 to 200 characters on one line")]
     InvalidTitle,
 }

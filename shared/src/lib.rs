@@ -18,6 +18,8 @@
 //! - [`telemetry`]: tracing setup (JSON on Lambda).
 //! - [`tls`]: both HTTP clients' TLS, with compiled-in root certificates.
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod auth;
 pub mod chat;

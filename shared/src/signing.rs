@@ -10,15 +10,19 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Seals and opens tokens with one derived key.
 #[derive(Clone)]
 pub struct Signer {
     key: Vec<u8>,
 }
 
+/// Why a token could not be opened.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SignatureError {
+    /// Not a token of this format.
     #[error("the token is malformed")]
     Malformed,
+    /// Altered, or sealed with another key or scope.
     #[error("the token's signature does not match")]
     BadSignature,
 }
@@ -42,6 +46,7 @@ impl Signer {
         mac
     }
 
+    /// `payload`, signed for `scope`, as URL-safe text.
     pub fn seal(&self, scope: &str, payload: &[u8]) -> String {
         let tag = self.mac(scope, payload).finalize().into_bytes();
         format!(

@@ -7,43 +7,58 @@ use tokio::time::Instant;
 
 use crate::store::{keys, ConversationStore, StoreError};
 
+/// A batch of the table's stream records.
 #[derive(Debug, Deserialize)]
 pub struct StreamEvent {
+    /// The records.
     #[serde(rename = "Records", default)]
     pub records: Vec<StreamRecord>,
 }
 
+/// One change to one item.
 #[derive(Debug, Deserialize)]
 pub struct StreamRecord {
+    /// `INSERT`, `MODIFY` or `REMOVE`.
     #[serde(rename = "eventName")]
     pub event_name: String,
+    /// The changed item.
     pub dynamodb: StreamData,
 }
 
+/// What a record says of its item (only the keys are read).
 #[derive(Debug, Deserialize)]
 pub struct StreamData {
+    /// The item's key.
     #[serde(rename = "Keys")]
     pub keys: StreamKeys,
 }
 
+/// An item's key.
 #[derive(Debug, Deserialize)]
 pub struct StreamKeys {
+    /// The partition key.
     #[serde(rename = "PK")]
     pub pk: StringAttr,
+    /// The sort key.
     #[serde(rename = "SK")]
     pub sk: StringAttr,
 }
 
+/// A string attribute in DynamoDB's JSON.
 #[derive(Debug, Deserialize)]
 pub struct StringAttr {
+    /// The string.
     #[serde(rename = "S")]
     pub s: String,
 }
 
+/// Why a batch was not fully purged; Lambda delivers it again.
 #[derive(Debug, thiserror::Error)]
 pub enum PurgeError {
+    /// The store failed.
     #[error("purging a deleted conversation's messages failed")]
     Store(#[from] StoreError),
+    /// Time ran out with messages left.
     #[error("{0} deleted conversations still have messages; the batch is retried")]
     Incomplete(usize),
 }

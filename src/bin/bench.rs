@@ -24,6 +24,7 @@ use axum::{
     Router,
 };
 use chat_service_dev::{
+    apigw::Event,
     measure::{cpu_time, ms, peak_rss_kb, scheduled_time, us},
     runpod_local::{LocalRunPod, Settings},
     seed::{seed_conversations, seed_messages},
@@ -252,36 +253,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 // ---------------------------------------------------------------------------
-// Events.
-
-fn event(
-    method: &str,
-    path: &str,
-    route: &str,
-    token: &str,
-    body: Option<&str>,
-    id: Option<&str>,
-) -> String {
-    let mut e = json!({
-        "version": "2.0", "routeKey": route, "rawPath": path, "rawQueryString": "",
-        "headers": {"authorization": format!("Bearer {token}"), "content-type": "application/json"},
-        "requestContext": {
-            "accountId": "123456789012", "apiId": "bench", "domainName": "bench", "domainPrefix": "bench",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"},
-            "requestId": "bench", "routeKey": route, "stage": "$default", "time": "24/Nov/2026:00:00:00 +0000", "timeEpoch": 0
-        },
-        "isBase64Encoded": false
-    });
-    if let Some(b) = body {
-        e["body"] = json!(b);
-    }
-    if let Some(id) = id {
-        e["pathParameters"] = json!({ "id": id });
-    }
-    e.to_string()
-}
-
-// ---------------------------------------------------------------------------
 
 struct Function {
     /// The row's name.
@@ -356,26 +327,16 @@ async fn main() {
         .collect(),
     };
     let token = |u: &str| issue_token(DEV_JWT_SECRET, u, 3600, None, None);
-    let get_path = |id: ConversationId| format!("/api/chat/conversations/{id}");
     let send = |body: Value| {
-        event(
-            "POST",
-            "/api/chat/send",
-            "POST /api/chat/send",
-            &token("bench-send"),
-            Some(&body.to_string()),
-            None,
-        )
+        Event::send(&body.to_string(), Some(token("bench-send")))
+            .to_json()
+            .to_string()
     };
-    let list = |token: &str| {
-        event(
-            "GET",
-            "/api/chat/conversations",
-            "GET /api/chat/conversations",
-            token,
-            None,
-            None,
-        )
+    let list = |token: &str| Event::list(Some(token.to_owned())).to_json().to_string();
+    let get = |id: ConversationId, token: String| {
+        Event::get(&id.to_string(), Some(token))
+            .to_json()
+            .to_string()
     };
     let functions = [
         Function {
@@ -402,14 +363,7 @@ async fn main() {
         Function {
             name: "get-conversation",
             bin: "get-conversation",
-            event: event(
-                "GET",
-                &get_path(get_conv),
-                "GET /api/chat/conversations/{id}",
-                &token("bench-get-10"),
-                None,
-                Some(&get_conv.to_string()),
-            ),
+            event: get(get_conv, token("bench-get-10")),
             status: 200,
         },
         Function {
@@ -523,24 +477,10 @@ async fn main() {
             let user = format!("sweep-{label}-{n}");
             let ev = if label == "get-conversation" {
                 let id = seed_messages(&app, &user, n).await;
-                event(
-                    "GET",
-                    &get_path(id),
-                    "GET /api/chat/conversations/{id}",
-                    &token(&user),
-                    None,
-                    Some(&id.to_string()),
-                )
+                get(id, token(&user))
             } else {
                 seed_conversations(&app, &user, n).await;
-                event(
-                    "GET",
-                    "/api/chat/conversations",
-                    "GET /api/chat/conversations",
-                    &token(&user),
-                    None,
-                    None,
-                )
+                list(&token(&user))
             };
             let (rt, addr) = Runtime::start().await;
             let mut child = spawn_function(&bin_dir.join(label), &addr, &env);

@@ -5,12 +5,16 @@ use serde_json::Value;
 
 use crate::domain::{Completion, Usage};
 
+/// A completed job's output that holds no usable reply.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OutputError {
+    /// No output at all.
     #[error("the job completed without output")]
     Missing,
+    /// A shape no known worker returns (described, shortened).
     #[error("the job's output has an unknown shape: {0}")]
     UnknownShape(String),
+    /// A reply that is only white space.
     #[error("the model returned an empty reply")]
     Empty,
 }

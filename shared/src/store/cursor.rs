@@ -12,14 +12,17 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::signing::{SignatureError, Signer};
 
+/// Why a cursor was refused.
 pub type CursorError = SignatureError;
 
+/// Encodes and checks page cursors.
 #[derive(Clone)]
 pub struct CursorCodec {
     signer: Signer,
 }
 
 impl CursorCodec {
+    /// A codec keyed by a key derived from `secret`.
     pub fn new(secret: &[u8]) -> Self {
         Self {
             signer: Signer::derive(secret, "chat-service/page-cursor/v1"),
@@ -36,6 +39,7 @@ impl CursorCodec {
         Some(self.signer.seal(scope, &serde_json::to_vec(&plain).ok()?))
     }
 
+    /// The key a cursor holds, if this server issued it for `scope`.
     pub fn decode(
         &self,
         scope: &str,

@@ -18,16 +18,23 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{format_timestamp, ConversationId, MessageId, UserId};
 
+/// The partition key attribute.
 pub const PK: &str = "PK";
+/// The sort key attribute.
 pub const SK: &str = "SK";
+/// The index that lists a user's conversations.
 pub const GSI1: &str = "GSI1";
+/// GSI1's partition key attribute.
 pub const GSI1PK: &str = "GSI1PK";
+/// GSI1's sort key attribute.
 pub const GSI1SK: &str = "GSI1SK";
 
 /// `~` sorts after every `MSG#…` key (see the module docs).
 pub const CONVERSATION_SK: &str = "~CONV";
+/// What every message sort key starts with.
 pub const MESSAGE_SK_PREFIX: &str = "MSG#";
 
+/// The partition of a conversation and its messages.
 pub fn conversation_pk(user: &UserId, conversation: ConversationId) -> String {
     format!("USER#{user}#CONV#{conversation}")
 }
@@ -44,10 +51,12 @@ pub fn parse_conversation_pk(pk: &str) -> Option<(UserId, ConversationId)> {
     ))
 }
 
+/// A message's sort key.
 pub fn message_sk(message: MessageId) -> String {
     format!("{MESSAGE_SK_PREFIX}{message}")
 }
 
+/// GSI1's partition of a user's conversations.
 pub fn user_conversations_pk(user: &UserId) -> String {
     format!("USER#{user}")
 }

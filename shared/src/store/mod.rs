@@ -19,17 +19,22 @@ use crate::domain::{
 /// One page of a list.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
+    /// The page's items.
     pub items: Vec<T>,
     /// Fetches the next page; `None` on the last one.
     pub next_cursor: Option<String>,
 }
 
+/// Which page to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageRequest {
+    /// Most items on the page.
     pub limit: u32,
+    /// Where the page starts; `None` for the first page.
     pub cursor: Option<String>,
 }
 
+/// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// No such conversation for this user (it may exist for another one).
@@ -38,13 +43,18 @@ pub enum StoreError {
     /// A reply in the conversation is still pending.
     #[error("a reply is pending in this conversation")]
     ReplyPending,
+    /// A cursor this server did not issue for this list and user.
     #[error("invalid page cursor")]
     InvalidCursor(#[source] CursorError),
+    /// An item the mapping cannot read (or write).
     #[error("stored item could not be read: {0}")]
     Corrupt(String),
+    /// DynamoDB failed or could not be reached.
     #[error("DynamoDB request failed: {context}")]
     Backend {
+        /// What was being done.
         context: &'static str,
+        /// The SDK's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },

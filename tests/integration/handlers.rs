@@ -1,11 +1,10 @@
 //! The three handlers end to end: API Gateway v2 events through the real
 //! handler code, to DynamoDB Local and a wiremock RunPod.
 
-mod common;
-
+use crate::common;
+use crate::common::{error_code, read, token, Event};
 use chat_service_dev::DEV_JWT_SECRET;
 use chat_shared::{auth::issue_token, http, runpod::RunPodClient, App};
-use common::{error_code, read, token, Event};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{method, path},

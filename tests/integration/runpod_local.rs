@@ -1,5 +1,6 @@
 //! The local RunPod endpoint speaks the API the real client expects.
 
+use crate::common;
 use std::time::Duration;
 
 use chat_service_dev::runpod_local::{LocalRunPod, Settings, DEV_REPLY_PREFIX};
@@ -9,8 +10,6 @@ use chat_shared::{
 };
 use serde_json::{json, Value};
 use tokio::time::Instant;
-
-mod common;
 
 async fn start(settings: Settings) -> (LocalRunPod, String) {
     let rp = LocalRunPod::new(Settings {

@@ -1,9 +1,9 @@
 //! Helpers shared by the integration tests: a DynamoDB Local client, a
 //! fresh table per test, configs and apps pointed at them.
-#![allow(dead_code)]
 
 use aws_config::BehaviorVersion;
 use aws_sdk_dynamodb::Client;
+pub use chat_service_dev::apigw::{self, Event};
 use chat_service_dev::{table::TableDefinition, DEV_JWT_SECRET};
 use chat_shared::{
     auth::issue_token,
@@ -91,133 +91,6 @@ pub fn token(user: &str) -> String {
     issue_token(DEV_JWT_SECRET, user, 3600, None, None)
 }
 
-/// An API Gateway HTTP API (payload 2.0) event, as API Gateway and
-/// `cargo lambda watch` deliver it.
-pub struct Event {
-    pub method: &'static str,
-    pub path: String,
-    pub route: &'static str,
-    pub path_id: Option<String>,
-    pub query: Vec<(String, String)>,
-    pub body: Option<String>,
-    pub token: Option<String>,
-}
-
-impl Event {
-    pub fn send(body: &str, token: Option<String>) -> Self {
-        Self {
-            method: "POST",
-            path: "/api/chat/send".into(),
-            route: "POST /api/chat/send",
-            path_id: None,
-            query: vec![],
-            body: Some(body.to_owned()),
-            token,
-        }
-    }
-
-    pub fn list(token: Option<String>) -> Self {
-        Self {
-            method: "GET",
-            path: "/api/chat/conversations".into(),
-            route: "GET /api/chat/conversations",
-            path_id: None,
-            query: vec![],
-            body: None,
-            token,
-        }
-    }
-
-    pub fn get(id: &str, token: Option<String>) -> Self {
-        Self {
-            method: "GET",
-            path: format!("/api/chat/conversations/{id}"),
-            route: "GET /api/chat/conversations/{id}",
-            path_id: Some(id.to_owned()),
-            query: vec![],
-            body: None,
-            token,
-        }
-    }
-
-    pub fn query(mut self, key: &str, value: &str) -> Self {
-        self.query.push((key.to_owned(), value.to_owned()));
-        self
-    }
-
-    pub fn to_json(&self) -> serde_json::Value {
-        use serde_json::json;
-        let mut headers = serde_json::Map::new();
-        headers.insert("content-type".into(), json!("application/json"));
-        if let Some(t) = &self.token {
-            headers.insert("authorization".into(), json!(format!("Bearer {t}")));
-        }
-        let raw_query = self
-            .query
-            .iter()
-            .map(|(k, v)| format!("{k}={}", urlencode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        let mut event = json!({
-            "version": "2.0",
-            "routeKey": self.route,
-            "rawPath": self.path,
-            "rawQueryString": raw_query,
-            "headers": headers,
-            "requestContext": {
-                "accountId": "123456789012",
-                "apiId": "local",
-                "domainName": "localhost",
-                "domainPrefix": "localhost",
-                "http": {
-                    "method": self.method,
-                    "path": self.path,
-                    "protocol": "HTTP/1.1",
-                    "sourceIp": "127.0.0.1",
-                    "userAgent": "tests"
-                },
-                "requestId": "test-request-id",
-                "routeKey": self.route,
-                "stage": "$default",
-                "time": "24/Nov/2026:12:00:00 +0000",
-                "timeEpoch": 1795521600000u64
-            },
-            "isBase64Encoded": false
-        });
-        if !self.query.is_empty() {
-            let q: serde_json::Map<_, _> = self
-                .query
-                .iter()
-                .map(|(k, v)| (k.clone(), json!(v)))
-                .collect();
-            event["queryStringParameters"] = json!(q);
-        }
-        if let Some(id) = &self.path_id {
-            event["pathParameters"] = json!({ "id": id });
-        }
-        if let Some(b) = &self.body {
-            event["body"] = json!(b);
-        }
-        event
-    }
-
-    pub fn request(&self) -> lambda_http::Request {
-        lambda_http::request::from_str(&self.to_json().to_string())
-            .expect("a valid API Gateway v2 event")
-    }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// Status and JSON body of a handler's response.
 pub fn read(resp: lambda_http::Response<lambda_http::Body>) -> (u16, serde_json::Value) {
     let status = resp.status().as_u16();
@@ -239,7 +112,7 @@ pub fn error_code(status: u16, body: &serde_json::Value, expected_status: u16) -
         err["message"].as_str().is_some_and(|m| !m.is_empty()),
         "body: {body}"
     );
-    assert_eq!(err["request_id"], "test-request-id", "body: {body}");
+    assert_eq!(err["request_id"], apigw::REQUEST_ID, "body: {body}");
     err["code"].as_str().expect("error.code").to_owned()
 }
 

@@ -1,10 +1,10 @@
 //! Conversations at any size (issue 6), through the real handlers against
 //! DynamoDB Local: paging, cursors, rename, delete.
 
-mod common;
-
+use crate::common;
 use std::collections::HashSet;
 
+use crate::common::{error_code, read, token, Event};
 use chat_service_dev::seed;
 use chat_shared::{
     domain::{ConversationId, Message, MessageId, Role, UserId},
@@ -14,7 +14,6 @@ use chat_shared::{
     App,
 };
 use chrono::{Duration, Utc};
-use common::{error_code, read, token, Event};
 use serde_json::{json, Value};
 
 fn user(name: &str) -> UserId {
@@ -64,20 +63,6 @@ async fn get(
         e = e.query("cursor", c);
     }
     read(http::get_conversation(app, e.request()).await)
-}
-
-fn event_with(
-    method: &'static str,
-    route: &'static str,
-    id: &str,
-    body: Option<&str>,
-    t: &str,
-) -> Event {
-    let mut e = Event::get(id, Some(t.to_owned()));
-    e.method = method;
-    e.route = route;
-    e.body = body.map(str::to_owned);
-    e
 }
 
 #[tokio::test]
@@ -209,14 +194,11 @@ async fn rename_keeps_updated_at_and_only_touches_the_callers_conversation() {
     let alice = token("alice");
     let (_, before) = list(&app, &alice, None, None).await;
     let oldest = ids[2].clone();
-    let route = "PATCH /api/chat/conversations/{id}";
 
-    let e = event_with(
-        "PATCH",
-        route,
+    let e = Event::rename(
         &oldest,
-        Some(r#"{"title": "  Patient files  "}"#),
-        &alice,
+        r#"{"title": "  Patient files  "}"#,
+        Some(alice.clone()),
     );
     let (status, body) = read(http::rename_conversation(&app, e.request()).await);
     assert_eq!(status, 200, "{body}");
@@ -245,11 +227,11 @@ async fn rename_keeps_updated_at_and_only_touches_the_callers_conversation() {
             "invalid_title",
         ),
     ] {
-        let e = event_with("PATCH", route, &oldest, Some(body), &alice);
+        let e = Event::rename(&oldest, body, Some(alice.clone()));
         let (status, resp) = read(http::rename_conversation(&app, e.request()).await);
         assert_eq!(error_code(status, &resp, 422), code);
     }
-    let e = event_with("PATCH", route, &oldest, Some(r#"{"name": "x"}"#), &alice);
+    let e = Event::rename(&oldest, r#"{"name": "x"}"#, Some(alice.clone()));
     let (status, resp) = read(http::rename_conversation(&app, e.request()).await);
     assert_eq!(error_code(status, &resp, 400), "invalid_request");
 
@@ -257,7 +239,7 @@ async fn rename_keeps_updated_at_and_only_touches_the_callers_conversation() {
         (oldest.as_str(), token("bob")),
         (&*ConversationId::new().to_string(), alice.clone()),
     ] {
-        let e = event_with("PATCH", route, id, Some(r#"{"title": "Mine"}"#), &t);
+        let e = Event::rename(id, r#"{"title": "Mine"}"#, Some(t.clone()));
         let (status, resp) = read(http::rename_conversation(&app, e.request()).await);
         assert_eq!(error_code(status, &resp, 404), "not_found");
     }
@@ -271,14 +253,13 @@ async fn deleting_a_1000_message_conversation_removes_every_item() {
     let (id, _) = seed_messages(&app, "alice", 1000).await;
     let (keep, _) = seed_messages(&app, "alice", 3).await;
     let alice = token("alice");
-    let route = "DELETE /api/chat/conversations/{id}";
 
     // Bob cannot delete it.
-    let e = event_with("DELETE", route, &id, None, &token("bob"));
+    let e = Event::delete(&id, Some(token("bob")));
     let (status, body) = read(http::delete_conversation(&app, e.request()).await);
     assert_eq!(error_code(status, &body, 404), "not_found");
 
-    let e = event_with("DELETE", route, &id, None, &alice);
+    let e = Event::delete(&id, Some(alice.clone()));
     let resp = http::delete_conversation(&app, e.request()).await;
     assert_eq!(resp.status(), 204);
     assert!(resp.body().is_empty());
@@ -298,7 +279,7 @@ async fn deleting_a_1000_message_conversation_removes_every_item() {
     let (status, body) =
         read(http::send_message(&app, Event::send(&send, Some(alice.clone())).request()).await);
     assert_eq!(error_code(status, &body, 404), "not_found");
-    let e = event_with("DELETE", route, &id, None, &alice);
+    let e = Event::delete(&id, Some(alice.clone()));
     let (status, body) = read(http::delete_conversation(&app, e.request()).await);
     assert_eq!(error_code(status, &body, 404), "not_found");
 

@@ -1,7 +1,6 @@
 //! The DynamoDB store against DynamoDB Local, one fresh table per test.
 
-mod common;
-
+use crate::common;
 use chrono::{Duration, Utc};
 
 use chat_shared::{

@@ -1,8 +1,7 @@
 //! Every file in `events/` through the real handler of its route, against
 //! DynamoDB Local and the local RunPod endpoint.
 
-mod common;
-
+use crate::common;
 use chat_service_dev::runpod_local::{LocalRunPod, Settings};
 use chat_shared::{
     domain::{

@@ -1,10 +1,10 @@
 //! Replies that outlast the request (issue 4), against DynamoDB Local and
 //! the local RunPod endpoint holding jobs for as long as a test wants.
 
-mod common;
-
+use crate::common;
 use std::time::Duration;
 
+use crate::common::{error_code, read, token, Event};
 use chat_service_dev::runpod_local::{LocalRunPod, Settings};
 use chat_shared::{
     domain::{ConversationId, MessageId, MessageStatus, ReplyOutcome, UserId},
@@ -13,7 +13,6 @@ use chat_shared::{
     store::{ConversationStore, FinishResult, PageRequest},
     App,
 };
-use common::{error_code, read, token, Event};
 use serde_json::{json, Value};
 use wiremock::{matchers::method, Mock, MockServer, ResponseTemplate};
 
@@ -95,17 +94,7 @@ impl Harness {
     }
 
     async fn webhook(&self, token: Option<&str>, body: &Value) -> (u16, Value) {
-        let mut e = Event::get("unused", None);
-        e.method = "POST";
-        e.route = "POST /api/chat/runpod/webhook/{token}";
-        e.path = format!("/api/chat/runpod/webhook/{}", token.unwrap_or(""));
-        e.path_id = None;
-        e.body = Some(body.to_string());
-        let mut event = e.to_json();
-        if let Some(t) = token {
-            event["pathParameters"] = json!({ "token": t });
-        }
-        let req = lambda_http::request::from_str(&event.to_string()).unwrap();
+        let req = Event::webhook(token, &body.to_string()).request();
         read(http::runpod_webhook(&self.app, req).await)
     }
 

@@ -1,0 +1,14 @@
+//! Every integration test in one binary (one link, one `common`): the
+//! store against DynamoDB Local, the handlers and the `events/` files
+//! through the real handler code, replies that outlast the request,
+//! paging at scale, the local RunPod endpoint, and (ignored unless
+//! `scripts/test.sh` starts the whole stack) the end-to-end run over HTTP.
+
+mod common;
+mod e2e;
+mod events;
+mod handlers;
+mod paging;
+mod pending;
+mod runpod_local;
+mod store;
