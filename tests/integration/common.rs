@@ -39,45 +39,36 @@ pub fn config(table: &str) -> Config {
 }
 
 pub fn config_with(table: &str, extra: &[(&str, &str)]) -> Config {
-    let table = table.to_owned();
-    let extra: Vec<(String, String)> = extra
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Config::from_lookup(move |k| {
-        if let Some((_, v)) = extra.iter().find(|(name, _)| name == k) {
-            return Some(v.clone());
-        }
-        match k {
-            "TABLE_NAME" => Some(table.clone()),
-            "JWT_SECRET" => Some(DEV_JWT_SECRET.to_owned()),
-            _ => None,
-        }
-    })
-    .unwrap()
+    let defaults = [("TABLE_NAME", table), ("JWT_SECRET", DEV_JWT_SECRET)];
+    Config::from_lookup(lookup(&defaults, extra)).unwrap()
 }
 
 pub fn runpod_config(base_url: &str, extra: &[(&str, &str)]) -> RunPodConfig {
-    let base_url = base_url.to_owned();
-    let extra: Vec<(String, String)> = extra
+    let defaults = [
+        ("RUNPOD_BASE_URL", base_url),
+        ("RUNPOD_ENDPOINT_ID", "test-endpoint"),
+        ("RUNPOD_API_KEY", "test-runpod-key"),
+        ("RUNPOD_RETRY_BASE_MS", "10"),
+        ("RUNPOD_POLL_INITIAL_MS", "20"),
+        ("RUNPOD_POLL_MAX_MS", "50"),
+    ];
+    RunPodConfig::from_lookup(lookup(&defaults, extra)).unwrap()
+}
+
+/// An environment of `defaults` with `extra` set over them.
+fn lookup(defaults: &[(&str, &str)], extra: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let vars: Vec<(String, String)> = defaults
         .iter()
+        .chain(extra)
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    RunPodConfig::from_lookup(move |k| {
-        if let Some((_, v)) = extra.iter().find(|(name, _)| name == k) {
-            return Some(v.clone());
-        }
-        match k {
-            "RUNPOD_BASE_URL" => Some(base_url.clone()),
-            "RUNPOD_ENDPOINT_ID" => Some("test-endpoint".into()),
-            "RUNPOD_API_KEY" => Some("test-runpod-key".into()),
-            "RUNPOD_RETRY_BASE_MS" => Some("10".into()),
-            "RUNPOD_POLL_INITIAL_MS" => Some("20".into()),
-            "RUNPOD_POLL_MAX_MS" => Some("50".into()),
-            _ => None,
-        }
-    })
-    .unwrap()
+    // The last setting of a name wins: `extra` over `defaults`.
+    move |name| {
+        vars.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
 }
 
 /// An app on a fresh table, with a model that is never reached.
