@@ -2,13 +2,15 @@
 //! fresh table per test, configs and apps pointed at them.
 
 use aws_config::BehaviorVersion;
-use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::{types::AttributeValue, Client};
 pub use chat_service_dev::apigw::{self, Event};
 use chat_service_dev::{table::TableDefinition, DEV_JWT_SECRET};
 use chat_shared::{
     auth::issue_token,
     config::{Config, RunPodConfig},
+    domain::{ConversationId, UserId},
     runpod::RunPodClient,
+    store::keys,
     App,
 };
 
@@ -111,4 +113,24 @@ pub fn error_code(status: u16, body: &serde_json::Value, expected_status: u16) -
 /// on the discard port, and nothing is sent unless a reply is pending).
 pub fn idle_model() -> RunPodClient {
     RunPodClient::new(runpod_config("http://127.0.0.1:9", &[])).unwrap()
+}
+
+/// Items in a conversation's partition (the conversation and its
+/// messages), read straight from the table.
+pub async fn partition_items<M>(app: &App<M>, user: &UserId, conversation: ConversationId) -> i32 {
+    dynamo()
+        .await
+        .query()
+        .table_name(&app.config.table_name)
+        .key_condition_expression("#pk = :pk")
+        .expression_attribute_names("#pk", keys::PK)
+        .expression_attribute_values(
+            ":pk",
+            AttributeValue::S(keys::conversation_pk(user, conversation)),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .count()
 }

@@ -9,7 +9,7 @@ use chat_shared::{
     },
     http,
     runpod::RunPodClient,
-    store::{keys, ConversationStore, PageRequest},
+    store::{ConversationStore, PageRequest},
     stream::{self, StreamEvent},
 };
 use chrono::Utc;
@@ -33,26 +33,11 @@ fn expected_status(file: &str) -> u16 {
     }
 }
 
-/// Items left in the sample conversation's partition, read straight from the table.
+/// Items left in the sample conversation's partition.
 async fn partition_items<M>(app: &chat_shared::App<M>) -> i32 {
-    common::dynamo()
-        .await
-        .query()
-        .table_name(&app.config.table_name)
-        .key_condition_expression("#pk = :pk")
-        .expression_attribute_names("#pk", keys::PK)
-        .expression_attribute_values(
-            ":pk",
-            aws_sdk_dynamodb::types::AttributeValue::S(keys::conversation_pk(
-                &UserId::parse("alice").unwrap(),
-                ConversationId::parse(SAMPLE_CONVERSATION).unwrap(),
-            )),
-        )
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap()
-        .count()
+    let alice = UserId::parse("alice").unwrap();
+    let id = ConversationId::parse(SAMPLE_CONVERSATION).unwrap();
+    common::partition_items(app, &alice, id).await
 }
 
 #[tokio::test]

@@ -285,24 +285,8 @@ async fn deleting_a_1000_message_conversation_removes_every_item() {
 
     // Not one item of its partition is left (the request had time for all
     // 1000 here; the stream purge covers the case where it does not).
-    let count = common::dynamo()
-        .await
-        .query()
-        .table_name(&app.config.table_name)
-        .key_condition_expression("#pk = :pk")
-        .expression_attribute_names("#pk", keys::PK)
-        .expression_attribute_values(
-            ":pk",
-            aws_sdk_dynamodb::types::AttributeValue::S(keys::conversation_pk(
-                &user("alice"),
-                ConversationId::parse(&id).unwrap(),
-            )),
-        )
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap()
-        .count();
+    let conversation = ConversationId::parse(&id).unwrap();
+    let count = common::partition_items(&app, &user("alice"), conversation).await;
     assert_eq!(count, 0);
     let (status, kept) = get(&app, &alice, &keep, None, None).await;
     assert_eq!(status, 200);
