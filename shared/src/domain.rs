@@ -367,6 +367,19 @@ impl Message {
         matches!(self.status, MessageStatus::Pending { .. })
     }
 
+    /// Takes a pending reply's final outcome: its text and usage, or the
+    /// reason it failed.
+    pub fn settle(&mut self, outcome: ReplyOutcome) {
+        match outcome {
+            ReplyOutcome::Complete { text, usage } => {
+                self.content = text;
+                self.usage = usage;
+                self.status = MessageStatus::Complete;
+            }
+            ReplyOutcome::Failed { error } => self.status = MessageStatus::Failed { error },
+        }
+    }
+
     /// A complete message with a new id.
     pub fn new(role: Role, content: String, created_at: DateTime<Utc>) -> Self {
         Self {
@@ -400,33 +413,33 @@ pub enum ReplyOutcome {
 /// A value that breaks a domain rule.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DomainError {
-    /// See the message.
+    /// A user id (a token's `sub`) that is empty, too long or has control characters.
     #[error("the user id is empty, too long or has control characters")]
     InvalidUserId,
-    /// See the message.
+    /// A conversation id that is not a UUID.
     #[error("conversation_id is not a UUID")]
     InvalidConversationId,
-    /// See the message.
+    /// A message id that is not a UUID.
     #[error("message id is not a UUID")]
     InvalidMessageId,
-    /// See the message.
+    /// A message that is empty or only white space.
     #[error("the message is empty")]
     EmptyMessage,
     #[error("the message has {chars} characters; the limit is {max_chars}")]
-    /// See the message.
+    /// A message over the length limit.
     MessageTooLong {
         /// The message's length.
         chars: usize,
         /// The limit.
         max_chars: usize,
     },
-    /// See the message.
+    /// A stored role that is neither `user` nor `assistant`.
     #[error("unknown role")]
     InvalidRole,
-    /// See the message.
+    /// A timestamp that is not RFC 3339.
     #[error("invalid timestamp")]
     InvalidTimestamp,
-    /// See the message.
+    /// A title that is blank, too long or spans several lines.
     #[error("the title must be 1 to 200 characters on one line")]
     InvalidTitle,
 }

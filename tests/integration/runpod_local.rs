@@ -20,6 +20,11 @@ async fn start(settings: Settings) -> (LocalRunPod, String) {
     (rp, url)
 }
 
+/// The service's RunPod client, pointed at the local endpoint.
+fn client_of(url: &str) -> RunPodClient {
+    RunPodClient::new(common::runpod_config(url, &[])).unwrap()
+}
+
 fn history(text: &str) -> Vec<Message> {
     vec![Message::new(Role::User, text.into(), chrono::Utc::now())]
 }
@@ -57,7 +62,7 @@ async fn call(url: &str, method: &str, path: &str, key: &str, body: Option<Value
 #[tokio::test]
 async fn the_client_gets_a_labelled_development_reply() {
     let (_, url) = start(Settings::default()).await;
-    let client = RunPodClient::new(common::runpod_config(&url, &[])).unwrap();
+    let client = client_of(&url);
     let reply = generate(&client, "How do I organize patient files?", secs(10))
         .await
         .unwrap()
@@ -150,7 +155,7 @@ async fn failures_and_scripted_statuses_reach_the_client() {
         ..Settings::default()
     })
     .await;
-    let client = RunPodClient::new(common::runpod_config(&url, &[])).unwrap();
+    let client = client_of(&url);
     let err = generate(&client, "hi", secs(10))
         .await
         .unwrap()
@@ -167,7 +172,7 @@ async fn failures_and_scripted_statuses_reach_the_client() {
         ..Settings::default()
     })
     .await;
-    let client = RunPodClient::new(common::runpod_config(&url, &[])).unwrap();
+    let client = client_of(&url);
     let err = generate(&client, "hi", secs(10))
         .await
         .unwrap()
@@ -182,7 +187,7 @@ async fn a_held_job_outlasts_the_wait_and_completes_when_released() {
         ..Settings::default()
     })
     .await;
-    let client = RunPodClient::new(common::runpod_config(&url, &[])).unwrap();
+    let client = client_of(&url);
     let job = client.submit(&history("hi"), None, secs(10)).await.unwrap();
     let wait = client.wait(&job, Instant::now() + Duration::from_millis(500));
     assert!(matches!(wait.await.unwrap(), JobPoll::Running));
@@ -202,7 +207,7 @@ async fn results_expire() {
         ..Settings::default()
     })
     .await;
-    let client = RunPodClient::new(common::runpod_config(&url, &[])).unwrap();
+    let client = client_of(&url);
     let id = client.submit(&history("hi"), None, secs(10)).await.unwrap();
     let done = client.wait(&id, secs(10)).await.unwrap();
     assert!(matches!(done, JobPoll::Done(Ok(_))), "{done:?}");

@@ -8,7 +8,9 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::time::Instant;
 
-use super::{Chat, ChatError, ChatModel, Generation, JobDelivery, ModelError, PendingPolicy};
+use super::{
+    Chat, ChatError, ChatModel, Completion, Generation, JobDelivery, ModelError, PendingPolicy,
+};
 use crate::{
     domain::{ConversationId, Message, MessageStatus, ReplyOutcome, UserId},
     store::{ConversationStore, FinishResult},
@@ -37,16 +39,7 @@ impl<S: ConversationStore, M> Chat<S, M> {
     ) -> Result<WebhookResult, ChatError> {
         let outcome = match delivery.state {
             Generation::Running => return Ok(WebhookResult::NotFinal),
-            Generation::Done(Ok(c)) => ReplyOutcome::Complete {
-                text: c.text,
-                usage: c.usage,
-            },
-            Generation::Done(Err(e)) => {
-                tracing::warn!(job_id = delivery.job_id, error = %e, "webhook delivered a failed job");
-                ReplyOutcome::Failed {
-                    error: e.reason().into(),
-                }
-            }
+            Generation::Done(result) => final_outcome(result, &delivery.job_id),
         };
         let (user, conversation, reply) = (&target.user, target.conversation, target.message);
         match self
@@ -103,7 +96,7 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
                 .finish_reply(user, conversation, id, job_id, &outcome, Utc::now())
                 .await?
             {
-                FinishResult::Written => apply(&mut messages[i], outcome),
+                FinishResult::Written => messages[i].settle(outcome),
                 FinishResult::AlreadyFinal => reread = true,
                 FinishResult::Missing | FinishResult::OtherJob => {}
             }
@@ -129,16 +122,7 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             error: EXPIRED.into(),
         };
         match self.model.poll(job_id, deadline).await {
-            Ok(Generation::Done(Ok(c))) => Some(ReplyOutcome::Complete {
-                text: c.text,
-                usage: c.usage,
-            }),
-            Ok(Generation::Done(Err(e))) => {
-                tracing::warn!(job_id, error = %e, "pending reply failed at the model");
-                Some(ReplyOutcome::Failed {
-                    error: e.reason().into(),
-                })
-            }
+            Ok(Generation::Done(result)) => Some(final_outcome(result, job_id)),
             // The model's service forgets results a while after they finish.
             Err(ModelError::UnknownJob(_)) => Some(expired()),
             Ok(Generation::Running) | Err(_) if age > max_age => Some(expired()),
@@ -151,13 +135,19 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
     }
 }
 
-fn apply(message: &mut Message, outcome: ReplyOutcome) {
-    match outcome {
-        ReplyOutcome::Complete { text, usage } => {
-            message.content = text;
-            message.usage = usage;
-            message.status = MessageStatus::Complete;
+/// The outcome to store for a final job. A failure is logged with its
+/// cause and stored as a short, safe reason.
+fn final_outcome(result: Result<Completion, ModelError>, job_id: &str) -> ReplyOutcome {
+    match result {
+        Ok(c) => ReplyOutcome::Complete {
+            text: c.text,
+            usage: c.usage,
+        },
+        Err(e) => {
+            tracing::warn!(job_id, error = %e, "the reply's job failed at the model");
+            ReplyOutcome::Failed {
+                error: e.reason().into(),
+            }
         }
-        ReplyOutcome::Failed { error } => message.status = MessageStatus::Failed { error },
     }
 }

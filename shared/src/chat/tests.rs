@@ -148,16 +148,29 @@ async fn send<M: ChatModel>(
 }
 
 async fn read<M: ChatModel>(chat: &Chat<MemoryStore, M>, id: ConversationId) -> Vec<Message> {
-    let page = PageRequest {
-        limit: 50,
-        cursor: None,
-    };
+    let page = first_page(50);
     let deadline = Instant::now() + Duration::from_secs(5);
     chat.get_conversation(&alice(), id, &page, deadline)
         .await
         .unwrap()
         .1
         .items
+}
+
+fn first_page(limit: u32) -> PageRequest {
+    PageRequest {
+        limit,
+        cursor: None,
+    }
+}
+
+/// The webhook target of a send's pending reply.
+fn target_of(out: &SendOutcome) -> WebhookTarget {
+    WebhookTarget {
+        user: alice(),
+        conversation: out.conversation_id,
+        message: out.reply.id,
+    }
 }
 
 fn statuses(messages: &[Message]) -> Vec<(Role, &str)> {
@@ -205,13 +218,7 @@ async fn a_failed_model_keeps_the_users_message_and_frees_the_conversation() {
         };
         assert_eq!(e.is_timeout(), timeout);
         let list = chat
-            .list_conversations(
-                &alice(),
-                &PageRequest {
-                    limit: 10,
-                    cursor: None,
-                },
-            )
+            .list_conversations(&alice(), &first_page(10))
             .await
             .unwrap();
         let id = list.items[0].id;
@@ -236,13 +243,7 @@ async fn a_refused_submission_keeps_the_users_message() {
     );
     assert!(chat.model().submitted().is_empty());
     let list = chat
-        .list_conversations(
-            &alice(),
-            &PageRequest {
-                limit: 10,
-                cursor: None,
-            },
-        )
+        .list_conversations(&alice(), &first_page(10))
         .await
         .unwrap();
     assert_eq!(list.items[0].last_message, "hello");
@@ -334,11 +335,7 @@ fn done(text: &str) -> Generation {
 async fn a_webhook_completes_its_reply_once_and_a_racing_read_sees_it() {
     let chat = chat(ScriptedModel::with(Script::Running));
     let out = send(&chat, None, "hello").await.unwrap();
-    let target = WebhookTarget {
-        user: alice(),
-        conversation: out.conversation_id,
-        message: out.reply.id,
-    };
+    let target = target_of(&out);
     let running = chat.receive_webhook(&target, delivery("job-1", Generation::Running));
     assert_eq!(running.await.unwrap(), WebhookResult::NotFinal);
     let other_job = chat.receive_webhook(&target, delivery("job-9", done("forged")));
@@ -357,20 +354,13 @@ async fn a_webhook_completes_its_reply_once_and_a_racing_read_sees_it() {
 async fn a_read_that_loses_the_race_rereads_the_winners_reply() {
     let chat = chat(ScriptedModel::with(Script::Running));
     let out = send(&chat, None, "hello").await.unwrap();
-    let page = PageRequest {
-        limit: 50,
-        cursor: None,
-    };
+    let page = first_page(50);
     let (_, mut stale) = chat
         .store()
         .conversation_page(&alice(), out.conversation_id, &page)
         .await
         .unwrap();
-    let target = WebhookTarget {
-        user: alice(),
-        conversation: out.conversation_id,
-        message: out.reply.id,
-    };
+    let target = target_of(&out);
     chat.receive_webhook(&target, delivery("job-1", done("winner")))
         .await
         .unwrap();
@@ -400,11 +390,7 @@ async fn a_webhook_for_a_deleted_conversation_is_not_found() {
     chat.delete_conversation(&alice(), out.conversation_id, Instant::now())
         .await
         .unwrap();
-    let target = WebhookTarget {
-        user: alice(),
-        conversation: out.conversation_id,
-        message: out.reply.id,
-    };
+    let target = target_of(&out);
     let result = chat.receive_webhook(&target, delivery("job-1", done("late")));
     assert!(matches!(result.await, Err(ChatError::NotFound)));
     assert!(chat

@@ -7,7 +7,7 @@
 //! turn into a bare 502).
 
 mod conversations;
-pub mod error;
+mod error;
 mod extract;
 mod send;
 mod webhook;

@@ -232,11 +232,7 @@ impl RunPodClient {
     /// One `status` call. A job RunPod no longer knows (its result expired)
     /// is `Err(Status { status: 404, .. })`.
     pub async fn poll(&self, job_id: &str, deadline: Instant) -> Result<JobPoll, RunPodError> {
-        let job = self.status(job_id, deadline).await?;
-        Ok(match job.state()? {
-            JobState::Queued | JobState::Running => JobPoll::Running,
-            _ => JobPoll::Done(finish(job)),
-        })
+        JobPoll::of(self.status(job_id, deadline).await?)
     }
 
     async fn status(&self, job_id: &str, deadline: Instant) -> Result<Job, RunPodError> {
@@ -330,6 +326,16 @@ pub enum JobPoll {
     Running,
     /// Final: the reply, or the error the job ended with.
     Done(Result<Completion, RunPodError>),
+}
+
+impl JobPoll {
+    /// Where `job` stands: running, or final with its reply or error.
+    pub fn of(job: Job) -> Result<Self, RunPodError> {
+        Ok(match job.state()? {
+            JobState::Queued | JobState::Running => JobPoll::Running,
+            _ => JobPoll::Done(finish(job)),
+        })
+    }
 }
 
 /// A final job to a reply, or to the error it stands for.

@@ -3,7 +3,7 @@
 
 use tokio::time::Instant;
 
-use super::{finish, Job, JobPoll, JobState, RunPodClient, RunPodError};
+use super::{Job, JobPoll, RunPodClient, RunPodError};
 use crate::{
     chat::{ChatModel, Generation, JobDelivery, ModelError},
     domain::Message,
@@ -37,10 +37,7 @@ impl TryFrom<Job> for JobDelivery {
 
     fn try_from(job: Job) -> Result<Self, RunPodError> {
         let job_id = job.id()?.to_owned();
-        let state = match job.state()? {
-            JobState::Queued | JobState::Running => Generation::Running,
-            _ => Generation::Done(finish(job).map_err(ModelError::from)),
-        };
+        let state = JobPoll::of(job)?.into();
         Ok(Self { job_id, state })
     }
 }

@@ -53,21 +53,13 @@ impl MemoryStore {
     }
 }
 
-fn finish(c: &mut Conversation, m: &mut Message, outcome: &ReplyOutcome, at: DateTime<Utc>) {
+/// The conversation's side of a finished reply: no longer waiting, and
+/// moved to the reply when it completed.
+fn finish(c: &mut Conversation, outcome: &ReplyOutcome, at: DateTime<Utc>) {
     c.pending_reply = None;
-    match outcome {
-        ReplyOutcome::Complete { text, usage } => {
-            m.content = text.clone();
-            m.usage = *usage;
-            m.status = MessageStatus::Complete;
-            c.updated_at = at;
-            c.last_message = preview(text);
-        }
-        ReplyOutcome::Failed { error } => {
-            m.status = MessageStatus::Failed {
-                error: error.clone(),
-            }
-        }
+    if let ReplyOutcome::Complete { text, .. } = outcome {
+        c.updated_at = at;
+        c.last_message = preview(text);
     }
 }
 
@@ -163,7 +155,8 @@ impl ConversationStore for MemoryStore {
                     Ok(FinishResult::Missing)
                 }
                 MessageStatus::Pending { .. } => {
-                    finish(c, m, outcome, at);
+                    finish(c, outcome, at);
+                    m.settle(outcome.clone());
                     Ok(FinishResult::Written)
                 }
                 _ => Ok(FinishResult::AlreadyFinal),

@@ -31,6 +31,9 @@ use crate::{
 
 /// The conversation exists and is the user's (names `#pk`, `#user`; value `:user`).
 const OWNED: &str = "attribute_exists(#pk) AND #user = :user";
+/// [`OWNED`], and no reply is pending in it (name `#pending`).
+const OWNED_AND_FREE: &str =
+    "attribute_exists(#pk) AND #user = :user AND attribute_not_exists(#pending)";
 /// A new item: nothing is overwritten.
 const NEW_ITEM: &str = "attribute_not_exists(#pk)";
 /// Most items one BatchWriteItem takes.
@@ -105,7 +108,7 @@ impl DynamoStore {
             .table_name(&self.table)
             .key(keys::PK, s(keys::conversation_pk(user, conversation)))
             .key(keys::SK, s(keys::CONVERSATION_SK))
-            .condition_expression(format!("{OWNED} AND attribute_not_exists(#pending)"))
+            .condition_expression(OWNED_AND_FREE)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .expression_attribute_names("#pk", keys::PK)
             .expression_attribute_names("#user", attr::USER_ID)
