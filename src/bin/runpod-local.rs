@@ -2,16 +2,13 @@
 //! Configured by `RUNPOD_LOCAL_*` variables (see README); port from
 //! `RUNPOD_LOCAL_PORT` (default 8002).
 
-use chat_service_dev::runpod_local::{LocalRunPod, Responder, Settings};
+use chat_service_dev::runpod_local::{LocalRunPod, Responder, Settings, Vars};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let settings = Settings::from_env()?;
-    let port: u16 = std::env::var("RUNPOD_LOCAL_PORT")
-        .ok()
-        .map(|p| p.parse())
-        .transpose()?
-        .unwrap_or(8002);
+    let vars = Vars::process();
+    let settings = Settings::from_vars(&vars)?;
+    let port: u16 = vars.number("RUNPOD_LOCAL_PORT")?.unwrap_or(8002);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let answers = match &settings.responder {
         Responder::Development => "the development responder (no AI model)".to_owned(),

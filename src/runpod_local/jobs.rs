@@ -1,0 +1,212 @@
+//! A job's life: `IN_QUEUE` -> `IN_PROGRESS` -> `COMPLETED` / `FAILED` /
+//! `CANCELLED` / `TIMED_OUT`, its webhook delivery, and how `status` shows it.
+
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use serde_json::{json, Value};
+use tokio::{sync::Notify, time::Instant};
+
+use super::LocalRunPod;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Status {
+    InQueue,
+    InProgress,
+    Completed,
+    Failed,
+    Cancelled,
+    TimedOut,
+}
+
+impl Status {
+    const ALL: [(Status, &'static str); 6] = [
+        (Status::InQueue, "IN_QUEUE"),
+        (Status::InProgress, "IN_PROGRESS"),
+        (Status::Completed, "COMPLETED"),
+        (Status::Failed, "FAILED"),
+        (Status::Cancelled, "CANCELLED"),
+        (Status::TimedOut, "TIMED_OUT"),
+    ];
+
+    fn as_str(self) -> &'static str {
+        Self::ALL.iter().find(|(s, _)| *s == self).unwrap().1
+    }
+
+    fn parse(word: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(_, w)| *w == word).map(|(s, _)| *s)
+    }
+
+    pub(super) fn is_final(self) -> bool {
+        !matches!(self, Status::InQueue | Status::InProgress)
+    }
+}
+
+pub(super) struct Job {
+    pub(super) status: Status,
+    output: Option<Value>,
+    error: Option<String>,
+    pub(super) submitted: Instant,
+    started: Option<Instant>,
+    pub(super) finished: Option<Instant>,
+    /// Position in the scripted status sequence.
+    sequence_pos: usize,
+    /// Where the finished job is posted, as RunPod's `webhook` field asks.
+    webhook: Option<String>,
+    pub(super) release: Arc<Notify>,
+}
+
+impl LocalRunPod {
+    /// Queues a job for `input`; its id.
+    pub(super) fn submit(&self, input: Value, webhook: Option<String>) -> String {
+        self.0.counters.submitted.fetch_add(1, Ordering::Relaxed);
+        let id = format!("local-{}", uuid::Uuid::new_v4());
+        let release = Arc::new(Notify::new());
+        let job = Job {
+            status: Status::InQueue,
+            output: None,
+            error: None,
+            submitted: Instant::now(),
+            started: None,
+            finished: None,
+            sequence_pos: 0,
+            webhook,
+            release: release.clone(),
+        };
+        self.0.jobs.lock().unwrap().insert(id.clone(), job);
+        tokio::spawn(self.clone().execute(id.clone(), input, release));
+        id
+    }
+
+    /// Moves a job that is not final yet to `status`; false when it was
+    /// gone or final already. A job that ends is posted to its webhook.
+    pub(super) fn set(
+        &self,
+        id: &str,
+        status: Status,
+        result: Result<Option<Value>, String>,
+    ) -> bool {
+        let webhook = {
+            let mut jobs = self.0.jobs.lock().unwrap();
+            let Some(job) = jobs.get_mut(id).filter(|j| !j.status.is_final()) else {
+                return false;
+            };
+            job.status = status;
+            if status == Status::InProgress {
+                job.started = Some(Instant::now());
+            } else if status.is_final() {
+                job.finished = Some(Instant::now());
+                (job.output, job.error) = match result {
+                    Ok(output) => (output, None),
+                    Err(e) => (None, Some(e)),
+                };
+            }
+            job.webhook.clone().filter(|_| status.is_final())
+        };
+        if let (Some(url), Some(body)) = (webhook, self.view(id, false)) {
+            tokio::spawn(self.clone().deliver(url, body));
+        }
+        true
+    }
+
+    /// Posts the finished job to its webhook; like RunPod, tries up to three
+    /// times, `webhook_retry_delay` apart, until it gets a 2xx.
+    async fn deliver(self, url: String, body: Value) {
+        for attempt in 1..=3 {
+            match self.0.http.post(&url).json(&body).send().await {
+                Ok(r) if r.status().is_success() => return,
+                Ok(r) => eprintln!("webhook attempt {attempt}: HTTP {}", r.status()),
+                Err(e) => eprintln!("webhook attempt {attempt}: {e}"),
+            }
+            tokio::time::sleep(self.0.settings.webhook_retry_delay).await;
+        }
+    }
+
+    /// Runs a job through the settings' delays and faults to its end.
+    async fn execute(self, id: String, input: Value, release: Arc<Notify>) {
+        let s = &self.0.settings;
+        tokio::time::sleep(s.queue_delay).await;
+        if !self.set(&id, Status::InProgress, Ok(None)) {
+            return; // cancelled while queued
+        }
+        let started = Instant::now();
+        let failed = s.failure_rate > 0.0 && rand::random::<f64>() < s.failure_rate;
+        let result = if failed {
+            Err("injected failure (RUNPOD_LOCAL_FAILURE_RATE)".to_owned())
+        } else {
+            s.responder.answer(&self.0.http, &input).await
+        };
+        let until = |d: Duration| d.saturating_sub(started.elapsed());
+        match s.execution_timeout {
+            Some(limit) if s.execution_time > limit => {
+                tokio::time::sleep(until(limit)).await;
+                let timeout = Err("execution timeout exceeded".into());
+                self.set(&id, Status::TimedOut, timeout);
+                return;
+            }
+            _ => tokio::time::sleep(until(s.execution_time)).await,
+        }
+        if s.hold {
+            release.notified().await;
+        }
+        let status = match result {
+            Ok(_) => Status::Completed,
+            Err(_) => Status::Failed,
+        };
+        self.set(&id, status, result.map(Some));
+    }
+
+    /// The job as the API shows it; with a status sequence and `advance`,
+    /// the next step of it.
+    pub(super) fn view(&self, id: &str, advance: bool) -> Option<Value> {
+        let mut jobs = self.0.jobs.lock().unwrap();
+        let job = jobs.get_mut(id)?;
+        let status = self.scripted(job, advance).unwrap_or(job.status);
+        let mut v = json!({"id": id, "status": status.as_str()});
+        if let Some(started) = job.started {
+            v["delayTime"] = json!(started.duration_since(job.submitted).as_millis() as u64);
+            if let Some(finished) = job.finished {
+                v["executionTime"] = json!(finished.duration_since(started).as_millis() as u64);
+            }
+        }
+        match status {
+            Status::Completed => v["output"] = job.output.clone().unwrap_or(Value::Null),
+            Status::Failed | Status::TimedOut => {
+                v["error"] = json!(job.error.clone().unwrap_or_else(|| "job failed".into()))
+            }
+            _ => {}
+        }
+        Some(v)
+    }
+
+    /// The status the scripted sequence shows next, if there is one.
+    fn scripted(&self, job: &mut Job, advance: bool) -> Option<Status> {
+        let seq = self.0.settings.status_sequence.as_ref()?;
+        if job.status == Status::Cancelled {
+            return None;
+        }
+        let pos = job.sequence_pos.min(seq.len().saturating_sub(1));
+        match Status::parse(seq.get(pos)?)? {
+            // A scripted COMPLETED waits for the responder's output.
+            Status::Completed if job.output.is_none() => Some(Status::InProgress),
+            step => {
+                if advance {
+                    job.sequence_pos += 1;
+                }
+                Some(step)
+            }
+        }
+    }
+
+    /// Drops final jobs whose result has outlived `result_ttl`.
+    pub(super) fn purge_expired(&self) {
+        let ttl = self.0.settings.result_ttl;
+        self.0
+            .jobs
+            .lock()
+            .unwrap()
+            .retain(|_, j| j.finished.is_none_or(|f| f.elapsed() < ttl));
+    }
+}

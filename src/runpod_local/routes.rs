@@ -1,0 +1,159 @@
+//! The HTTP face: RunPod's queue routes under `/{endpoint_id}/`, each
+//! checking the Bearer key, and the test-only `/_control/` routes.
+
+use std::sync::atomic::Ordering;
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    routing::{get, post},
+    Json, Router,
+};
+use serde_json::{json, Value};
+
+use super::{jobs::Status, LocalRunPod};
+
+/// The endpoint's routes, served with `rp` as their state.
+pub(super) fn router(rp: LocalRunPod) -> Router {
+    Router::new()
+        .route("/{endpoint}/run", post(run))
+        .route("/{endpoint}/status/{job}", get(status).post(status))
+        .route("/{endpoint}/stream/{job}", get(stream).post(stream))
+        .route("/{endpoint}/cancel/{job}", post(cancel))
+        .route("/{endpoint}/health", get(health))
+        .route("/_control/release/{job}", post(release))
+        .with_state(rp)
+}
+
+/// A refused request: status and RunPod's `{"error": ...}` body.
+type Refusal = (StatusCode, Json<Value>);
+
+type Answer = Result<Json<Value>, Refusal>;
+
+fn refuse(status: StatusCode, message: &str) -> Refusal {
+    (status, Json(json!({ "error": message })))
+}
+
+fn not_found() -> Refusal {
+    refuse(StatusCode::NOT_FOUND, "request does not exist")
+}
+
+impl LocalRunPod {
+    /// Admits a request with the right Bearer key for a served endpoint id.
+    fn admit(&self, headers: &HeaderMap, endpoint: &str) -> Result<(), Refusal> {
+        let s = &self.0.settings;
+        let presented = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let authorized = match (&s.api_key, presented) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(want), Some(got)) => want == got,
+        };
+        if !authorized {
+            return Err(refuse(StatusCode::UNAUTHORIZED, "Unauthorized"));
+        }
+        if s.endpoint_id.as_deref().is_some_and(|e| e != endpoint) {
+            return Err(refuse(StatusCode::NOT_FOUND, "endpoint not found"));
+        }
+        Ok(())
+    }
+}
+
+/// The job's `input` and optional `webhook` from a `run` body.
+fn job_input(body: &[u8]) -> Result<(Value, Option<String>), Refusal> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")))?;
+    let webhook = value
+        .get("webhook")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    match value.get("input") {
+        Some(input @ Value::Object(_)) => Ok((input.clone(), webhook)),
+        _ => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "body must have an input object",
+        )),
+    }
+}
+
+async fn run(
+    State(rp): State<LocalRunPod>,
+    Path(endpoint): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    rp.admit(&headers, &endpoint)?;
+    rp.purge_expired();
+    let (input, webhook) = job_input(&body)?;
+    let id = rp.submit(input, webhook);
+    Ok(Json(json!({"id": id, "status": "IN_QUEUE"})))
+}
+
+async fn status(
+    State(rp): State<LocalRunPod>,
+    Path((endpoint, job)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    rp.admit(&headers, &endpoint)?;
+    rp.purge_expired();
+    rp.0.counters.status_calls.fetch_add(1, Ordering::Relaxed);
+    rp.view(&job, true).map(Json).ok_or_else(not_found)
+}
+
+async fn stream(
+    State(rp): State<LocalRunPod>,
+    Path((endpoint, job)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    rp.admit(&headers, &endpoint)?;
+    rp.purge_expired();
+    let v = rp.view(&job, false).ok_or_else(not_found)?;
+    let chunks = match v.get("output") {
+        Some(Value::Array(parts)) => parts.iter().map(|p| json!({"output": p})).collect(),
+        Some(other) => vec![json!({"output": other})],
+        None => vec![],
+    };
+    Ok(Json(
+        json!({"id": job, "status": v["status"], "stream": chunks}),
+    ))
+}
+
+async fn cancel(
+    State(rp): State<LocalRunPod>,
+    Path((endpoint, job)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    rp.admit(&headers, &endpoint)?;
+    rp.0.counters.cancels.fetch_add(1, Ordering::Relaxed);
+    rp.set(&job, Status::Cancelled, Ok(None));
+    let v = rp.view(&job, false).ok_or_else(not_found)?;
+    Ok(Json(json!({"id": job, "status": v["status"]})))
+}
+
+async fn health(
+    State(rp): State<LocalRunPod>,
+    Path(endpoint): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    rp.admit(&headers, &endpoint)?;
+    let jobs = rp.0.jobs.lock().unwrap();
+    let count = |s: Status| jobs.values().filter(|j| j.status == s).count();
+    Ok(Json(json!({
+        "jobs": {
+            "completed": count(Status::Completed),
+            "failed": count(Status::Failed) + count(Status::TimedOut),
+            "inProgress": count(Status::InProgress),
+            "inQueue": count(Status::InQueue),
+            "retried": 0
+        },
+        "workers": {"idle": 1, "running": count(Status::InProgress)}
+    })))
+}
+
+async fn release(State(rp): State<LocalRunPod>, Path(job): Path<String>) -> StatusCode {
+    rp.release(Some(&job));
+    StatusCode::NO_CONTENT
+}
