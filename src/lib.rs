@@ -1,5 +1,6 @@
 //! Development tools for the chat service (not deployed):
 //!
+//! - [`bench`]: the benchmark's Lambda Runtime API, DynamoDB call counter, rows and report.
 //! - [`apigw`]: API Gateway HTTP API events, the one builder of the tests and the benchmark.
 //! - [`table`]: creates a DynamoDB table from `template.yaml`'s `ChatTable`,
 //!   so local runs and tests use exactly the deployed key schema and index.
@@ -9,6 +10,7 @@
 //! - [`DEV_JWT_SECRET`]: the secret of local runs and sample events.
 
 pub mod apigw;
+pub mod bench;
 pub mod measure;
 pub mod runpod_local;
 pub mod seed;

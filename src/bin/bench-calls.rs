@@ -27,7 +27,7 @@ use chat_service_dev::{
 use chat_shared::{
     app::load_aws_config,
     config::{Config, RunPodConfig},
-    domain::{Message, MessageId, Role, UserId},
+    domain::{ConversationId, Message, MessageId, Role, UserId},
     runpod::RunPodClient,
     store::{keys, ConversationStore, PageRequest},
     App,
@@ -115,68 +115,139 @@ impl Signed {
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|s| s.parse().unwrap())
-        .unwrap_or(1000);
-    let endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").expect("AWS_ENDPOINT_URL_DYNAMODB");
-
-    // Built as the functions build them (send-message's main, App::from_env).
-    let aws = load_aws_config().await;
-    let config = Config::from_env().unwrap();
-    let table = config.table_name.clone();
-    let app = App::new(config, aws_sdk_dynamodb::Client::new(&aws));
-    let store = app.chat.store();
-    let model = RunPodClient::new(RunPodConfig::from_env().unwrap()).unwrap();
-
-    // A conversation as a send finds it: longer than the history window.
-    let user = UserId::parse("bench-calls").unwrap();
-    let id = seed_messages(&app, user.as_str(), HISTORY as usize + 10).await;
-    let recent = PageRequest {
-        limit: HISTORY,
-        cursor: None,
-    };
-    let text = SAMPLE_MESSAGE.to_owned();
-    let history: Vec<Message> = (0..HISTORY)
-        .map(|_| Message::new(Role::User, text.clone(), chrono::Utc::now()))
-        .collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(24 * 3600);
-    let job = model.submit(&history, None, deadline).await.unwrap();
-
-    let credentials = {
+impl Signed {
+    /// Signs as the functions' AWS configuration would.
+    async fn from(aws: &aws_config::SdkConfig, endpoint: String) -> Self {
         use aws_credential_types::provider::ProvideCredentials;
-        aws.credentials_provider()
-            .unwrap()
-            .provide_credentials()
-            .await
-            .unwrap()
-    };
-    let signed = Signed {
-        http: reqwest::Client::new(),
-        endpoint: endpoint.clone(),
-        region: aws.region().unwrap().to_string(),
-        credentials,
-    };
-    let pk = keys::conversation_pk(&user, id);
-    let query = json!({
-        "TableName": table,
-        "KeyConditionExpression": format!("{} = :pk", keys::PK),
-        "ExpressionAttributeValues": { ":pk": { "S": pk } },
-        "ScanIndexForward": false,
-        "Limit": HISTORY + 1,
-    })
-    .to_string();
-    let health = format!(
-        "{}/{}/health",
-        model.config().base_url,
-        model.config().endpoint_id
-    );
-    let bare = reqwest::Client::new();
+        let provider = aws.credentials_provider().unwrap();
+        Signed {
+            http: reqwest::Client::new(),
+            endpoint,
+            region: aws.region().unwrap().to_string(),
+            credentials: provider.provide_credentials().await.unwrap(),
+        }
+    }
+}
 
-    // The first row is the floor the bench prints per invocation.
-    let rows = vec![
+/// What the measured calls work on: a conversation as a send finds it
+/// (longer than the history window), and a submitted job.
+struct Scene {
+    app: App,
+    model: RunPodClient,
+    user: UserId,
+    id: ConversationId,
+    history: Vec<Message>,
+    job: String,
+    deadline: tokio::time::Instant,
+}
+
+impl Scene {
+    async fn new(aws: &aws_config::SdkConfig) -> Self {
+        // Built as the functions build them (send-message's main, App::from_env).
+        let app = App::new(
+            Config::from_env().unwrap(),
+            aws_sdk_dynamodb::Client::new(aws),
+        );
+        let model = RunPodClient::new(RunPodConfig::from_env().unwrap()).unwrap();
+        let user = UserId::parse("bench-calls").unwrap();
+        let id = seed_messages(&app, user.as_str(), HISTORY as usize + 10).await;
+        let history: Vec<Message> = (0..HISTORY).map(|_| user_message()).collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(24 * 3600);
+        let job = model.submit(&history, None, deadline).await.unwrap();
+        Scene {
+            app,
+            model,
+            user,
+            id,
+            history,
+            job,
+            deadline,
+        }
+    }
+
+    /// The service's own calls: `DynamoStore` and `RunPodClient`.
+    async fn service_rows(&self, n: usize) -> Vec<Value> {
+        let (store, user, id) = (self.app.chat.store(), &self.user, self.id);
+        let recent = PageRequest {
+            limit: HISTORY,
+            cursor: None,
+        };
+        vec![
+            measure(
+                "DynamoStore: Query (conversation + 20 messages)",
+                n,
+                || async {
+                    store.conversation_page(user, id, &recent).await.unwrap();
+                },
+            )
+            .await,
+            measure(
+                "DynamoStore: TransactWriteItems (append a message)",
+                n,
+                || {
+                    let m = user_message();
+                    async move { store.append_message(user, id, &m).await.unwrap() }
+                },
+            )
+            .await,
+            measure("RunPodClient: run (20 messages)", n, || async {
+                self.model
+                    .submit(&self.history, None, self.deadline)
+                    .await
+                    .unwrap();
+            })
+            .await,
+            measure("RunPodClient: status", n, || async {
+                self.model.poll(&self.job, self.deadline).await.unwrap();
+            })
+            .await,
+        ]
+    }
+
+    /// The same DynamoDB exchanges without the SDK.
+    async fn signed_rows(&self, n: usize, signed: &Signed) -> Vec<Value> {
+        let table = &self.app.config.table_name;
+        let pk = keys::conversation_pk(&self.user, self.id);
+        let query = json!({
+            "TableName": table,
+            "KeyConditionExpression": format!("{} = :pk", keys::PK),
+            "ExpressionAttributeValues": { ":pk": { "S": pk } },
+            "ScanIndexForward": false,
+            "Limit": HISTORY + 1,
+        })
+        .to_string();
+        vec![
+            measure(
+                "no SDK: signed Query (same items, JSON parsed)",
+                n,
+                || async {
+                    signed.call("Query", query.as_bytes()).await;
+                },
+            )
+            .await,
+            measure("no SDK: signed TransactWriteItems (one Put)", n, || {
+                let item = json!({
+                    keys::PK: { "S": pk },
+                    keys::SK: { "S": keys::message_sk(MessageId::new()) },
+                    "role": { "S": "user" },
+                    "content": { "S": SAMPLE_MESSAGE },
+                    "created_at": { "S": chrono::Utc::now().to_rfc3339() },
+                });
+                let put = json!({ "Put": { "TableName": table, "Item": item } });
+                let body = json!({ "TransactItems": [put] }).to_string();
+                async move {
+                    signed.call("TransactWriteItems", body.as_bytes()).await;
+                }
+            })
+            .await,
+        ]
+    }
+
+    /// A bare HTTP exchange on loopback: the floor every call pays.
+    async fn bare_row(&self, n: usize) -> Value {
+        let config = self.model.config();
+        let health = format!("{}/{}/health", config.base_url, config.endpoint_id);
+        let bare = reqwest::Client::new();
         measure(
             "bare HTTP exchange (GET, tiny body, loopback)",
             n,
@@ -185,59 +256,27 @@ async fn main() {
                 r.bytes().await.unwrap();
             },
         )
-        .await,
-        measure(
-            "DynamoStore: Query (conversation + 20 messages)",
-            n,
-            || async {
-                store.conversation_page(&user, id, &recent).await.unwrap();
-            },
-        )
-        .await,
-        measure(
-            "DynamoStore: TransactWriteItems (append a message)",
-            n,
-            || {
-                let m = Message::new(Role::User, text.clone(), chrono::Utc::now());
-                let (store, user) = (&store, &user);
-                async move { store.append_message(user, id, &m).await.unwrap() }
-            },
-        )
-        .await,
-        measure("RunPodClient: run (20 messages)", n, || async {
-            model.submit(&history, None, deadline).await.unwrap();
-        })
-        .await,
-        measure("RunPodClient: status", n, || async {
-            model.poll(&job, deadline).await.unwrap();
-        })
-        .await,
-        measure(
-            "no SDK: signed Query (same items, JSON parsed)",
-            n,
-            || async {
-                signed.call("Query", query.as_bytes()).await;
-            },
-        )
-        .await,
-        measure("no SDK: signed TransactWriteItems (one Put)", n, || {
-            let item = json!({
-                keys::PK: { "S": pk },
-                keys::SK: { "S": keys::message_sk(MessageId::new()) },
-                "role": { "S": "user" },
-                "content": { "S": text },
-                "created_at": { "S": chrono::Utc::now().to_rfc3339() },
-            });
-            let body = json!({
-                "TransactItems": [{ "Put": { "TableName": table, "Item": item } }],
-            })
-            .to_string();
-            let signed = &signed;
-            async move {
-                signed.call("TransactWriteItems", body.as_bytes()).await;
-            }
-        })
-        .await,
-    ];
+        .await
+    }
+}
+
+fn user_message() -> Message {
+    Message::new(Role::User, SAMPLE_MESSAGE.to_owned(), chrono::Utc::now())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(1000);
+    let endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").expect("AWS_ENDPOINT_URL_DYNAMODB");
+    let aws = load_aws_config().await;
+    let scene = Scene::new(&aws).await;
+    let signed = Signed::from(&aws, endpoint).await;
+    // The first row is the floor the bench prints per invocation.
+    let mut rows = vec![scene.bare_row(n).await];
+    rows.extend(scene.service_rows(n).await);
+    rows.extend(scene.signed_rows(n, &signed).await);
     println!("{}", json!({ "calls_per_row": n, "rows": rows }));
 }

@@ -1,0 +1,242 @@
+//! The benchmark's parts (`src/bin/bench.rs` puts them together): each
+//! function's release binary run the way Lambda runs it, under a
+//! [`runtime::Runtime`] of its own, against DynamoDB Local behind a
+//! counting [`proxy::DynamoProxy`] and the local RunPod endpoint.
+//!
+//! - `runtime.rs`: the Lambda Runtime API;
+//! - `proxy.rs`: the DynamoDB call counter;
+//! - `report.rs`: the markdown tables;
+//! - here: one function's row (cold starts, warm invocations, calls, memory)
+//!   and one point of a page-size sweep.
+
+pub mod proxy;
+pub mod report;
+pub mod runtime;
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+
+use crate::{
+    measure::{cpu_time, ms, peak_rss_kb, scheduled_time, us},
+    runpod_local::LocalRunPod,
+};
+use proxy::DynamoProxy;
+use runtime::Runtime;
+
+/// One row of the table: a binary and the event it is invoked with.
+pub struct Function {
+    /// The row's name.
+    pub name: &'static str,
+    /// The binary in the bench's binary directory.
+    pub bin: &'static str,
+    /// The API Gateway event, as JSON.
+    pub event: String,
+    /// The HTTP status every invocation must answer.
+    pub status: u16,
+}
+
+/// What every measurement shares.
+pub struct Bench {
+    /// Where the functions' binaries are (`BENCH_BIN_DIR`).
+    pub bin_dir: PathBuf,
+    /// The functions' environment.
+    pub env: Vec<(String, String)>,
+    /// Counts the functions' DynamoDB calls.
+    pub proxy: DynamoProxy,
+    /// The RunPod stand-in the functions call.
+    pub runpod: LocalRunPod,
+    /// Warm invocations per row.
+    pub warm: usize,
+    /// Cold starts per row.
+    pub cold_starts: usize,
+}
+
+/// A started function process and its Runtime API.
+struct Running {
+    rt: Runtime,
+    child: tokio::process::Child,
+    started: Instant,
+}
+
+impl Running {
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+
+    /// Invokes with `event`, asserting the answer's status.
+    async fn invoke(&self, event: &str, status: u16) -> Duration {
+        let t = Instant::now();
+        let (got, body) = self.rt.invoke(event).await;
+        assert_eq!(got, status, "{}", String::from_utf8_lossy(&body));
+        t.elapsed()
+    }
+}
+
+impl Bench {
+    /// Starts `bin` under a new Runtime API, as Lambda starts a cold function.
+    async fn start(&self, bin: &str) -> Running {
+        let (rt, addr) = Runtime::start().await;
+        let bin = self.bin_dir.join(bin);
+        let mut cmd = tokio::process::Command::new(&bin);
+        cmd.env_clear()
+            .env("AWS_LAMBDA_RUNTIME_API", addr)
+            .env("AWS_LAMBDA_FUNCTION_NAME", bin.file_name().unwrap())
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let child = cmd.spawn().expect("start the function binary");
+        Running { rt, child, started }
+    }
+
+    /// The function's row: cold starts, then warm invocations in one process.
+    pub async fn row(&self, f: &Function) -> Value {
+        eprintln!("{}: cold starts", f.name);
+        let (inits, firsts) = self.cold_starts(f).await;
+        eprintln!("{}: {} warm invocations", f.name, self.warm);
+        let mut run = self.start(f.bin).await;
+        for _ in 0..20 {
+            run.invoke(&f.event, f.status).await;
+        }
+        let (ddb_calls, rp_calls) = self.calls_of_one(&run, f).await;
+        let pid = run.pid();
+        let (sched0, ticks0) = (scheduled_time(pid), cpu_time(pid));
+        let mut lat = Vec::with_capacity(self.warm);
+        for _ in 0..self.warm {
+            lat.push(run.invoke(&f.event, f.status).await);
+        }
+        let n = self.warm as u32;
+        let (scheduled, ticks) = (scheduled_time(pid) - sched0, cpu_time(pid));
+        let rss = peak_rss_kb(pid);
+        run.child.kill().await.ok();
+        lat.sort();
+        let bin = self.bin_dir.join(f.bin);
+        json!({
+            "init_ms_median": ms(inits[inits.len() / 2]),
+            "init_ms_max": ms(*inits.last().unwrap()),
+            "first_invocation_ms_median": ms(firsts[firsts.len() / 2]),
+            "warm_ms_p50": ms(percentile(&lat, 0.5)),
+            "warm_ms_p99": ms(percentile(&lat, 0.99)),
+            "cpu_us_per_invocation": us(scheduled / n),
+            "user_cpu_us_per_invocation": us((ticks.0 - ticks0.0) / n),
+            "system_cpu_us_per_invocation": us((ticks.1 - ticks0.1) / n),
+            "peak_rss_mb": (rss as f64 / 1024.0 * 10.0).round() / 10.0,
+            "binary_mb": megabytes(std::fs::metadata(&bin).unwrap().len()),
+            "deflated_mb": megabytes(deflated_size(&bin)),
+            "dynamodb_calls_per_invocation": ddb_calls,
+            "runpod_calls_per_invocation": rp_calls,
+        })
+    }
+
+    /// Init times (start to the first `next`) and first invocations
+    /// (which pay for what init deferred: connections, TLS roots), sorted.
+    async fn cold_starts(&self, f: &Function) -> (Vec<Duration>, Vec<Duration>) {
+        let (mut inits, mut firsts) = (Vec::new(), Vec::new());
+        for _ in 0..self.cold_starts {
+            let mut run = self.start(f.bin).await;
+            run.invoke(&f.event, f.status).await;
+            let init = run.rt.first_next().unwrap() - run.started;
+            inits.push(init);
+            firsts.push(run.started.elapsed() - init);
+            run.child.kill().await.ok();
+        }
+        inits.sort();
+        firsts.sort();
+        (inits, firsts)
+    }
+
+    /// One invocation's calls, counted at the proxy and the RunPod stand-in.
+    async fn calls_of_one(&self, run: &Running, f: &Function) -> (proxy::Counts, u64) {
+        let runpod_calls = || self.runpod.submitted() + self.runpod.status_calls();
+        let (ddb_before, rp_before) = (self.proxy.snapshot(), runpod_calls());
+        run.invoke(&f.event, f.status).await;
+        (self.proxy.since(&ddb_before), runpod_calls() - rp_before)
+    }
+
+    /// One point of a sweep: `event` to `bin` 300 times, warm.
+    pub async fn sweep_point(&self, bin: &str, event: &str) -> Value {
+        const RUNS: u32 = 300;
+        let mut run = self.start(bin).await;
+        for _ in 0..20 {
+            run.invoke(event, 200).await;
+        }
+        let pid = run.pid();
+        let (sched0, ddb_before) = (scheduled_time(pid), self.proxy.snapshot());
+        let mut lat = Vec::new();
+        for _ in 0..RUNS {
+            lat.push(run.invoke(event, 200).await);
+        }
+        let cpu = (scheduled_time(pid) - sched0) / RUNS;
+        let ddb_calls: u64 = self.proxy.since(&ddb_before).values().sum();
+        run.child.kill().await.ok();
+        lat.sort();
+        json!({
+            "p50_ms": ms(percentile(&lat, 0.5)),
+            "p99_ms": ms(percentile(&lat, 0.99)),
+            "cpu_us_per_invocation": us(cpu),
+            "dynamodb_calls_per_invocation": ddb_calls as f64 / RUNS as f64,
+        })
+    }
+
+    /// The client CPU per outside call (`bench-calls`, release build),
+    /// against DynamoDB Local directly: the proxy would add to the wall
+    /// times only.
+    pub async fn client_calls(&self, dynamodb: &str) -> Value {
+        eprintln!("client CPU per call (bench-calls)");
+        // In BENCH_BIN_DIR when built there, else the release build's.
+        let bin = Some(self.bin_dir.join("bench-calls"))
+            .filter(|b| b.exists())
+            .unwrap_or_else(|| PathBuf::from("target/release/bench-calls"));
+        let out = tokio::process::Command::new(bin)
+            .arg(self.warm.to_string())
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb)
+            .stderr(Stdio::inherit())
+            .output()
+            .await
+            .expect("run bench-calls (scripts/bench.sh builds it)");
+        assert!(out.status.success(), "bench-calls failed");
+        serde_json::from_slice(&out.stdout).expect("bench-calls prints JSON")
+    }
+}
+
+/// The machine's CPU model and core count.
+pub fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    json!({"cpu": cpu, "cores": cores})
+}
+
+fn megabytes(bytes: u64) -> f64 {
+    (bytes as f64 / 1e6 * 100.0).round() / 100.0
+}
+
+/// The file's size once deflated: about its size in a Lambda zip.
+fn deflated_size(path: &Path) -> u64 {
+    let data = std::fs::read(path).unwrap();
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&data).unwrap();
+    enc.finish().unwrap().len() as u64
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}

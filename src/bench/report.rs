@@ -1,0 +1,110 @@
+//! The benchmark's report as markdown tables, from its JSON.
+
+use serde_json::Value;
+
+/// Prints every table of the report `r`.
+pub fn print(r: &Value) {
+    println!(
+        "machine: {} ({} cores)",
+        r["machine"]["cpu"].as_str().unwrap_or(""),
+        r["machine"]["cores"]
+    );
+    println!();
+    functions(r);
+    sweeps(r);
+    calls(r);
+}
+
+/// `Query×1, TransactWriteItems×2`.
+fn call_counts(counts: &Value) -> String {
+    let counts = counts.as_object().into_iter().flatten();
+    let cells: Vec<String> = counts.map(|(k, v)| format!("{k}×{v}")).collect();
+    cells.join(", ")
+}
+
+fn functions(r: &Value) {
+    println!("| function | init median / max (ms) | first invocation (ms) | warm p50 / p99 (ms) | CPU per invocation (µs): scheduled; user + system ticks | peak RSS (MB) | binary / deflated (MB) | DynamoDB calls | RunPod calls |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (name, f) in r["functions"].as_object().unwrap() {
+        println!(
+            "| {name} | {} / {} | {} | {} / {} | {}; {} + {} | {} | {} / {} | {} | {} |",
+            f["init_ms_median"],
+            f["init_ms_max"],
+            f["first_invocation_ms_median"],
+            f["warm_ms_p50"],
+            f["warm_ms_p99"],
+            f["cpu_us_per_invocation"],
+            f["user_cpu_us_per_invocation"],
+            f["system_cpu_us_per_invocation"],
+            f["peak_rss_mb"],
+            f["binary_mb"],
+            f["deflated_mb"],
+            call_counts(&f["dynamodb_calls_per_invocation"]),
+            f["runpod_calls_per_invocation"],
+        );
+    }
+}
+
+fn sweeps(r: &Value) {
+    let sweeps = r["sweeps"].as_object().unwrap();
+    if sweeps.is_empty() {
+        return;
+    }
+    println!();
+    println!("| sweep | 10 | 1 000 | 10 000 |");
+    println!("|---|---|---|---|");
+    for (name, points) in sweeps {
+        let cell = |n: &str| {
+            let p = &points[n];
+            format!(
+                "{} / {} ms, {} µs CPU, {} DynamoDB call(s)",
+                p["p50_ms"],
+                p["p99_ms"],
+                p["cpu_us_per_invocation"],
+                p["dynamodb_calls_per_invocation"]
+            )
+        };
+        println!(
+            "| {name}: p50 / p99, CPU, calls | {} | {} | {} |",
+            cell("10"),
+            cell("1000"),
+            cell("10000")
+        );
+    }
+}
+
+fn calls(r: &Value) {
+    let Some(rows) = r["calls"]["rows"].as_array() else {
+        return;
+    };
+    println!();
+    println!(
+        "| client CPU per call, in process ({} calls each) | CPU (µs) | user + system ticks (µs) | wall (µs) |",
+        r["calls"]["calls_per_row"]
+    );
+    println!("|---|---|---|---|");
+    for c in rows {
+        println!(
+            "| {} | {} | {} + {} | {} |",
+            c["call"].as_str().unwrap_or(""),
+            c["cpu_us"],
+            c["user_us"],
+            c["system_us"],
+            c["wall_us"]
+        );
+    }
+    // Every invocation is also two Runtime API exchanges (next, response).
+    let bare = rows[0]["cpu_us"].as_f64().unwrap_or(0.0);
+    for (name, f) in r["functions"].as_object().unwrap() {
+        let Some(ddb) = f["dynamodb_calls_per_invocation"].as_object() else {
+            continue;
+        };
+        let exchanges = 2
+            + ddb.values().filter_map(Value::as_u64).sum::<u64>()
+            + f["runpod_calls_per_invocation"].as_u64().unwrap_or(0);
+        println!(
+            "{name}: {exchanges} HTTP exchanges per invocation, at least {:.0} µs of CPU at {bare} µs each",
+            exchanges as f64 * bare
+        );
+    }
+}
