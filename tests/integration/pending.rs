@@ -10,7 +10,7 @@ use chat_shared::{
     domain::{ConversationId, MessageId, MessageStatus, ReplyOutcome, UserId},
     http,
     runpod::RunPodClient,
-    store::{ConversationStore, FinishResult, PageRequest},
+    store::{ConversationStore, FinishResult, PageRequest, PendingReply},
     App,
 };
 use serde_json::{json, Value};
@@ -284,26 +284,25 @@ async fn webhook_and_read_racing_write_once() {
         usage: None,
     };
     let at = chrono::Utc::now();
+    let pending = PendingReply {
+        user: &alice,
+        conversation: conv,
+        message: reply,
+        job_id: &job_id,
+    };
+    let store = h.app.chat.store();
     let (a, b) = tokio::join!(
-        h.app
-            .chat
-            .store()
-            .finish_reply(&alice, conv, reply, &job_id, &outcome, at),
-        h.app
-            .chat
-            .store()
-            .finish_reply(&alice, conv, reply, &job_id, &outcome, at)
+        store.finish_reply(pending, &outcome, at),
+        store.finish_reply(pending, &outcome, at)
     );
     let mut results = [a.unwrap(), b.unwrap()];
     results.sort_by_key(|r| *r != FinishResult::Written);
     assert_eq!(results, [FinishResult::Written, FinishResult::AlreadyFinal]);
-    let wrong_job = h
-        .app
-        .chat
-        .store()
-        .finish_reply(&alice, conv, reply, "other-job", &outcome, at)
-        .await
-        .unwrap();
+    let other_job = PendingReply {
+        job_id: "other-job",
+        ..pending
+    };
+    let wrong_job = store.finish_reply(other_job, &outcome, at).await.unwrap();
     assert_eq!(wrong_job, FinishResult::AlreadyFinal);
 }
 

@@ -148,35 +148,29 @@ async fn wrong_key_missing_job_and_bad_input_are_refused() {
     assert!(health["jobs"]["completed"].is_number());
 }
 
+/// The error a generation ends with on an endpoint with `settings`.
+async fn failure_with(settings: Settings) -> RunPodError {
+    let (_, url) = start(settings).await;
+    let client = client_of(&url);
+    let outcome = generate(&client, "hi", secs(10)).await;
+    outcome.expect("a final status").unwrap_err()
+}
+
 #[tokio::test]
 async fn failures_and_scripted_statuses_reach_the_client() {
-    let (_, url) = start(Settings {
+    let err = failure_with(Settings {
         failure_rate: 1.0,
         ..Settings::default()
     })
     .await;
-    let client = client_of(&url);
-    let err = generate(&client, "hi", secs(10))
-        .await
-        .unwrap()
-        .unwrap_err();
     assert!(matches!(err, RunPodError::JobFailed { .. }), "{err:?}");
 
-    let (_, url) = start(Settings {
-        status_sequence: Some(vec![
-            "IN_QUEUE".into(),
-            "IN_PROGRESS".into(),
-            "IN_PROGRESS".into(),
-            "TIMED_OUT".into(),
-        ]),
+    let sequence = ["IN_QUEUE", "IN_PROGRESS", "IN_PROGRESS", "TIMED_OUT"];
+    let err = failure_with(Settings {
+        status_sequence: Some(sequence.map(String::from).to_vec()),
         ..Settings::default()
     })
     .await;
-    let client = client_of(&url);
-    let err = generate(&client, "hi", secs(10))
-        .await
-        .unwrap()
-        .unwrap_err();
     assert!(matches!(err, RunPodError::JobTimedOut { .. }), "{err:?}");
 }
 

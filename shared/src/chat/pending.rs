@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     domain::{ConversationId, Message, MessageStatus, ReplyOutcome, UserId},
-    store::{ConversationStore, FinishResult},
+    store::{ConversationStore, FinishResult, PendingReply},
     webhook::WebhookTarget,
 };
 
@@ -41,19 +41,13 @@ impl<S: ConversationStore, M> Chat<S, M> {
             Generation::Running => return Ok(WebhookResult::NotFinal),
             Generation::Done(result) => final_outcome(result, &delivery.job_id),
         };
-        let (user, conversation, reply) = (&target.user, target.conversation, target.message);
-        match self
-            .store
-            .finish_reply(
-                user,
-                conversation,
-                reply,
-                &delivery.job_id,
-                &outcome,
-                Utc::now(),
-            )
-            .await?
-        {
+        let reply = PendingReply {
+            user: &target.user,
+            conversation: target.conversation,
+            message: target.message,
+            job_id: &delivery.job_id,
+        };
+        match self.store.finish_reply(reply, &outcome, Utc::now()).await? {
             FinishResult::Written | FinishResult::AlreadyFinal => Ok(WebhookResult::Stored),
             // Not stored yet (RunPod retries a failed delivery) or not this job.
             FinishResult::Missing | FinishResult::OtherJob => Err(ChatError::NotFound),
@@ -90,12 +84,13 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             let MessageStatus::Pending { job_id } = &messages[i].status else {
                 continue;
             };
-            let id = messages[i].id;
-            match self
-                .store
-                .finish_reply(user, conversation, id, job_id, &outcome, Utc::now())
-                .await?
-            {
+            let reply = PendingReply {
+                user,
+                conversation,
+                message: messages[i].id,
+                job_id,
+            };
+            match self.store.finish_reply(reply, &outcome, Utc::now()).await? {
                 FinishResult::Written => messages[i].settle(outcome),
                 FinishResult::AlreadyFinal => reread = true,
                 FinishResult::Missing | FinishResult::OtherJob => {}

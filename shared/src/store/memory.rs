@@ -8,10 +8,9 @@ use std::{collections::HashMap, sync::Mutex};
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use super::{ConversationStore, FinishResult, Page, PageRequest, StoreError};
+use super::{ConversationStore, FinishResult, Page, PageRequest, PendingReply, StoreError};
 use crate::domain::{
-    preview, Conversation, ConversationId, Message, MessageId, MessageStatus, ReplyOutcome, Title,
-    UserId,
+    preview, Conversation, ConversationId, Message, MessageStatus, ReplyOutcome, Title, UserId,
 };
 
 /// A conversation's partition: the conversation item (gone once deleted)
@@ -138,13 +137,16 @@ impl ConversationStore for MemoryStore {
 
     async fn finish_reply(
         &self,
-        user: &UserId,
-        conversation: ConversationId,
-        message: MessageId,
-        job_id: &str,
+        reply: PendingReply<'_>,
         outcome: &ReplyOutcome,
         at: DateTime<Utc>,
     ) -> Result<FinishResult, StoreError> {
+        let PendingReply {
+            user,
+            conversation,
+            message,
+            job_id,
+        } = reply;
         let found = self.with(user, conversation, |c, messages| {
             let Some(m) = messages.iter_mut().find(|m| m.id == message) else {
                 return Ok(FinishResult::Missing);

@@ -60,6 +60,20 @@ pub enum StoreError {
     },
 }
 
+/// A pending reply as its finishers name it: where it is stored and the
+/// job it waits for.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingReply<'a> {
+    /// The conversation's owner.
+    pub user: &'a UserId,
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The reply.
+    pub message: MessageId,
+    /// The RunPod job the reply waits for.
+    pub job_id: &'a str,
+}
+
 /// What [`ConversationStore::finish_reply`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishResult {
@@ -116,10 +130,7 @@ pub trait ConversationStore: Sync {
     /// pending for `job_id` changes, so concurrent finishers write once.
     fn finish_reply(
         &self,
-        user: &UserId,
-        conversation: ConversationId,
-        message: MessageId,
-        job_id: &str,
+        reply: PendingReply<'_>,
         outcome: &ReplyOutcome,
         at: chrono::DateTime<chrono::Utc>,
     ) -> impl Future<Output = Result<FinishResult, StoreError>> + Send;

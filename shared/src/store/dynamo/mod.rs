@@ -10,10 +10,10 @@ use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use super::{ConversationStore, CursorCodec, FinishResult, Page, PageRequest, StoreError};
-use crate::domain::{
-    Conversation, ConversationId, Message, MessageId, ReplyOutcome, Title, UserId,
+use super::{
+    ConversationStore, CursorCodec, FinishResult, Page, PageRequest, PendingReply, StoreError,
 };
+use crate::domain::{Conversation, ConversationId, Message, ReplyOutcome, Title, UserId};
 
 /// The DynamoDB store: one client, one table, built once per cold start.
 pub struct DynamoStore {
@@ -91,15 +91,11 @@ impl ConversationStore for DynamoStore {
 
     async fn finish_reply(
         &self,
-        user: &UserId,
-        conversation: ConversationId,
-        message: MessageId,
-        job_id: &str,
+        reply: PendingReply<'_>,
         outcome: &ReplyOutcome,
         at: DateTime<Utc>,
     ) -> Result<FinishResult, StoreError> {
-        self.finish(user, conversation, message, job_id, outcome, at)
-            .await
+        self.finish(reply, outcome, at).await
     }
 
     async fn rename_conversation(

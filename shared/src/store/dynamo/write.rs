@@ -23,10 +23,10 @@ use super::{
 };
 use crate::{
     domain::{
-        format_timestamp, preview, Conversation, ConversationId, Message, MessageId, MessageStatus,
+        format_timestamp, preview, Conversation, ConversationId, Message, MessageStatus,
         ReplyOutcome, Title, UserId,
     },
-    store::{keys, FinishResult, StoreError},
+    store::{keys, FinishResult, PendingReply, StoreError},
 };
 
 /// The conversation exists and is the user's (names `#pk`, `#user`; value `:user`).
@@ -137,13 +137,16 @@ impl DynamoStore {
 
     pub(super) async fn finish(
         &self,
-        user: &UserId,
-        conversation: ConversationId,
-        message: MessageId,
-        job_id: &str,
+        reply: PendingReply<'_>,
         outcome: &ReplyOutcome,
         at: DateTime<Utc>,
     ) -> Result<FinishResult, StoreError> {
+        let PendingReply {
+            user,
+            conversation,
+            message,
+            job_id,
+        } = reply;
         let pk = keys::conversation_pk(user, conversation);
         let msg = Update::builder()
             .table_name(&self.table)
