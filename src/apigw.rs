@@ -15,6 +15,8 @@ pub struct Event {
     path_parameter: Option<(&'static str, String)>,
     query: Vec<(String, String)>,
     body: Option<String>,
+    /// The body is base64 (`isBase64Encoded`), as API Gateway sends bytes.
+    base64: bool,
     token: Option<String>,
 }
 
@@ -27,6 +29,7 @@ impl Event {
             path_parameter: None,
             query: vec![],
             body: None,
+            base64: false,
             token,
         }
     }
@@ -104,6 +107,15 @@ impl Event {
         self
     }
 
+    /// The same event with a body of raw bytes, base64-encoded as API
+    /// Gateway delivers bodies that are not text.
+    pub fn bytes_body(mut self, body: &[u8]) -> Self {
+        use base64::Engine;
+        self.body = Some(base64::engine::general_purpose::STANDARD.encode(body));
+        self.base64 = true;
+        self
+    }
+
     /// The event as JSON.
     pub fn to_json(&self) -> Value {
         let mut headers = Map::new();
@@ -141,7 +153,7 @@ impl Event {
                 "time": "24/Nov/2026:12:00:00 +0000",
                 "timeEpoch": 1795521600000u64
             },
-            "isBase64Encoded": false
+            "isBase64Encoded": self.base64
         });
         if !self.query.is_empty() {
             let q: Map<_, _> = self

@@ -188,11 +188,12 @@ impl Title {
     /// Longest title a user may set.
     pub const MAX_CHARS: usize = 200;
 
-    /// A title the user chose: trimmed, 1 to 200 characters, one line.
+    /// A title the user chose: 1 to 200 characters as sent (so the API
+    /// contract's `maxLength` is exact), one line, not blank; stored trimmed.
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
         let title = raw.trim();
-        let chars = title.chars().count();
-        if chars == 0 || chars > Self::MAX_CHARS || title.chars().any(char::is_control) {
+        let too_long = raw.chars().count() > Self::MAX_CHARS;
+        if title.is_empty() || too_long || title.chars().any(char::is_control) {
             return Err(DomainError::InvalidTitle);
         }
         Ok(Self(title.to_owned()))
@@ -544,6 +545,10 @@ mod tests {
             Err(DomainError::InvalidTitle)
         );
         assert_eq!(Title::parse("   "), Err(DomainError::InvalidTitle));
+        // The limit counts what was sent, surrounding white space included.
+        let padded = format!(" {} ", "é".repeat(199));
+        assert_eq!(Title::parse(&padded), Err(DomainError::InvalidTitle));
+        assert!(Title::parse(&format!(" {}", "é".repeat(199))).is_ok());
         assert_eq!(Title::parse("two\nlines"), Err(DomainError::InvalidTitle));
     }
 

@@ -11,7 +11,7 @@
 //! - [`runpod`]: the RunPod serverless client: job input, polling, retries, output parsing.
 //! - [`signing`]: HMAC-signed opaque tokens (page cursors, webhook URLs).
 //! - [`chat`]: the use cases (send, list, get, rename, delete) over the store and model traits.
-//! - [`http`]: request parsing, the handlers, and the one error-to-response mapping.
+//! - [`http`]: request parsing, the handlers, the contract and its page (`docs`), and the one error-to-response mapping.
 //! - [`stream`]: the DynamoDB stream consumer that purges deleted conversations' messages.
 //! - [`webhook`]: signed RunPod webhook URLs for replies that outlast the request.
 //! - [`app`]: what a function builds once per cold start.

@@ -70,6 +70,10 @@ impl Harness {
         read(http::get_conversation(&self.app, event.request()).await)
     }
 
+    async fn rename(&self, event: Event) -> (u16, Value) {
+        read(http::rename_conversation(&self.app, event.request()).await)
+    }
+
     async fn job_inputs(&self) -> Vec<Value> {
         self.runpod
             .received_requests()
@@ -200,6 +204,21 @@ async fn other_users_conversations_are_not_found() {
     assert_eq!(error_code(status, &body, 404), "not_found");
     // Only the one successful send reached the model.
     assert_eq!(h.job_inputs().await.len(), 1);
+}
+
+/// Found by Schemathesis: bodies that are not UTF-8. API Gateway delivers
+/// them base64-encoded; every route with a body answers 400 invalid_json.
+#[tokio::test]
+async fn bodies_that_are_not_utf8_are_400_invalid_json() {
+    let h = Harness::with(&[]).await;
+    let bytes = b"{\"message\": \"a\xffb\"}";
+    let id = uuid::Uuid::new_v4().to_string();
+    let send = h.send(Event::send("", Some(token("alice"))).bytes_body(bytes));
+    let rename = h.rename(Event::rename(&id, "", Some(token("alice"))).bytes_body(bytes));
+    for (status, resp) in [send.await, rename.await] {
+        assert_eq!(error_code(status, &resp, 400), "invalid_json");
+    }
+    assert!(h.job_inputs().await.is_empty());
 }
 
 #[tokio::test]

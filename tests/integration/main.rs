@@ -8,6 +8,7 @@ mod common;
 mod e2e;
 mod events;
 mod handlers;
+mod openapi;
 mod paging;
 mod pending;
 mod runpod_local;

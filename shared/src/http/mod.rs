@@ -7,6 +7,7 @@
 //! turn into a bare 502).
 
 mod conversations;
+mod docs;
 mod error;
 mod extract;
 mod send;
@@ -25,6 +26,7 @@ pub use conversations::{
     delete_conversation, get_conversation, list_conversations, rename_conversation,
     CONVERSATIONS_PAGE_DEFAULT, CONVERSATIONS_PAGE_MAX, MESSAGES_PAGE_DEFAULT, MESSAGES_PAGE_MAX,
 };
+pub use docs::ApiDocs;
 pub use error::ApiError;
 pub use send::send_message;
 pub use webhook::runpod_webhook;

@@ -1,0 +1,112 @@
+//! The contract (`openapi.yaml`) names exactly the routes that are served:
+//! those of `template.yaml` (deployed) and of `cargo lambda watch`'s router
+//! in `Cargo.toml` (local). A route added to one and not the others fails here.
+
+use std::collections::BTreeSet;
+
+use serde_yaml::Value;
+
+/// `METHOD /path` pairs.
+type Routes = BTreeSet<String>;
+
+const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
+fn read(file: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+fn yaml(file: &str) -> Value {
+    serde_yaml::from_str(&read(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+fn documented() -> Routes {
+    let doc = yaml("openapi.yaml");
+    let paths = doc["paths"].as_mapping().expect("openapi.yaml has paths");
+    paths
+        .iter()
+        .flat_map(|(path, item)| {
+            let path = path.as_str().unwrap().to_owned();
+            METHODS
+                .iter()
+                .filter(move |m| item.get(**m).is_some())
+                .map(move |m| format!("{} {path}", m.to_uppercase()))
+        })
+        .collect()
+}
+
+/// The HttpApi events of every function in `template.yaml`.
+fn deployed() -> Routes {
+    let template = yaml("template.yaml");
+    let resources = template["Resources"].as_mapping().unwrap();
+    let events = resources
+        .values()
+        .filter_map(|r| r["Properties"]["Events"].as_mapping());
+    events
+        .flat_map(|events| events.values())
+        .filter(|event| event["Type"] == "HttpApi")
+        .map(|event| {
+            let p = &event["Properties"];
+            format!(
+                "{} {}",
+                p["Method"].as_str().unwrap(),
+                p["Path"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// `[workspace.metadata.lambda.watch.router]` in `Cargo.toml`.
+fn served_locally() -> Routes {
+    let manifest: toml::Table = read("Cargo.toml").parse().unwrap();
+    let router = manifest["workspace"]["metadata"]["lambda"]["watch"]["router"]
+        .as_table()
+        .expect("Cargo.toml has a cargo lambda watch router");
+    router
+        .iter()
+        .flat_map(|(path, routes)| {
+            let routes = routes.as_array().unwrap();
+            routes
+                .iter()
+                .map(move |r| format!("{} {path}", r["method"].as_str().unwrap()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_contract_names_exactly_the_routes_that_are_served() {
+    let documented = documented();
+    assert!(documented.contains("POST /api/chat/send"), "{documented:?}");
+    for (name, served) in [
+        ("template.yaml", deployed()),
+        ("the cargo lambda watch router", served_locally()),
+    ] {
+        let undocumented: Vec<_> = served.difference(&documented).collect();
+        let unserved: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            undocumented.is_empty() && unserved.is_empty(),
+            "{name} serves {undocumented:?} that openapi.yaml lacks; \
+             openapi.yaml names {unserved:?} that {name} does not serve"
+        );
+    }
+}
+
+#[test]
+fn every_operation_documents_its_errors_and_an_operation_id() {
+    let doc = yaml("openapi.yaml");
+    for (path, item) in doc["paths"].as_mapping().unwrap() {
+        for method in METHODS.iter().filter(|m| item.get(**m).is_some()) {
+            let op = &item[*method];
+            let at = format!("{method} {}", path.as_str().unwrap());
+            assert!(op["operationId"].is_string(), "{at}: no operationId");
+            let responses = op["responses"].as_mapping().unwrap();
+            let public = op
+                .get("security")
+                .is_some_and(|s| s == &Value::Sequence(vec![]));
+            if path.as_str().unwrap().starts_with("/api/") {
+                assert!(responses.contains_key("500"), "{at}: no 500");
+                assert!(responses.contains_key("401") || public, "{at}: no 401");
+            }
+        }
+    }
+}
