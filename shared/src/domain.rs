@@ -275,6 +275,21 @@ pub struct Conversation {
     /// The assistant reply still being generated, if any: while it is set,
     /// no new message can be sent to the conversation.
     pub pending_reply: Option<MessageId>,
+    /// While a send is still waiting for `pending_reply` (before it is
+    /// stored): until when its claim holds. A claim whose send died is
+    /// free again after this.
+    pub claimed_until: Option<DateTime<Utc>>,
+}
+
+/// A send's hold on its conversation, taken in the write that stores the
+/// user's message: one generation per conversation at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// The reply the send will store.
+    pub reply: MessageId,
+    /// When the claim lapses if the send never settles it (after the
+    /// send's own deadline).
+    pub until: DateTime<Utc>,
 }
 
 impl Conversation {
@@ -288,6 +303,16 @@ impl Conversation {
             updated_at: first.created_at,
             message_count: 1,
             pending_reply: None,
+            claimed_until: None,
+        }
+    }
+
+    /// The same conversation, held by `claim`.
+    pub fn claimed(self, claim: &Claim) -> Self {
+        Self {
+            pending_reply: Some(claim.reply),
+            claimed_until: Some(claim.until),
+            ..self
         }
     }
 }

@@ -5,7 +5,7 @@ use crate::common;
 use chat_service_dev::runpod_local::{LocalRunPod, Settings};
 use chat_shared::{
     domain::{
-        Conversation, ConversationId, Message, MessageId, MessageStatus, Role, Title, UserId,
+        Claim, Conversation, ConversationId, Message, MessageId, MessageStatus, Role, Title, UserId,
     },
     http,
     runpod::RunPodClient,
@@ -114,8 +114,18 @@ async fn every_sample_event_gets_its_documented_status() {
                     job_id: "sample-job".into(),
                 },
             };
-            app.chat
-                .store()
+            // Claimed by the send that stored the question, as a send does.
+            let question = Message::new(Role::User, "a question".into(), Utc::now());
+            let claim = Claim {
+                reply: reply.id,
+                until: Utc::now() + chrono::Duration::seconds(60),
+            };
+            let store = app.chat.store();
+            store
+                .append_and_claim(&alice, seeded.id, &question, &claim)
+                .await
+                .unwrap();
+            store
                 .add_pending_reply(&alice, seeded.id, &reply)
                 .await
                 .unwrap();

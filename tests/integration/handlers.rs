@@ -341,6 +341,10 @@ async fn a_failing_model_is_502_and_the_users_message_is_kept() {
         "status": "complete"
         }])
     );
+    // The failed send released its claim: the conversation takes the next send.
+    let again = json!({"message": "Again?", "conversation_id": conv["id"]}).to_string();
+    let (status, body) = h.send(Event::send(&again, Some(token("alice")))).await;
+    assert_eq!(error_code(status, &body, 502), "model_error", "not 409");
 }
 
 #[tokio::test]

@@ -384,3 +384,43 @@ async fn sending_while_a_reply_is_pending_is_409() {
     assert_eq!(msgs.items[1].status, MessageStatus::Complete);
     assert_eq!(msgs.items.len(), 4);
 }
+
+/// Issue 13: sends racing on one conversation. The claim is taken in the
+/// write that stores the user's message, so exactly one job reaches RunPod;
+/// every other send is 409 `reply_pending` and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_sends_to_one_conversation_submit_exactly_one_job() {
+    let h = Harness::new(false, &[]).await;
+    let id = chat_service_dev::seed::seed_messages(&h.app, "alice", 2).await;
+    let sends = (0..12).map(|i| {
+        let body = json!({"message": format!("attempt {i}"), "conversation_id": id.to_string()});
+        h.send(body, "alice")
+    });
+    let answers = futures::future::join_all(sends).await;
+    let statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
+    assert_eq!(h.runpod.submitted(), 1, "statuses {statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 202).count(),
+        1,
+        "{statuses:?}"
+    );
+    for (status, body) in answers.iter().filter(|(s, _)| *s != 202) {
+        assert_eq!(error_code(*status, body, 409), "reply_pending");
+    }
+    // Two seeded messages, the winner's message and its pending reply.
+    let alice = UserId::parse("alice").unwrap();
+    let page = PageRequest {
+        limit: 50,
+        cursor: None,
+    };
+    let (conversation, messages) = h
+        .stored
+        .chat
+        .store()
+        .conversation_page(&alice, id, &page)
+        .await
+        .unwrap();
+    assert_eq!(messages.items.len(), 4);
+    assert_eq!(conversation.message_count, 4);
+    h.runpod.release(None);
+}

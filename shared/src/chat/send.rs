@@ -2,14 +2,16 @@
 //! stored first, so a model failure loses nothing the user wrote), submit
 //! the job, wait for it, and settle the reply as complete or pending.
 
-use chrono::Utc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::{Chat, ChatError, ChatModel, Generation, PendingPolicy};
 use crate::{
     domain::{
-        Conversation, ConversationId, Message, MessageContent, MessageId, MessageStatus, Role,
-        Title, UserId,
+        Claim, Conversation, ConversationId, Message, MessageContent, MessageId, MessageStatus,
+        Role, Title, UserId,
     },
     store::{ConversationStore, PageRequest},
 };
@@ -62,10 +64,14 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
         times: SendTimes,
     ) -> Result<SendOutcome, ChatError> {
         let message = Message::new(Role::User, request.content.as_str().to_owned(), Utc::now());
+        let claim = Claim {
+            reply: MessageId::new(),
+            until: claim_lapses(times.deadline),
+        };
         let mut turn = match request.conversation_id {
-            None => self.start(user, &request.content, message).await?,
+            None => self.start(user, &request.content, message, &claim).await?,
             Some(id) => {
-                self.continue_with(user, id, message, times.deadline)
+                self.continue_with(user, id, message, &claim, times.deadline)
                     .await?
             }
         };
@@ -75,12 +81,16 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             .cloned()
             .expect("history ends with the new message");
         bound_history(&mut turn.history, self.limits.max_chars);
-        let reply_id = MessageId::new();
-        let webhook = self.webhooks.url_for(user, turn.conversation_id, reply_id);
-        let job_id = self
+        let (reply_id, conversation) = (claim.reply, turn.conversation_id);
+        let webhook = self.webhooks.url_for(user, conversation, reply_id);
+        let submitted = self
             .model
             .submit(&turn.history, webhook.as_deref(), times.deadline)
-            .await?;
+            .await;
+        let job_id = match submitted {
+            Ok(job_id) => job_id,
+            Err(e) => return Err(self.released(user, conversation, reply_id, e.into()).await),
+        };
         tracing::info!(job_id, "model job submitted");
         let waited = self.model.wait(&job_id, times.wait_until).await;
         let reply = Message {
@@ -101,14 +111,17 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
         })
     }
 
-    /// A new conversation, titled after its first message, stored with it.
+    /// A new conversation, titled after its first message, stored with it
+    /// and claimed for the reply.
     async fn start(
         &self,
         user: &UserId,
         content: &MessageContent,
         first: Message,
+        claim: &Claim,
     ) -> Result<Turn, ChatError> {
-        let conversation = Conversation::started_with(Title::from_first_message(content), &first);
+        let title = Title::from_first_message(content);
+        let conversation = Conversation::started_with(title, &first).claimed(claim);
         self.store
             .create_conversation(user, &conversation, &first)
             .await?;
@@ -120,12 +133,15 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
     }
 
     /// Appends the user's message to a conversation whose previous reply is
-    /// final; its recent complete messages go to the model with it.
+    /// final, claiming it for the reply in the same write (a concurrent send
+    /// loses there and stores nothing); its recent complete messages go to
+    /// the model with it.
     async fn continue_with(
         &self,
         user: &UserId,
         id: ConversationId,
         message: Message,
+        claim: &Claim,
         deadline: Instant,
     ) -> Result<Turn, ChatError> {
         let recent = PageRequest {
@@ -150,7 +166,9 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
                 return Err(ChatError::ReplyPending);
             }
         }
-        self.store.append_message(user, id, &message).await?;
+        self.store
+            .append_and_claim(user, id, &message, claim)
+            .await?;
         let mut history: Vec<Message> = page
             .items
             .into_iter()
@@ -164,7 +182,8 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
     }
 
     /// Stores the reply as the wait left it: complete, or pending with its
-    /// job. A failed job stores nothing and is the send's error.
+    /// job. A failed job stores nothing, frees the conversation, and is the
+    /// send's error.
     async fn settle(
         &self,
         user: &UserId,
@@ -178,12 +197,12 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
                 reply.content = completion.text;
                 reply.usage = completion.usage;
                 reply.status = MessageStatus::Complete;
-                self.store
-                    .append_message(user, conversation, &reply)
-                    .await?;
+                self.store.add_reply(user, conversation, &reply).await?;
                 return Ok(reply);
             }
-            Ok(Generation::Done(Err(e))) => return Err(e.into()),
+            Ok(Generation::Done(Err(e))) => {
+                return Err(self.released(user, conversation, reply.id, e.into()).await)
+            }
             Ok(Generation::Running) => {}
             Err(e) => {
                 // The job exists; whether it succeeds is for later to tell.
@@ -206,6 +225,33 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
         .await?;
         Ok(reply)
     }
+
+    /// Frees the conversation a failed send claimed; `error` is the send's
+    /// answer either way (a claim that cannot be released lapses).
+    async fn released(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: MessageId,
+        error: ChatError,
+    ) -> ChatError {
+        if let Err(e) = self.store.release_claim(user, conversation, reply).await {
+            tracing::warn!(error = %e, "could not release the claim; it lapses on its own");
+        }
+        error
+    }
+}
+
+/// How long a claim outlives the send's deadline: enough for the clocks of
+/// two machines to disagree, short enough that a send that died blocks its
+/// conversation for about a minute at most.
+const CLAIM_MARGIN: Duration = Duration::from_secs(30);
+
+/// When a claim taken now lapses: after the send's deadline, by which it
+/// has settled or died.
+fn claim_lapses(deadline: Instant) -> DateTime<Utc> {
+    let left = deadline.saturating_duration_since(Instant::now()) + CLAIM_MARGIN;
+    Utc::now() + chrono::Duration::from_std(left).unwrap_or(chrono::Duration::MAX)
 }
 
 /// Drops the oldest messages until the history fits in `max_chars`; the

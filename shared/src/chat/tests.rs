@@ -9,7 +9,10 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::{
-    domain::{Completion, ConversationId, Message, MessageContent, MessageStatus, Role, UserId},
+    domain::{
+        Claim, Completion, ConversationId, Message, MessageContent, MessageId, MessageStatus, Role,
+        UserId,
+    },
     store::{memory::MemoryStore, ConversationStore, PageRequest},
     webhook::{WebhookTarget, Webhooks},
 };
@@ -247,6 +250,55 @@ async fn a_refused_submission_keeps_the_users_message() {
         .await
         .unwrap();
     assert_eq!(list.items[0].last_message, "hello");
+    assert_eq!(list.items[0].pending_reply, None, "the claim is released");
+}
+
+#[tokio::test]
+async fn a_running_sends_claim_refuses_other_sends_until_it_lapses() {
+    let chat = chat(ScriptedModel::replying("ok"));
+    let id = send(&chat, None, "one").await.unwrap().conversation_id;
+    // Another send holds the conversation: its message stored, its reply not yet.
+    let other = Message::new(Role::User, "two".into(), chrono::Utc::now());
+    let claim = Claim {
+        reply: MessageId::new(),
+        until: chrono::Utc::now() + chrono::Duration::seconds(60),
+    };
+    chat.store()
+        .append_and_claim(&alice(), id, &other, &claim)
+        .await
+        .unwrap();
+    let refused = send(&chat, Some(id), "three").await.unwrap_err();
+    assert!(matches!(refused, ChatError::ReplyPending), "{refused:?}");
+    assert_eq!(chat.model().submitted().len(), 1, "nothing submitted");
+    assert_eq!(
+        chat.store().messages(&alice(), id).len(),
+        3,
+        "nothing stored"
+    );
+
+    // A claim whose send died lapses: the conversation takes sends again.
+    let lapsed = Claim {
+        until: chrono::Utc::now() - chrono::Duration::seconds(1),
+        ..claim
+    };
+    chat.store()
+        .release_claim(&alice(), id, claim.reply)
+        .await
+        .unwrap();
+    chat.store()
+        .append_and_claim(&alice(), id, &other, &lapsed)
+        .await
+        .unwrap();
+    let out = send(&chat, Some(id), "four").await.unwrap();
+    assert_eq!(out.reply.content, "ok");
+    let list = chat
+        .list_conversations(&alice(), &first_page(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        list.items[0].pending_reply, None,
+        "the reply ended the claim"
+    );
 }
 
 #[tokio::test]

@@ -10,7 +10,8 @@ use tokio::time::Instant;
 
 use super::{ConversationStore, FinishResult, Page, PageRequest, PendingReply, StoreError};
 use crate::domain::{
-    preview, Conversation, ConversationId, Message, MessageStatus, ReplyOutcome, Title, UserId,
+    preview, Claim, Conversation, ConversationId, Message, MessageId, MessageStatus, ReplyOutcome,
+    Title, UserId,
 };
 
 /// A conversation's partition: the conversation item (gone once deleted)
@@ -52,6 +53,14 @@ impl MemoryStore {
     }
 }
 
+/// `message` stored, and the conversation moved to it.
+fn moved_to(c: &mut Conversation, messages: &mut Vec<Message>, message: &Message) {
+    c.updated_at = message.created_at;
+    c.last_message = preview(&message.content);
+    c.message_count += 1;
+    messages.push(message.clone());
+}
+
 /// The conversation's side of a finished reply: no longer waiting, and
 /// moved to the reply when it completed.
 fn finish(c: &mut Conversation, outcome: &ReplyOutcome, at: DateTime<Utc>) {
@@ -89,12 +98,64 @@ impl ConversationStore for MemoryStore {
             if c.pending_reply.is_some() {
                 return Err(StoreError::ReplyPending);
             }
-            c.updated_at = message.created_at;
-            c.last_message = preview(&message.content);
-            c.message_count += 1;
-            messages.push(message.clone());
+            moved_to(c, messages, message);
             Ok(())
         })
+    }
+
+    async fn append_and_claim(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: &Message,
+        claim: &Claim,
+    ) -> Result<(), StoreError> {
+        self.with(user, conversation, |c, messages| {
+            let lapsed = c.claimed_until.is_some_and(|t| t < message.created_at);
+            if c.pending_reply.is_some() && !lapsed {
+                return Err(StoreError::ReplyPending);
+            }
+            moved_to(c, messages, message);
+            c.pending_reply = Some(claim.reply);
+            c.claimed_until = Some(claim.until);
+            Ok(())
+        })
+    }
+
+    async fn add_reply(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: &Message,
+    ) -> Result<(), StoreError> {
+        self.with(user, conversation, |c, messages| {
+            if c.pending_reply != Some(reply.id) {
+                return Err(StoreError::ReplyPending);
+            }
+            moved_to(c, messages, reply);
+            c.pending_reply = None;
+            c.claimed_until = None;
+            Ok(())
+        })
+    }
+
+    async fn release_claim(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: MessageId,
+    ) -> Result<(), StoreError> {
+        let released = self.with(user, conversation, |c, _| {
+            if c.pending_reply == Some(reply) {
+                c.pending_reply = None;
+                c.claimed_until = None;
+            }
+            Ok(())
+        });
+        match released {
+            Err(StoreError::NotFound) => Ok(()),
+            other => other,
+        }
     }
 
     async fn conversation_page(
@@ -125,10 +186,10 @@ impl ConversationStore for MemoryStore {
         reply: &Message,
     ) -> Result<(), StoreError> {
         self.with(user, conversation, |c, messages| {
-            if c.pending_reply.is_some() {
+            if c.pending_reply != Some(reply.id) {
                 return Err(StoreError::ReplyPending);
             }
-            c.pending_reply = Some(reply.id);
+            c.claimed_until = None;
             c.message_count += 1;
             messages.push(reply.clone());
             Ok(())

@@ -13,7 +13,7 @@ pub use cursor::{CursorCodec, CursorError};
 pub use dynamo::DynamoStore;
 
 use crate::domain::{
-    Conversation, ConversationId, Message, MessageId, ReplyOutcome, Title, UserId,
+    Claim, Conversation, ConversationId, Message, MessageId, ReplyOutcome, Title, UserId,
 };
 
 /// One page of a list.
@@ -107,6 +107,36 @@ pub trait ConversationStore: Sync {
         message: &Message,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Appends the user's message as [`Self::append_message`] does and
+    /// claims the conversation for the reply in the same write: refused
+    /// ([`StoreError::ReplyPending`]) while another reply is pending or
+    /// another send's claim holds.
+    fn append_and_claim(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: &Message,
+        claim: &Claim,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores the complete reply its claim was for and ends the claim,
+    /// moving `updated_at`, `last_message` and the count with it.
+    fn add_reply(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: &Message,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Ends the claim for `reply` without storing it (the job failed or was
+    /// never submitted). Nothing happens if the claim is not held.
+    fn release_claim(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: MessageId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// The conversation and a page of messages: the newest `limit` before
     /// the cursor, oldest first inside the page.
     fn conversation_page(
@@ -116,9 +146,9 @@ pub trait ConversationStore: Sync {
         page: &PageRequest,
     ) -> impl Future<Output = Result<(Conversation, Page<Message>), StoreError>> + Send;
 
-    /// Stores an assistant reply in [`MessageStatus::Pending`] state and marks
-    /// the conversation as waiting for it (counted, but `last_message` moves
-    /// only when it completes).
+    /// Stores the reply its claim was for in [`crate::domain::MessageStatus::Pending`]
+    /// state: the conversation waits for it (counted, but `last_message`
+    /// moves only when it completes) until a finisher ends the wait.
     fn add_pending_reply(
         &self,
         user: &UserId,

@@ -25,6 +25,8 @@ pub(super) mod attr {
     pub const USER_ID: &str = "user_id";
     /// The reply a conversation is waiting for.
     pub const PENDING_REPLY: &str = "pending_reply";
+    /// Until when a running send's claim on the conversation holds.
+    pub const CLAIMED_UNTIL: &str = "claimed_until";
     /// A message's status word; absent when complete.
     pub const STATUS: &str = "status";
     /// A pending message's job.
@@ -53,6 +55,8 @@ pub(super) struct ConversationItem {
     message_count: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pending_reply: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    claimed_until: Option<String>,
 }
 
 /// The stored form of a message.
@@ -97,6 +101,7 @@ impl ConversationItem {
             updated_at: format_timestamp(c.updated_at),
             message_count: c.message_count,
             pending_reply: c.pending_reply.map(|m| m.to_string()),
+            claimed_until: c.claimed_until.map(format_timestamp),
         })
     }
 
@@ -113,6 +118,11 @@ impl ConversationItem {
             pending_reply: i
                 .pending_reply
                 .map(|m| MessageId::parse(&m))
+                .transpose()
+                .map_err(corrupt)?,
+            claimed_until: i
+                .claimed_until
+                .map(|t| parse_timestamp(&t))
                 .transpose()
                 .map_err(corrupt)?,
         })

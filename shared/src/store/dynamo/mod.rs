@@ -13,7 +13,9 @@ use tokio::time::Instant;
 use super::{
     ConversationStore, CursorCodec, FinishResult, Page, PageRequest, PendingReply, StoreError,
 };
-use crate::domain::{Conversation, ConversationId, Message, ReplyOutcome, Title, UserId};
+use crate::domain::{
+    Claim, Conversation, ConversationId, Message, MessageId, ReplyOutcome, Title, UserId,
+};
 
 /// The DynamoDB store: one client, one table, built once per cold start.
 pub struct DynamoStore {
@@ -60,7 +62,35 @@ impl ConversationStore for DynamoStore {
         conversation: ConversationId,
         message: &Message,
     ) -> Result<(), StoreError> {
-        self.append(user, conversation, message).await
+        self.append(user, conversation, message, None).await
+    }
+
+    async fn append_and_claim(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: &Message,
+        claim: &Claim,
+    ) -> Result<(), StoreError> {
+        self.append(user, conversation, message, Some(claim)).await
+    }
+
+    async fn add_reply(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: &Message,
+    ) -> Result<(), StoreError> {
+        self.add_complete_reply(user, conversation, reply).await
+    }
+
+    async fn release_claim(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: MessageId,
+    ) -> Result<(), StoreError> {
+        self.release(user, conversation, reply).await
     }
 
     async fn conversation_page(

@@ -23,17 +23,74 @@ use super::{
 };
 use crate::{
     domain::{
-        format_timestamp, preview, Conversation, ConversationId, Message, MessageStatus,
-        ReplyOutcome, Title, UserId,
+        format_timestamp, preview, Claim, Conversation, ConversationId, Message, MessageId,
+        MessageStatus, ReplyOutcome, Title, UserId,
     },
     store::{keys, FinishResult, PendingReply, StoreError},
 };
 
 /// The conversation exists and is the user's (names `#pk`, `#user`; value `:user`).
 const OWNED: &str = "attribute_exists(#pk) AND #user = :user";
-/// [`OWNED`], and no reply is pending in it (name `#pending`).
-const OWNED_AND_FREE: &str =
-    "attribute_exists(#pk) AND #user = :user AND attribute_not_exists(#pending)";
+/// What a message write moves on its conversation (values from [`moved_to`]).
+const MOVED: &str =
+    "updated_at = :at, last_message = :preview, #gsk = :gsk, message_count = message_count + :one";
+
+/// Which state of the conversation a message write needs, beyond [`OWNED`].
+#[derive(Debug, Clone, Copy)]
+enum Guard {
+    /// No reply pending and no send's claim.
+    Free,
+    /// As `Free`, or only a claim that lapsed before this time (its send died).
+    FreeOrLapsed(DateTime<Utc>),
+    /// Claimed for this reply (by the send that stores it).
+    ClaimedBy(MessageId),
+}
+
+impl Guard {
+    /// The condition (names `#pk`, `#user`, and the ones [`Self::values`]
+    /// adds; value `:user`).
+    fn condition(self) -> &'static str {
+        match self {
+            Self::Free => {
+                "attribute_exists(#pk) AND #user = :user AND attribute_not_exists(#pending)"
+            }
+            Self::FreeOrLapsed(_) => {
+                "attribute_exists(#pk) AND #user = :user AND \
+                 (attribute_not_exists(#pending) OR #claimed < :guard)"
+            }
+            Self::ClaimedBy(_) => "attribute_exists(#pk) AND #user = :user AND #pending = :guard",
+        }
+    }
+
+    /// The names and values the condition uses beyond the owner's.
+    fn values(self, update: UpdateBuilder) -> UpdateBuilder {
+        let update = update.expression_attribute_names("#pending", attr::PENDING_REPLY);
+        match self {
+            Self::Free => update,
+            Self::FreeOrLapsed(now) => update
+                .expression_attribute_names("#claimed", attr::CLAIMED_UNTIL)
+                .expression_attribute_values(":guard", s(format_timestamp(now))),
+            Self::ClaimedBy(reply) => {
+                update.expression_attribute_values(":guard", s(reply.to_string()))
+            }
+        }
+    }
+}
+
+/// The values of [`MOVED`] for `message`.
+fn moved_to(
+    update: UpdateBuilder,
+    conversation: ConversationId,
+    message: &Message,
+) -> UpdateBuilder {
+    let at = message.created_at;
+    update
+        .expression_attribute_names("#gsk", keys::GSI1SK)
+        .expression_attribute_values(":at", s(format_timestamp(at)))
+        .expression_attribute_values(":preview", s(preview(&message.content)))
+        .expression_attribute_values(":gsk", s(keys::updated_sk(at, conversation)))
+        .expression_attribute_values(":one", AttributeValue::N("1".into()))
+}
 /// A new item: nothing is overwritten.
 const NEW_ITEM: &str = "attribute_not_exists(#pk)";
 /// Most items one BatchWriteItem takes.
@@ -63,19 +120,43 @@ impl DynamoStore {
         user: &UserId,
         conversation: ConversationId,
         message: &Message,
+        claim: Option<&Claim>,
     ) -> Result<(), StoreError> {
-        let at = message.created_at;
-        self.add_to_free_conversation(user, conversation, message, |update| {
-            update
-                .update_expression(
-                    "SET updated_at = :at, last_message = :preview, #gsk = :gsk, \
-                     message_count = message_count + :one",
-                )
-                .expression_attribute_names("#gsk", keys::GSI1SK)
-                .expression_attribute_values(":at", s(format_timestamp(at)))
-                .expression_attribute_values(":preview", s(preview(&message.content)))
-                .expression_attribute_values(":gsk", s(keys::updated_sk(at, conversation)))
+        let guard = match claim {
+            None => Guard::Free,
+            Some(_) => Guard::FreeOrLapsed(message.created_at),
+        };
+        self.add_message(user, conversation, message, guard, |update| {
+            let update = moved_to(update, conversation, message);
+            match claim {
+                None => update.update_expression(format!("SET {MOVED}")),
+                Some(claim) => update
+                    .update_expression(format!("SET {MOVED}, #pending = :reply, #claimed = :until"))
+                    .expression_attribute_names("#claimed", attr::CLAIMED_UNTIL)
+                    .expression_attribute_values(":reply", s(claim.reply.to_string()))
+                    .expression_attribute_values(":until", s(format_timestamp(claim.until))),
+            }
         })
+        .await
+    }
+
+    pub(super) async fn add_complete_reply(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: &Message,
+    ) -> Result<(), StoreError> {
+        self.add_message(
+            user,
+            conversation,
+            reply,
+            Guard::ClaimedBy(reply.id),
+            |update| {
+                moved_to(update, conversation, reply)
+                    .update_expression(format!("SET {MOVED} REMOVE #pending, #claimed"))
+                    .expression_attribute_names("#claimed", attr::CLAIMED_UNTIL)
+            },
+        )
         .await
     }
 
@@ -85,36 +166,74 @@ impl DynamoStore {
         conversation: ConversationId,
         reply: &Message,
     ) -> Result<(), StoreError> {
-        self.add_to_free_conversation(user, conversation, reply, |update| {
-            update
-                .update_expression("SET #pending = :reply, message_count = message_count + :one")
-                .expression_attribute_values(":reply", s(reply.id.to_string()))
-        })
+        self.add_message(
+            user,
+            conversation,
+            reply,
+            Guard::ClaimedBy(reply.id),
+            |update| {
+                update
+                    .update_expression("SET message_count = message_count + :one REMOVE #claimed")
+                    .expression_attribute_names("#claimed", attr::CLAIMED_UNTIL)
+                    .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            },
+        )
         .await
     }
 
+    pub(super) async fn release(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: MessageId,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::conversation_pk(user, conversation)))
+            .key(keys::SK, s(keys::CONVERSATION_SK))
+            .update_expression("REMOVE #pending, #claimed")
+            .condition_expression(Guard::ClaimedBy(reply).condition())
+            .expression_attribute_names("#pk", keys::PK)
+            .expression_attribute_names("#user", attr::USER_ID)
+            .expression_attribute_names("#pending", attr::PENDING_REPLY)
+            .expression_attribute_names("#claimed", attr::CLAIMED_UNTIL)
+            .expression_attribute_values(":user", s(user.as_str()))
+            .expression_attribute_values(":guard", s(reply.to_string()))
+            .send()
+            .await;
+        match result.map_err(not_found_or_backend("UpdateItem release claim")) {
+            Ok(_) | Err(StoreError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Stores `message` and applies `change` to its conversation in one
-    /// transaction, only if the conversation is the user's and no reply is
-    /// pending in it. `change` sets the update expression; it may use
-    /// `#pending` and `:one` (1).
-    async fn add_to_free_conversation(
+    /// transaction, only if the conversation is the user's and `guard`
+    /// holds. `change` sets the update expression and any name or value it
+    /// uses beyond the guard's (DynamoDB refuses unused ones).
+    async fn add_message(
         &self,
         user: &UserId,
         conversation: ConversationId,
         message: &Message,
+        guard: Guard,
         change: impl FnOnce(UpdateBuilder) -> UpdateBuilder,
     ) -> Result<(), StoreError> {
-        let guarded = Update::builder()
-            .table_name(&self.table)
-            .key(keys::PK, s(keys::conversation_pk(user, conversation)))
-            .key(keys::SK, s(keys::CONVERSATION_SK))
-            .condition_expression(OWNED_AND_FREE)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .expression_attribute_names("#pk", keys::PK)
-            .expression_attribute_names("#user", attr::USER_ID)
-            .expression_attribute_names("#pending", attr::PENDING_REPLY)
-            .expression_attribute_values(":user", s(user.as_str()))
-            .expression_attribute_values(":one", AttributeValue::N("1".into()));
+        let guarded = guard.values(
+            Update::builder()
+                .table_name(&self.table)
+                .key(keys::PK, s(keys::conversation_pk(user, conversation)))
+                .key(keys::SK, s(keys::CONVERSATION_SK))
+                .condition_expression(guard.condition())
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .expression_attribute_names("#pk", keys::PK)
+                .expression_attribute_names("#user", attr::USER_ID)
+                .expression_attribute_values(":user", s(user.as_str())),
+        );
         let update = change(guarded)
             .build()
             .map_err(backend("building an Update"))?;
@@ -125,7 +244,7 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| match failed_conditions(&e) {
-                // The conversation is there, so the condition that failed is "no reply pending".
+                // The conversation is there, so the condition that failed is the guard.
                 Some(reasons) if reasons.first().is_some_and(|(_, old)| old.is_some()) => {
                     StoreError::ReplyPending
                 }
