@@ -87,7 +87,9 @@ pub struct RunPodConfig {
     pub max_tokens: u32,
     /// Timeout of one HTTP call (`run`, `status`).
     pub request_timeout: Duration,
-    /// Retries after the first attempt, for 429, 5xx and connection errors.
+    /// Retries after the first attempt: of `status` after 429, 5xx,
+    /// timeouts and connection errors; of `run` only after 429 and
+    /// connection errors (see [`crate::runpod`]).
     pub max_retries: u32,
     /// The first retry's delay; it doubles, jittered.
     pub retry_base_delay: Duration,
@@ -95,6 +97,9 @@ pub struct RunPodConfig {
     pub poll_initial_delay: Duration,
     /// The longest delay between `status` polls.
     pub poll_max_delay: Duration,
+    /// The most bytes of one RunPod answer read; a longer one is refused
+    /// unread, so a runaway worker cannot exhaust the function's memory.
+    pub max_response_bytes: usize,
 }
 
 /// RunPod's API, the default of `RUNPOD_BASE_URL`.
@@ -197,6 +202,7 @@ impl RunPodConfig {
             retry_base_delay: Duration::from_millis(vars.number("RUNPOD_RETRY_BASE_MS", 200)?),
             poll_initial_delay: Duration::from_millis(vars.number("RUNPOD_POLL_INITIAL_MS", 250)?),
             poll_max_delay: Duration::from_millis(vars.number("RUNPOD_POLL_MAX_MS", 2_000)?),
+            max_response_bytes: vars.number("RUNPOD_MAX_RESPONSE_BYTES", 2 * 1024 * 1024)?,
         })
     }
 }

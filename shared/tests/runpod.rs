@@ -174,8 +174,10 @@ async fn a_429_is_retried_after_retry_after() {
     );
 }
 
+/// Issue 13: a 5xx arrives after the request did: the job may be queued,
+/// and a second `run` could pay for it twice.
 #[tokio::test]
-async fn persistent_500s_exhaust_the_retries() {
+async fn a_5xx_on_run_is_not_retried() {
     let server = MockServer::start().await;
     run_answers(
         &server,
@@ -191,7 +193,41 @@ async fn persistent_500s_exhaust_the_retries() {
         "{err:?}"
     );
     assert!(!err.is_timeout());
-    assert_eq!(requests_to(&server, "/ep1/run").await.len(), 3);
+    assert_eq!(requests_to(&server, "/ep1/run").await.len(), 1);
+}
+
+#[tokio::test]
+async fn persistent_5xx_on_status_exhaust_the_retries() {
+    let server = MockServer::start().await;
+    status_answers(&server, ResponseTemplate::new(503), None).await;
+    let err = client(&server, &[("RUNPOD_MAX_RETRIES", "2")])
+        .poll("job-1", deadline(10))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RunPodError::Status { status: 503, .. }),
+        "{err:?}"
+    );
+    assert_eq!(requests_to(&server, "/ep1/status/job-1").await.len(), 3);
+}
+
+/// Issue 13: a runaway worker's answer is refused, not read into memory.
+#[tokio::test]
+async fn an_answer_over_the_byte_cap_is_refused() {
+    let server = MockServer::start().await;
+    let huge = completed(json!("x".repeat(5_000)));
+    status_answers(&server, ok(huge.clone()), None).await;
+    let capped = client(&server, &[("RUNPOD_MAX_RESPONSE_BYTES", "4096")]);
+    let err = capped.poll("job-1", deadline(10)).await.unwrap_err();
+    assert!(
+        matches!(&err, RunPodError::InvalidResponse(m) if m.contains("4096 bytes")),
+        "{err:?}"
+    );
+    let roomy = client(&server, &[("RUNPOD_MAX_RESPONSE_BYTES", "8192")]);
+    let text = reply(roomy.poll("job-1", deadline(10)).await.unwrap())
+        .unwrap()
+        .text;
+    assert_eq!(text.len(), 5_000);
 }
 
 #[tokio::test]

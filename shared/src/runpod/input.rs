@@ -76,6 +76,7 @@ mod tests {
             retry_base_delay: Duration::from_millis(1),
             poll_initial_delay: Duration::from_millis(1),
             poll_max_delay: Duration::from_millis(1),
+            max_response_bytes: 1 << 20,
         }
     }
 

@@ -153,12 +153,17 @@ impl Job {
 }
 
 /// What to do when a call fails in a way that may be worth a retry.
+///
+/// Every `run` is a billed GPU job, so `run` is retried only when RunPod
+/// surely did not queue it: a 429 (refused before queueing) or a connection
+/// that was never made. A timeout or a 5xx comes after the request was
+/// sent: the job may be queued, and a retry could pay for it twice; the
+/// send fails instead (the user's message is kept and they can send again).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Idempotent {
-    /// A retry cannot start a second job: retry on timeouts too.
+    /// A retry cannot start a second job (`status`): retry on 5xx and timeouts too.
     Yes,
-    /// A retry after a timeout might start the job twice: retry only when
-    /// the request surely did not arrive (connect errors) or was refused (429, 5xx).
+    /// A retry could start a second job (`run`): retry only 429 and connect errors.
     No,
 }
 
@@ -268,7 +273,7 @@ impl RunPodClient {
                 .await;
             let (error, retry_after) = match sent {
                 Ok(resp) if resp.status().is_success() => {
-                    let bytes = resp.bytes().await.map_err(RunPodError::Transport)?;
+                    let bytes = read_capped(resp, self.config.max_response_bytes).await?;
                     return serde_json::from_slice::<Job>(&bytes)
                         .map_err(|e| RunPodError::InvalidResponse(format!("not a job: {e}")));
                 }
@@ -280,7 +285,9 @@ impl RunPodClient {
                         status: status.as_u16(),
                         body: truncate(&body, 200).to_owned(),
                     };
-                    if status != StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
+                    let retried = status == StatusCode::TOO_MANY_REQUESTS
+                        || (status.is_server_error() && idempotent == Idempotent::Yes);
+                    if !retried {
                         return Err(error);
                     }
                     (error, retry_after)
@@ -317,6 +324,23 @@ impl RunPodClient {
         let half = full / 2;
         half + half.mul_f64(rand::rng().random::<f64>())
     }
+}
+
+/// The body of `resp`, refused once it passes `cap` bytes (checked against
+/// `Content-Length` first, then as it arrives).
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, RunPodError> {
+    let too_large = || RunPodError::InvalidResponse(format!("an answer over {cap} bytes"));
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(RunPodError::Transport)? {
+        if body.len() + chunk.len() > cap {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Where a job stands.
