@@ -55,6 +55,7 @@ impl App {
         let limits = HistoryLimits {
             max_messages: config.history_max_messages,
             max_chars: config.history_max_chars,
+            max_reply_chars: config.max_reply_chars,
         };
         let pending = PendingPolicy {
             max_age: config.pending_max_age,

@@ -40,6 +40,8 @@ pub struct Config {
     pub jwt_audience: Option<String>,
     /// Longest user message, in characters.
     pub max_message_chars: usize,
+    /// Longest reply kept, in characters; a longer one is stored cut.
+    pub max_reply_chars: usize,
     /// Most messages of a conversation sent to the model.
     pub history_max_messages: u32,
     /// Most characters of a conversation sent to the model.
@@ -137,6 +139,7 @@ impl Config {
             jwt_issuer: vars.optional("JWT_ISSUER"),
             jwt_audience: vars.optional("JWT_AUDIENCE"),
             max_message_chars: vars.number("MAX_MESSAGE_CHARS", 16_000)?,
+            max_reply_chars: vars.number("MAX_REPLY_CHARS", 100_000)?,
             history_max_messages: vars.number("HISTORY_MAX_MESSAGES", 20)?,
             history_max_chars: vars.number("HISTORY_MAX_CHARS", 24_000)?,
             deadline_margin: Duration::from_millis(vars.number("DEADLINE_MARGIN_MS", 2_000)?),

@@ -326,6 +326,33 @@ pub struct Completion {
     pub usage: Option<Usage>,
 }
 
+impl Completion {
+    /// The reply as stored: its first `max_chars` characters, and whether
+    /// that cut it. One runaway reply must not make a conversation unstorable.
+    pub fn kept(self, max_chars: usize) -> ReplyOutcome {
+        let (text, truncated) = match self.text.char_indices().nth(max_chars) {
+            Some((end, _)) => (self.text[..end].to_owned(), true),
+            None => (self.text, false),
+        };
+        ReplyOutcome::Complete {
+            text,
+            usage: self.usage,
+            truncated,
+        }
+    }
+}
+
+impl Usage {
+    /// Both counts added, or `None` if either overflows (a worker's
+    /// numbers are not trusted to be sane).
+    pub fn checked_add(self, other: Usage) -> Option<Usage> {
+        Some(Usage {
+            input_tokens: self.input_tokens.checked_add(other.input_tokens)?,
+            output_tokens: self.output_tokens.checked_add(other.output_tokens)?,
+        })
+    }
+}
+
 /// Token counts reported by the model worker, when it reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Usage {
@@ -385,6 +412,9 @@ pub struct Message {
     pub usage: Option<Usage>,
     /// Complete, pending or failed.
     pub status: MessageStatus,
+    /// The reply was longer than the service keeps (`MAX_REPLY_CHARS`) and
+    /// `content` is its beginning.
+    pub truncated: bool,
 }
 
 impl Message {
@@ -397,9 +427,14 @@ impl Message {
     /// reason it failed.
     pub fn settle(&mut self, outcome: ReplyOutcome) {
         match outcome {
-            ReplyOutcome::Complete { text, usage } => {
+            ReplyOutcome::Complete {
+                text,
+                usage,
+                truncated,
+            } => {
                 self.content = text;
                 self.usage = usage;
+                self.truncated = truncated;
                 self.status = MessageStatus::Complete;
             }
             ReplyOutcome::Failed { error } => self.status = MessageStatus::Failed { error },
@@ -415,6 +450,7 @@ impl Message {
             created_at,
             usage: None,
             status: MessageStatus::Complete,
+            truncated: false,
         }
     }
 }
@@ -428,6 +464,8 @@ pub enum ReplyOutcome {
         text: String,
         /// Its token counts, when known.
         usage: Option<Usage>,
+        /// `text` is the beginning of a longer reply.
+        truncated: bool,
     },
     /// The job failed or expired.
     Failed {

@@ -113,6 +113,7 @@ async fn every_sample_event_gets_its_documented_status() {
                 status: MessageStatus::Pending {
                     job_id: "sample-job".into(),
                 },
+                truncated: false,
             };
             // Claimed by the send that stored the question, as a send does.
             let question = Message::new(Role::User, "a question".into(), Utc::now());

@@ -221,6 +221,27 @@ async fn bodies_that_are_not_utf8_are_400_invalid_json() {
     assert!(h.job_inputs().await.is_empty());
 }
 
+/// Issue 13: a body over 64 KB is refused before it is parsed.
+#[tokio::test]
+async fn bodies_over_64_kb_are_413() {
+    let h = Harness::with(&[("MAX_MESSAGE_CHARS", "100000")]).await;
+    h.replies("unused").await;
+    let big = json!({"message": "x".repeat(64 * 1024)}).to_string();
+    let (status, resp) = h.send(Event::send(&big, Some(token("alice")))).await;
+    assert_eq!(error_code(status, &resp, 413), "payload_too_large");
+    let id = uuid::Uuid::new_v4().to_string();
+    let title = json!({"title": "t".repeat(64 * 1024)}).to_string();
+    let (status, resp) = h
+        .rename(Event::rename(&id, &title, Some(token("alice"))))
+        .await;
+    assert_eq!(error_code(status, &resp, 413), "payload_too_large");
+    assert!(h.job_inputs().await.is_empty());
+    // Just under the limit is read as usual.
+    let fits = json!({"message": "x".repeat(60 * 1024)}).to_string();
+    let (status, _) = h.send(Event::send(&fits, Some(token("alice")))).await;
+    assert_eq!(status, 200);
+}
+
 #[tokio::test]
 async fn bad_bodies_are_400_and_bad_messages_422() {
     let h = Harness::with(&[("MAX_MESSAGE_CHARS", "20")]).await;
@@ -452,4 +473,44 @@ async fn list_pages_and_limits() {
         .list(Event::list(Some(token("bob"))).query("cursor", c))
         .await;
     assert_eq!(error_code(status, &body, 400), "invalid_cursor");
+}
+
+/// Issue 13: a reply DynamoDB cannot store (an item over 400 KB, here with
+/// MAX_REPLY_CHARS raised past it) never breaks the conversation: the send
+/// answers 502 and frees it; a pending one ends failed and reads answer.
+#[tokio::test]
+async fn a_reply_too_large_to_store_fails_cleanly() {
+    let huge = json!({"id": "job-1", "status": "COMPLETED", "output": "x".repeat(450_000)});
+    let h = Harness::with(&[("MAX_REPLY_CHARS", "1000000")]).await;
+    h.jobs_end_as(huge.clone()).await;
+    let t = || Some(token("alice"));
+    let (status, body) = h
+        .send(Event::send(r#"{"message": "Tell me everything"}"#, t()))
+        .await;
+    assert_eq!(error_code(status, &body, 502), "model_error");
+    let (_, list) = h.list(Event::list(t())).await;
+    let id = list["conversations"][0]["id"].as_str().unwrap().to_owned();
+
+    // The same reply arriving after the send gave up waiting.
+    let pending = Harness::with(&[
+        ("MAX_REPLY_CHARS", "1000000"),
+        ("SEND_WAIT_SECONDS", "0.01"),
+    ])
+    .await;
+    pending.jobs_end_as(huge).await;
+    let (status, body) = pending
+        .send(Event::send(r#"{"message": "Tell me everything"}"#, t()))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let conversation = body["conversation_id"].as_str().unwrap();
+    for _ in 0..2 {
+        let (status, read) = pending.get(Event::get(conversation, t())).await;
+        assert_eq!(status, 200, "{read}");
+        let reply = &read["messages"][1];
+        assert_eq!(reply["status"], "failed", "{reply}");
+        assert_eq!(reply["error"], "the reply could not be stored");
+    }
+    // The first conversation took no harm either.
+    let (status, _) = h.get(Event::get(&id, t())).await;
+    assert_eq!(status, 200);
 }

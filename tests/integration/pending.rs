@@ -282,6 +282,7 @@ async fn webhook_and_read_racing_write_once() {
     let outcome = ReplyOutcome::Complete {
         text: "done".into(),
         usage: None,
+        truncated: false,
     };
     let at = chrono::Utc::now();
     let pending = PendingReply {

@@ -29,6 +29,8 @@ pub struct HistoryLimits {
     pub max_messages: u32,
     /// Most characters sent; the oldest messages go first.
     pub max_chars: usize,
+    /// Longest reply kept; a longer one is stored cut, marked truncated.
+    pub max_reply_chars: usize,
 }
 
 /// How pending replies are checked and when they give up.

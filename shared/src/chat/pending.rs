@@ -13,12 +13,14 @@ use super::{
 };
 use crate::{
     domain::{ConversationId, Message, MessageStatus, ReplyOutcome, UserId},
-    store::{ConversationStore, FinishResult, PendingReply},
+    store::{ConversationStore, FinishResult, PendingReply, StoreError},
     webhook::WebhookTarget,
 };
 
 /// Why a reply that nobody could collect in time is failed.
 const EXPIRED: &str = "the reply expired before it could be collected";
+/// The reason of a finished reply the store refused.
+pub(super) const UNSTORABLE: &str = "the reply could not be stored";
 
 /// What a webhook delivery did.
 #[derive(Debug, PartialEq, Eq)]
@@ -39,7 +41,7 @@ impl<S: ConversationStore, M> Chat<S, M> {
     ) -> Result<WebhookResult, ChatError> {
         let outcome = match delivery.state {
             Generation::Running => return Ok(WebhookResult::NotFinal),
-            Generation::Done(result) => final_outcome(result, &delivery.job_id),
+            Generation::Done(result) => self.final_outcome(result, &delivery.job_id),
         };
         let reply = PendingReply {
             user: &target.user,
@@ -47,10 +49,33 @@ impl<S: ConversationStore, M> Chat<S, M> {
             message: target.message,
             job_id: &delivery.job_id,
         };
-        match self.store.finish_reply(reply, &outcome, Utc::now()).await? {
+        match self.finish(reply, outcome).await?.0 {
             FinishResult::Written | FinishResult::AlreadyFinal => Ok(WebhookResult::Stored),
             // Not stored yet (RunPod retries a failed delivery) or not this job.
             FinishResult::Missing | FinishResult::OtherJob => Err(ChatError::NotFound),
+        }
+    }
+
+    /// Finishes `reply` with `outcome`; a complete reply the store refuses
+    /// (too large for an item, say) ends failed with a reason instead.
+    /// Returns what was stored.
+    async fn finish(
+        &self,
+        reply: PendingReply<'_>,
+        outcome: ReplyOutcome,
+    ) -> Result<(FinishResult, ReplyOutcome), StoreError> {
+        match self.store.finish_reply(reply, &outcome, Utc::now()).await {
+            Err(e @ StoreError::Backend { .. })
+                if matches!(outcome, ReplyOutcome::Complete { .. }) =>
+            {
+                tracing::error!(error = %e, "the reply could not be stored; storing it as failed");
+                let failed = ReplyOutcome::Failed {
+                    error: UNSTORABLE.into(),
+                };
+                let result = self.store.finish_reply(reply, &failed, Utc::now()).await?;
+                Ok((result, failed))
+            }
+            result => Ok((result?, outcome)),
         }
     }
 }
@@ -90,10 +115,13 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
                 message: messages[i].id,
                 job_id,
             };
-            match self.store.finish_reply(reply, &outcome, Utc::now()).await? {
-                FinishResult::Written => messages[i].settle(outcome),
-                FinishResult::AlreadyFinal => reread = true,
-                FinishResult::Missing | FinishResult::OtherJob => {}
+            // A reply that cannot be stored must not fail every read of
+            // its conversation: the read answers, showing it as it stands.
+            match self.finish(reply, outcome).await {
+                Ok((FinishResult::Written, stored)) => messages[i].settle(stored),
+                Ok((FinishResult::AlreadyFinal, _)) => reread = true,
+                Ok((FinishResult::Missing | FinishResult::OtherJob, _)) => {}
+                Err(e) => tracing::error!(error = %e, "could not store a finished reply"),
             }
         }
         Ok(reread)
@@ -117,7 +145,7 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             error: EXPIRED.into(),
         };
         match self.model.poll(job_id, deadline).await {
-            Ok(Generation::Done(result)) => Some(final_outcome(result, job_id)),
+            Ok(Generation::Done(result)) => Some(self.final_outcome(result, job_id)),
             // The model's service forgets results a while after they finish.
             Err(ModelError::UnknownJob(_)) => Some(expired()),
             Ok(Generation::Running) | Err(_) if age > max_age => Some(expired()),
@@ -130,18 +158,18 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
     }
 }
 
-/// The outcome to store for a final job. A failure is logged with its
-/// cause and stored as a short, safe reason.
-fn final_outcome(result: Result<Completion, ModelError>, job_id: &str) -> ReplyOutcome {
-    match result {
-        Ok(c) => ReplyOutcome::Complete {
-            text: c.text,
-            usage: c.usage,
-        },
-        Err(e) => {
-            tracing::warn!(job_id, error = %e, "the reply's job failed at the model");
-            ReplyOutcome::Failed {
-                error: e.reason().into(),
+impl<S, M> Chat<S, M> {
+    /// The outcome to store for a final job: the reply as kept (cut to
+    /// `max_reply_chars`); a failure is logged with its cause and stored as
+    /// a short, safe reason.
+    fn final_outcome(&self, result: Result<Completion, ModelError>, job_id: &str) -> ReplyOutcome {
+        match result {
+            Ok(c) => c.kept(self.limits.max_reply_chars),
+            Err(e) => {
+                tracing::warn!(job_id, error = %e, "the reply's job failed at the model");
+                ReplyOutcome::Failed {
+                    error: e.reason().into(),
+                }
             }
         }
     }

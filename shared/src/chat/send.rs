@@ -7,13 +7,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use super::{Chat, ChatError, ChatModel, Generation, PendingPolicy};
+use super::{Chat, ChatError, ChatModel, Generation, ModelError, PendingPolicy};
 use crate::{
     domain::{
         Claim, Conversation, ConversationId, Message, MessageContent, MessageId, MessageStatus,
         Role, Title, UserId,
     },
-    store::{ConversationStore, PageRequest},
+    store::{ConversationStore, PageRequest, StoreError},
 };
 
 /// What the user sent.
@@ -100,6 +100,7 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             created_at: Utc::now(),
             usage: None,
             status: MessageStatus::Pending { job_id },
+            truncated: false,
         };
         let reply = self
             .settle(user, turn.conversation_id, reply, waited, times.deadline)
@@ -194,11 +195,19 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
     ) -> Result<Message, ChatError> {
         match waited {
             Ok(Generation::Done(Ok(completion))) => {
-                reply.content = completion.text;
-                reply.usage = completion.usage;
-                reply.status = MessageStatus::Complete;
-                self.store.add_reply(user, conversation, &reply).await?;
-                return Ok(reply);
+                reply.settle(completion.kept(self.limits.max_reply_chars));
+                return match self.store.add_reply(user, conversation, &reply).await {
+                    Ok(()) => Ok(reply),
+                    // Like a failed job: nothing stored, the conversation freed.
+                    Err(e @ StoreError::Backend { .. }) => {
+                        tracing::error!(error = %e, "the reply could not be stored");
+                        let unstorable = ModelError::Failed(super::pending::UNSTORABLE.into());
+                        Err(self
+                            .released(user, conversation, reply.id, unstorable.into())
+                            .await)
+                    }
+                    Err(e) => Err(e.into()),
+                };
             }
             Ok(Generation::Done(Err(e))) => {
                 return Err(self.released(user, conversation, reply.id, e.into()).await)

@@ -106,6 +106,7 @@ impl ChatModel for ScriptedModel {
 const LIMITS: HistoryLimits = HistoryLimits {
     max_messages: 20,
     max_chars: 24_000,
+    max_reply_chars: 40,
 };
 
 fn chat(model: ScriptedModel) -> Chat<MemoryStore, ScriptedModel> {
@@ -463,4 +464,38 @@ async fn another_users_conversation_cannot_be_continued() {
     let err = chat.send(&bob, request, times()).await.unwrap_err();
     assert!(matches!(err, ChatError::NotFound), "{err:?}");
     assert_eq!(chat.model().submitted().len(), 1);
+}
+
+/// Issue 13: a reply longer than `max_reply_chars` is stored cut and
+/// marked, by the send and by a later finisher alike.
+#[tokio::test]
+async fn a_reply_over_the_limit_is_stored_cut_and_marked_truncated() {
+    let long = "Keep one folder per patient, named by the patient's number.";
+    let chat = chat(ScriptedModel::replying(long));
+    let out = send(&chat, None, "How?").await.unwrap();
+    let kept: String = long.chars().take(40).collect();
+    assert_eq!(
+        (out.reply.content.as_str(), out.reply.truncated),
+        (kept.as_str(), true)
+    );
+    assert_eq!(read(&chat, out.conversation_id).await[1], out.reply);
+
+    *chat.model().next.lock().unwrap() = Some(Script::Running);
+    let pending = send(&chat, Some(out.conversation_id), "And?")
+        .await
+        .unwrap();
+    chat.model().set("job-2", Script::Reply(long));
+    let messages = read(&chat, pending.conversation_id).await;
+    assert_eq!(messages[3].content, kept);
+    assert!(messages[3].truncated);
+
+    let short = chat_with(
+        ScriptedModel::replying("By patient."),
+        Duration::from_secs(60),
+    );
+    let reply = send(&short, None, "How?").await.unwrap().reply;
+    assert_eq!(
+        (reply.content.as_str(), reply.truncated),
+        ("By patient.", false)
+    );
 }

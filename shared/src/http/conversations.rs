@@ -5,7 +5,7 @@ use lambda_http::{http::StatusCode, Body, Request, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    extract::{authenticate, page_request, parse_json, path_conversation_id},
+    extract::{authenticate, page_request, parse_json, path_conversation_id, MAX_BODY_BYTES},
     handle, ok_json, ApiError,
 };
 use crate::{
@@ -63,6 +63,9 @@ struct MessageView {
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// Only on a reply stored cut to `MAX_REPLY_CHARS`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
 }
 
 impl From<Message> for MessageView {
@@ -77,6 +80,7 @@ impl From<Message> for MessageView {
             },
             content: m.content,
             timestamp: format_timestamp(m.created_at),
+            truncated: m.truncated,
         }
     }
 }
@@ -133,7 +137,7 @@ pub async fn rename_conversation<M>(app: &App<M>, req: Request) -> Response<Body
     handle("rename-conversation", app, req, |req, _meta| async move {
         let user = authenticate(app, &req)?;
         let id = path_conversation_id(&req)?;
-        let body: RenameBody = parse_json(&req)?;
+        let body: RenameBody = parse_json(&req, MAX_BODY_BYTES)?;
         let title = Title::parse(&body.title).map_err(|e| ApiError::Unprocessable {
             code: "invalid_title",
             message: e.to_string(),

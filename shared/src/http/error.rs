@@ -27,6 +27,12 @@ pub enum ApiError {
     /// 401: no token, or one that is not valid.
     #[error("authentication failed")]
     Unauthorized(#[source] AuthError),
+    /// 413: the body is larger than the route takes.
+    #[error("the request body is over {max_bytes} bytes")]
+    PayloadTooLarge {
+        /// The route's limit.
+        max_bytes: usize,
+    },
     /// 404: the conversation does not exist or is not the caller's.
     #[error("conversation not found")]
     NotFound,
@@ -80,6 +86,7 @@ impl ApiError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ReplyPending => StatusCode::CONFLICT,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
@@ -90,6 +97,7 @@ impl ApiError {
 
     /// The code and message a client sees.
     fn public(&self) -> (&'static str, &str) {
+        const TOO_LARGE: &str = "the request body is too large";
         match self {
             Self::BadRequest { code, message } | Self::Unprocessable { code, message } => {
                 (code, message)
@@ -100,6 +108,7 @@ impl ApiError {
             Self::Unauthorized(AuthError::Expired) => ("unauthorized", "the token has expired"),
             Self::Unauthorized(_) => ("unauthorized", "the token is not valid"),
             Self::NotFound => ("not_found", "conversation not found"),
+            Self::PayloadTooLarge { .. } => ("payload_too_large", TOO_LARGE),
             Self::ReplyPending => (
                 "reply_pending",
                 "the previous reply in this conversation is still being generated; send again once it is there",

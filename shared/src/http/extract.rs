@@ -55,9 +55,23 @@ pub(super) fn authenticate<M>(app: &App<M>, req: &Request) -> Result<UserId, Api
     Ok(user)
 }
 
-/// The body as a JSON object of type `T`.
-pub(super) fn parse_json<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+/// The most bytes of a client's request body: far above any valid send or
+/// rename, and refused before it becomes a JSON tree.
+pub(super) const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The most bytes of a RunPod webhook delivery: it carries the job's whole
+/// output (RunPod answers are read up to 2 MiB by default too).
+pub(super) const MAX_WEBHOOK_BYTES: usize = 2 * 1024 * 1024;
+
+/// The body as a JSON object of type `T`; 413 past `max_bytes`.
+pub(super) fn parse_json<T: DeserializeOwned>(
+    req: &Request,
+    max_bytes: usize,
+) -> Result<T, ApiError> {
     let body: &[u8] = req.body().as_ref();
+    if body.len() > max_bytes {
+        return Err(ApiError::PayloadTooLarge { max_bytes });
+    }
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(
             "invalid_json",

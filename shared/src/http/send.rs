@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::{
-    extract::{authenticate, parse_json},
+    extract::{authenticate, parse_json, MAX_BODY_BYTES},
     handle, json_response, ok_json, ApiError,
 };
 use crate::{
@@ -31,6 +31,9 @@ struct SendResponse {
     user_message_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<Usage>,
+    /// Only when the reply was stored cut to `MAX_REPLY_CHARS`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
 }
 
 /// 202: the reply is still being generated; the webhook or a later read
@@ -49,7 +52,10 @@ struct PendingResponse {
 pub async fn send_message<M: ChatModel>(app: &App<M>, req: Request) -> Response<Body> {
     handle("send-message", app, req, |req, meta| async move {
         let user = authenticate(app, &req)?;
-        let request = send_request(parse_json(&req)?, app.config.max_message_chars)?;
+        let request = send_request(
+            parse_json(&req, MAX_BODY_BYTES)?,
+            app.config.max_message_chars,
+        )?;
         let times = SendTimes {
             wait_until: (Instant::now() + app.config.send_wait).min(meta.deadline),
             deadline: meta.deadline,
@@ -111,6 +117,7 @@ fn respond(outcome: SendOutcome) -> Response<Body> {
         message_id: reply.id.to_string(),
         user_message_id: user_message.id.to_string(),
         usage: reply.usage,
+        truncated: reply.truncated,
         message: reply.content,
     })
 }

@@ -4,7 +4,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 
 use super::{
-    extract::{parse_json, path_param},
+    extract::{parse_json, path_param, MAX_WEBHOOK_BYTES},
     handle, ok_json, ApiError,
 };
 use crate::{
@@ -31,7 +31,7 @@ pub async fn runpod_webhook<M>(app: &App<M>, req: Request) -> Response<Body> {
         let span = tracing::Span::current();
         span.record("user_id", target.user.as_str());
         span.record("conversation_id", target.conversation.to_string());
-        let job: Job = parse_json(&req)?;
+        let job: Job = parse_json(&req, MAX_WEBHOOK_BYTES)?;
         let delivery = JobDelivery::try_from(job)
             .map_err(|e| ApiError::bad_request("invalid_job", e.to_string()))?;
         let result = app.chat.receive_webhook(&target, delivery).await?;

@@ -33,14 +33,16 @@ pub fn parse_output(output: Option<&Value>) -> Result<Completion, OutputError> {
     let (text, usage) = match output {
         Value::Array(entries) if !entries.is_empty() => {
             let mut text = String::new();
+            // Unknown until an entry reports some; unknown again (and for
+            // good) if the worker's numbers overflow when added.
             let mut usage: Option<Usage> = None;
+            let mut overflowed = false;
             for entry in entries {
                 let (t, u) = parse_entry(entry)?;
                 text.push_str(&t);
-                if let Some(u) = u {
-                    let sum = usage.get_or_insert_with(Usage::default);
-                    sum.input_tokens += u.input_tokens;
-                    sum.output_tokens += u.output_tokens;
+                if let (Some(u), false) = (u, overflowed) {
+                    usage = usage.unwrap_or_default().checked_add(u);
+                    overflowed = usage.is_none();
                 }
             }
             (text, usage)
@@ -246,5 +248,17 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("secret_field"));
         assert!(!msg.contains("patient name"));
+    }
+
+    #[test]
+    fn usage_that_overflows_when_added_is_dropped_not_wrapped() {
+        let c = parse_output(Some(&json!([
+            {"choices": [{"tokens": ["a"]}], "usage": {"input": u64::MAX, "output": 1}},
+            {"choices": [{"tokens": ["b"]}], "usage": {"input": 1, "output": 1}},
+            {"choices": [{"tokens": ["c"]}], "usage": {"input": 1, "output": 1}}
+        ])))
+        .unwrap();
+        assert_eq!(c.text, "abc");
+        assert_eq!(c.usage, None);
     }
 }

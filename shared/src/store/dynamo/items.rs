@@ -33,6 +33,8 @@ pub(super) mod attr {
     pub const JOB_ID: &str = "job_id";
     /// A failed message's reason.
     pub const ERROR: &str = "error";
+    /// Set on a reply cut to `MAX_REPLY_CHARS`.
+    pub const TRUNCATED: &str = "truncated";
 }
 
 /// The stored form of a conversation.
@@ -83,6 +85,9 @@ pub(super) struct MessageItem {
     job_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// Present (true) only on a reply cut to `MAX_REPLY_CHARS`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
 }
 
 impl ConversationItem {
@@ -157,6 +162,7 @@ impl MessageItem {
             status: status.map(str::to_owned),
             job_id,
             error,
+            truncated: m.truncated,
         })
     }
 
@@ -177,6 +183,7 @@ impl MessageItem {
             created_at: parse_timestamp(&i.created_at).map_err(corrupt)?,
             usage,
             status: status(i.status.as_deref(), i.job_id, i.error)?,
+            truncated: i.truncated,
         })
     }
 }

@@ -448,10 +448,17 @@ fn finish_updates(
 ) -> (UpdateBuilder, UpdateBuilder) {
     let n = |v: u64| AttributeValue::N(v.to_string());
     match outcome {
-        ReplyOutcome::Complete { text, usage } => (
+        ReplyOutcome::Complete {
+            text,
+            usage,
+            truncated,
+        } => (
             msg.update_expression(
-                "SET content = :text, input_tokens = :in, output_tokens = :out REMOVE #status, #job",
+                "SET content = :text, input_tokens = :in, output_tokens = :out, #cut = :cut \
+                 REMOVE #status, #job",
             )
+            .expression_attribute_names("#cut", attr::TRUNCATED)
+            .expression_attribute_values(":cut", AttributeValue::Bool(*truncated))
             .expression_attribute_values(":text", s(text))
             .expression_attribute_values(":in", n(usage.map_or(0, |u| u.input_tokens)))
             .expression_attribute_values(":out", n(usage.map_or(0, |u| u.output_tokens))),
