@@ -4,7 +4,7 @@ use aws_config::{BehaviorVersion, SdkConfig};
 
 use crate::{
     auth::Authenticator,
-    chat::{Chat, HistoryLimits, PendingPolicy},
+    chat::{Chat, HistoryLimits, PendingPolicy, QuotaLimits},
     config::{Config, ConfigError},
     store::{CursorCodec, DynamoStore},
     webhook::Webhooks,
@@ -63,7 +63,10 @@ impl App {
         };
         Self {
             auth: Authenticator::new(&config),
-            chat: Chat::new(store, webhooks, limits, pending),
+            chat: Chat::new(store, webhooks, limits, pending).with_quota(QuotaLimits {
+                messages: config.user_daily_message_limit,
+                tokens: config.user_daily_token_limit,
+            }),
             config,
         }
     }

@@ -42,6 +42,10 @@ pub struct Config {
     pub max_message_chars: usize,
     /// Longest reply kept, in characters; a longer one is stored cut.
     pub max_reply_chars: usize,
+    /// Sends per user per UTC day (`USER_DAILY_MESSAGE_LIMIT`); `None`: unlimited.
+    pub user_daily_message_limit: Option<u64>,
+    /// Tokens per user per UTC day (`USER_DAILY_TOKEN_LIMIT`); `None`: unlimited.
+    pub user_daily_token_limit: Option<u64>,
     /// Most messages of a conversation sent to the model.
     pub history_max_messages: u32,
     /// Most characters of a conversation sent to the model.
@@ -140,6 +144,8 @@ impl Config {
             jwt_audience: vars.optional("JWT_AUDIENCE"),
             max_message_chars: vars.number("MAX_MESSAGE_CHARS", 16_000)?,
             max_reply_chars: vars.number("MAX_REPLY_CHARS", 100_000)?,
+            user_daily_message_limit: vars.optional_number("USER_DAILY_MESSAGE_LIMIT")?,
+            user_daily_token_limit: vars.optional_number("USER_DAILY_TOKEN_LIMIT")?,
             history_max_messages: vars.number("HISTORY_MAX_MESSAGES", 20)?,
             history_max_chars: vars.number("HISTORY_MAX_CHARS", 24_000)?,
             deadline_margin: Duration::from_millis(vars.number("DEADLINE_MARGIN_MS", 2_000)?),
@@ -222,21 +228,30 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
         self.optional(name).ok_or(ConfigError::Missing(name))
     }
 
+    /// A number, or `None` when unset.
+    fn optional_number<T>(&self, name: &'static str) -> Result<Option<T>, ConfigError>
+    where
+        T: std::str::FromStr,
+        T::Err: fmt::Display,
+    {
+        self.optional(name)
+            .map(|raw| {
+                raw.trim()
+                    .parse()
+                    .map_err(|e: T::Err| ConfigError::Invalid {
+                        name,
+                        reason: e.to_string(),
+                    })
+            })
+            .transpose()
+    }
+
     fn number<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
     where
         T: std::str::FromStr,
         T::Err: fmt::Display,
     {
-        match self.optional(name) {
-            None => Ok(default),
-            Some(raw) => raw
-                .trim()
-                .parse()
-                .map_err(|e: T::Err| ConfigError::Invalid {
-                    name,
-                    reason: e.to_string(),
-                }),
-        }
+        Ok(self.optional_number(name)?.unwrap_or(default))
     }
 }
 

@@ -342,6 +342,20 @@ impl Completion {
     }
 }
 
+/// Characters per token when a worker reports no usage: the usual rule of
+/// thumb for English text with the common tokenizers.
+pub const CHARS_PER_TOKEN: u64 = 4;
+
+/// The tokens a reply counts for in a user's quota: what the worker
+/// reported (prompt and reply), or, without a report, one per
+/// [`CHARS_PER_TOKEN`] characters of the reply.
+pub fn tokens_used(text: &str, usage: Option<Usage>) -> u64 {
+    match usage {
+        Some(u) => u.input_tokens.saturating_add(u.output_tokens),
+        None => (text.chars().count() as u64).div_ceil(CHARS_PER_TOKEN),
+    }
+}
+
 impl Usage {
     /// Both counts added, or `None` if either overflows (a worker's
     /// numbers are not trusted to be sane).

@@ -4,6 +4,7 @@
 use crate::common;
 use chat_service_dev::runpod_local::{LocalRunPod, Settings};
 use chat_shared::{
+    chat::QuotaLimits,
     domain::{
         Claim, Conversation, ConversationId, Message, MessageId, MessageStatus, Role, Title, UserId,
     },
@@ -122,8 +123,9 @@ async fn every_sample_event_gets_its_documented_status() {
                 until: Utc::now() + chrono::Duration::seconds(60),
             };
             let store = app.chat.store();
+            let unlimited = QuotaLimits::default().at(Utc::now());
             store
-                .append_and_claim(&alice, seeded.id, &question, &claim)
+                .append_and_claim(&alice, seeded.id, &question, &claim, &unlimited)
                 .await
                 .unwrap();
             store

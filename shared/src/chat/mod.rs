@@ -6,6 +6,7 @@
 //! - `send`: one send, in the steps it has (start or continue, submit, wait, settle).
 //! - `pending`: replies that outlast the request: checks at the model, expiry, webhooks.
 //! - `conversations`: list, read, rename, delete.
+//! - `usage`: the per-user daily quotas and what a user used today.
 
 mod conversations;
 pub mod model;
@@ -13,12 +14,14 @@ mod pending;
 mod send;
 #[cfg(test)]
 mod tests;
+mod usage;
 
 use std::time::Duration;
 
 pub use model::{ChatModel, Completion, Generation, JobDelivery, ModelError};
 pub use pending::WebhookResult;
 pub use send::{SendOutcome, SendRequest, SendTimes};
+pub use usage::{next_midnight, QuotaLimits, UsageReport};
 
 use crate::{store::StoreError, webhook::Webhooks};
 
@@ -51,6 +54,7 @@ pub struct Chat<S, M = ()> {
     webhooks: Webhooks,
     limits: HistoryLimits,
     pending: PendingPolicy,
+    quota: QuotaLimits,
 }
 
 impl<S> Chat<S, ()> {
@@ -67,6 +71,7 @@ impl<S> Chat<S, ()> {
             webhooks,
             limits,
             pending,
+            quota: QuotaLimits::default(),
         }
     }
 }
@@ -80,7 +85,13 @@ impl<S, M> Chat<S, M> {
             webhooks: self.webhooks,
             limits: self.limits,
             pending: self.pending,
+            quota: self.quota,
         }
+    }
+
+    /// The same context with per-user daily quotas.
+    pub fn with_quota(self, quota: QuotaLimits) -> Self {
+        Self { quota, ..self }
     }
 
     /// The store, for tools and tests that seed or inspect it.
@@ -108,6 +119,9 @@ pub enum ChatError {
     /// The conversation's previous reply is still being generated.
     #[error("a reply is still pending in this conversation")]
     ReplyPending,
+    /// The user's daily quota is used up; nothing was stored.
+    #[error("the daily quota is used up")]
+    QuotaExceeded,
     /// The store failed (the user's message may or may not be stored: the
     /// step that failed says which in the log).
     #[error(transparent)]
@@ -122,6 +136,7 @@ impl From<StoreError> for ChatError {
         match e {
             StoreError::NotFound => ChatError::NotFound,
             StoreError::ReplyPending => ChatError::ReplyPending,
+            StoreError::QuotaExceeded => ChatError::QuotaExceeded,
             other => ChatError::Store(other),
         }
     }

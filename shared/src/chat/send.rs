@@ -13,7 +13,7 @@ use crate::{
         Claim, Conversation, ConversationId, Message, MessageContent, MessageId, MessageStatus,
         Role, Title, UserId,
     },
-    store::{ConversationStore, PageRequest, StoreError},
+    store::{ConversationStore, PageRequest, Quota, StoreError},
 };
 
 /// What the user sent.
@@ -68,10 +68,15 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             reply: MessageId::new(),
             until: claim_lapses(times.deadline),
         };
+        let quota = self.quota.at(message.created_at);
         let mut turn = match request.conversation_id {
-            None => self.start(user, &request.content, message, &claim).await?,
+            None => {
+                self.start(user, &request.content, message, &claim, &quota)
+                    .await?
+            }
             Some(id) => {
-                self.continue_with(user, id, message, &claim, times.deadline)
+                let hold = (&claim, &quota);
+                self.continue_with(user, id, message, hold, times.deadline)
                     .await?
             }
         };
@@ -120,11 +125,12 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
         content: &MessageContent,
         first: Message,
         claim: &Claim,
+        quota: &Quota,
     ) -> Result<Turn, ChatError> {
         let title = Title::from_first_message(content);
         let conversation = Conversation::started_with(title, &first).claimed(claim);
         self.store
-            .create_conversation(user, &conversation, &first)
+            .start_conversation(user, &conversation, &first, quota)
             .await?;
         tracing::info!(conversation_id = %conversation.id, "conversation created");
         Ok(Turn {
@@ -142,7 +148,7 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
         user: &UserId,
         id: ConversationId,
         message: Message,
-        claim: &Claim,
+        (claim, quota): (&Claim, &Quota),
         deadline: Instant,
     ) -> Result<Turn, ChatError> {
         let recent = PageRequest {
@@ -168,7 +174,7 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             }
         }
         self.store
-            .append_and_claim(user, id, &message, claim)
+            .append_and_claim(user, id, &message, claim, quota)
             .await?;
         let mut history: Vec<Message> = page
             .items

@@ -127,6 +127,10 @@ fn chat_with(model: ScriptedModel, max_age: Duration) -> Chat<MemoryStore, Scrip
     .with_model(model)
 }
 
+fn unlimited() -> crate::store::Quota {
+    QuotaLimits::default().at(chrono::Utc::now())
+}
+
 fn alice() -> UserId {
     UserId::parse("alice").unwrap()
 }
@@ -265,7 +269,7 @@ async fn a_running_sends_claim_refuses_other_sends_until_it_lapses() {
         until: chrono::Utc::now() + chrono::Duration::seconds(60),
     };
     chat.store()
-        .append_and_claim(&alice(), id, &other, &claim)
+        .append_and_claim(&alice(), id, &other, &claim, &unlimited())
         .await
         .unwrap();
     let refused = send(&chat, Some(id), "three").await.unwrap_err();
@@ -287,7 +291,7 @@ async fn a_running_sends_claim_refuses_other_sends_until_it_lapses() {
         .await
         .unwrap();
     chat.store()
-        .append_and_claim(&alice(), id, &other, &lapsed)
+        .append_and_claim(&alice(), id, &other, &lapsed, &unlimited())
         .await
         .unwrap();
     let out = send(&chat, Some(id), "four").await.unwrap();
@@ -498,4 +502,48 @@ async fn a_reply_over_the_limit_is_stored_cut_and_marked_truncated() {
         (reply.content.as_str(), reply.truncated),
         ("By patient.", false)
     );
+}
+
+/// Issue 13: per-user daily quotas, counted in the send's own writes.
+#[tokio::test]
+async fn sends_over_the_daily_message_limit_are_refused_and_store_nothing() {
+    let limits = QuotaLimits {
+        messages: Some(2),
+        tokens: None,
+    };
+    let chat = chat(ScriptedModel::replying("ok")).with_quota(limits);
+    let id = send(&chat, None, "one").await.unwrap().conversation_id;
+    send(&chat, Some(id), "two").await.unwrap();
+    let refused = send(&chat, Some(id), "three").await.unwrap_err();
+    assert!(matches!(refused, ChatError::QuotaExceeded), "{refused:?}");
+    assert!(matches!(
+        send(&chat, None, "four").await,
+        Err(ChatError::QuotaExceeded)
+    ));
+    assert_eq!(chat.model().submitted().len(), 2, "nothing submitted");
+    assert_eq!(
+        chat.store().messages(&alice(), id).len(),
+        4,
+        "nothing stored"
+    );
+    let report = chat.usage(&alice()).await.unwrap();
+    assert_eq!((report.used.messages, report.limits), (2, limits));
+    // "ok" twice: one token each, estimated from the reply's length.
+    assert_eq!(report.used.tokens, 2);
+    let bob = UserId::parse("bob").unwrap();
+    assert_eq!(chat.usage(&bob).await.unwrap().used.messages, 0);
+}
+
+#[tokio::test]
+async fn a_user_past_the_token_limit_is_refused_until_the_day_ends() {
+    let limits = QuotaLimits {
+        messages: None,
+        tokens: Some(5),
+    };
+    // 20 characters: 5 tokens by the estimate, when the worker reports none.
+    let chat = chat(ScriptedModel::replying("twenty characters!!!")).with_quota(limits);
+    let id = send(&chat, None, "one").await.unwrap().conversation_id;
+    let refused = send(&chat, Some(id), "two").await.unwrap_err();
+    assert!(matches!(refused, ChatError::QuotaExceeded), "{refused:?}");
+    assert_eq!(chat.usage(&alice()).await.unwrap().used.tokens, 5);
 }

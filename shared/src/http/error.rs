@@ -39,6 +39,12 @@ pub enum ApiError {
     /// 409: the conversation's previous reply is still pending.
     #[error("a reply is still pending in this conversation")]
     ReplyPending,
+    /// 429: the user's daily quota is used up.
+    #[error("the daily quota is used up")]
+    QuotaExceeded {
+        /// Seconds until the next UTC midnight, when it resets.
+        retry_after_secs: u64,
+    },
     /// 422: well-formed, but the content is refused.
     #[error("{message}")]
     Unprocessable {
@@ -88,6 +94,7 @@ impl ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ReplyPending => StatusCode::CONFLICT,
+            Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -112,6 +119,10 @@ impl ApiError {
             Self::ReplyPending => (
                 "reply_pending",
                 "the previous reply in this conversation is still being generated; send again once it is there",
+            ),
+            Self::QuotaExceeded { .. } => (
+                "quota_exceeded",
+                "your daily quota is used up; it resets at midnight UTC",
             ),
             Self::BadGateway(_) => (
                 "model_error",
@@ -142,6 +153,10 @@ impl ApiError {
             },
         };
         let mut resp = json_response(status, &body);
+        if let Self::QuotaExceeded { retry_after_secs } = &self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
         if let Self::Unauthorized(e) = &self {
             let challenge = match e {
                 AuthError::Missing => "Bearer",
@@ -161,6 +176,13 @@ impl From<ChatError> for ApiError {
         match e {
             ChatError::NotFound => Self::NotFound,
             ChatError::ReplyPending => Self::ReplyPending,
+            ChatError::QuotaExceeded => {
+                let now = chrono::Utc::now();
+                let left = (crate::chat::next_midnight(now) - now).num_seconds();
+                Self::QuotaExceeded {
+                    retry_after_secs: left.max(1) as u64,
+                }
+            }
             ChatError::Store(StoreError::InvalidCursor(_)) => {
                 Self::bad_request("invalid_cursor", "the cursor is not valid for this list")
             }

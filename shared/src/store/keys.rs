@@ -4,6 +4,7 @@
 //! item          PK                         SK             GSI1PK        GSI1SK
 //! conversation  USER#<user>#CONV#<conv>    ~CONV          USER#<user>   <updated_at>#<conv>
 //! message       USER#<user>#CONV#<conv>    MSG#<msg v7>   -             -
+//! daily usage   USER#<user>#USAGE          DAY#<yyyy-mm-dd>  -          -   (TTL: expires_at)
 //! ```
 //!
 //! The owner is part of every partition key, so a read or write keyed for
@@ -54,6 +55,16 @@ pub fn parse_conversation_pk(pk: &str) -> Option<(UserId, ConversationId)> {
 /// A message's sort key.
 pub fn message_sk(message: MessageId) -> String {
     format!("{MESSAGE_SK_PREFIX}{message}")
+}
+
+/// The partition of a user's daily usage counters.
+pub fn usage_pk(user: &UserId) -> String {
+    format!("USER#{user}#USAGE")
+}
+
+/// The sort key of one UTC day's counters.
+pub fn usage_sk(day: chrono::NaiveDate) -> String {
+    format!("DAY#{}", day.format("%Y-%m-%d"))
 }
 
 /// GSI1's partition of a user's conversations.

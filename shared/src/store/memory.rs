@@ -5,13 +5,15 @@
 
 use std::{collections::HashMap, sync::Mutex};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use tokio::time::Instant;
 
-use super::{ConversationStore, FinishResult, Page, PageRequest, PendingReply, StoreError};
+use super::{
+    ConversationStore, DailyUsage, FinishResult, Page, PageRequest, PendingReply, Quota, StoreError,
+};
 use crate::domain::{
-    preview, Claim, Conversation, ConversationId, Message, MessageId, MessageStatus, ReplyOutcome,
-    Title, UserId,
+    preview, tokens_used, Claim, Conversation, ConversationId, Message, MessageId, MessageStatus,
+    ReplyOutcome, Title, UserId,
 };
 
 /// A conversation's partition: the conversation item (gone once deleted)
@@ -26,9 +28,28 @@ struct Partition {
 #[derive(Default)]
 pub struct MemoryStore {
     partitions: Mutex<HashMap<(UserId, ConversationId), Partition>>,
+    usage: Mutex<HashMap<(UserId, NaiveDate), DailyUsage>>,
 }
 
 impl MemoryStore {
+    /// Counts a send on its day unless that passes the quota's limits.
+    fn count_send(&self, user: &UserId, quota: &Quota) -> Result<(), StoreError> {
+        let mut usage = self.usage.lock().unwrap();
+        let day = usage.entry((user.clone(), quota.day)).or_default();
+        let over = |used: u64, limit: Option<u64>| limit.is_some_and(|l| used >= l);
+        if over(day.messages, quota.message_limit) || over(day.tokens, quota.token_limit) {
+            return Err(StoreError::QuotaExceeded);
+        }
+        day.messages += 1;
+        Ok(())
+    }
+
+    fn count_tokens(&self, user: &UserId, day: NaiveDate, tokens: u64) {
+        let mut usage = self.usage.lock().unwrap();
+        let day = usage.entry((user.clone(), day)).or_default();
+        day.tokens = day.tokens.saturating_add(tokens);
+    }
+
     /// The messages stored for a conversation, oldest first (also after a delete).
     pub fn messages(&self, user: &UserId, conversation: ConversationId) -> Vec<Message> {
         let partitions = self.partitions.lock().unwrap();
@@ -103,18 +124,39 @@ impl ConversationStore for MemoryStore {
         })
     }
 
+    async fn start_conversation(
+        &self,
+        user: &UserId,
+        conversation: &Conversation,
+        first: &Message,
+        quota: &Quota,
+    ) -> Result<(), StoreError> {
+        self.count_send(user, quota)?;
+        self.create_conversation(user, conversation, first).await
+    }
+
+    async fn daily_usage(&self, user: &UserId, day: NaiveDate) -> Result<DailyUsage, StoreError> {
+        let usage = self.usage.lock().unwrap();
+        Ok(usage.get(&(user.clone(), day)).copied().unwrap_or_default())
+    }
+
     async fn append_and_claim(
         &self,
         user: &UserId,
         conversation: ConversationId,
         message: &Message,
         claim: &Claim,
+        quota: &Quota,
     ) -> Result<(), StoreError> {
-        self.with(user, conversation, |c, messages| {
+        self.with(user, conversation, |c, _| {
             let lapsed = c.claimed_until.is_some_and(|t| t < message.created_at);
             if c.pending_reply.is_some() && !lapsed {
                 return Err(StoreError::ReplyPending);
             }
+            Ok(())
+        })?;
+        self.count_send(user, quota)?;
+        self.with(user, conversation, |c, messages| {
             moved_to(c, messages, message);
             c.pending_reply = Some(claim.reply);
             c.claimed_until = Some(claim.until);
@@ -136,7 +178,10 @@ impl ConversationStore for MemoryStore {
             c.pending_reply = None;
             c.claimed_until = None;
             Ok(())
-        })
+        })?;
+        let tokens = tokens_used(&reply.content, reply.usage);
+        self.count_tokens(user, reply.created_at.date_naive(), tokens);
+        Ok(())
     }
 
     async fn release_claim(
@@ -218,6 +263,9 @@ impl ConversationStore for MemoryStore {
                     Ok(FinishResult::Missing)
                 }
                 MessageStatus::Pending { .. } => {
+                    if let ReplyOutcome::Complete { text, usage, .. } = outcome {
+                        self.count_tokens(user, at.date_naive(), tokens_used(text, *usage));
+                    }
                     finish(c, outcome, at);
                     m.settle(outcome.clone());
                     Ok(FinishResult::Written)

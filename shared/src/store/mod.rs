@@ -16,6 +16,28 @@ use crate::domain::{
     Claim, Conversation, ConversationId, Message, MessageId, ReplyOutcome, Title, UserId,
 };
 
+/// A send's day and the limits it must stay under, checked in the write
+/// that stores the user's message (and counts it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// The UTC day the send counts on.
+    pub day: chrono::NaiveDate,
+    /// Sends a user may make that day; `None`: unlimited.
+    pub message_limit: Option<u64>,
+    /// Tokens a user may use that day; `None`: unlimited. A send is refused
+    /// once the day's tokens reached it (the reply that crosses it is kept).
+    pub token_limit: Option<u64>,
+}
+
+/// What a user used on one UTC day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DailyUsage {
+    /// Sends (user messages stored).
+    pub messages: u64,
+    /// Tokens of the replies, as the worker reported them or estimated.
+    pub tokens: u64,
+}
+
 /// One page of a list.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
@@ -43,6 +65,9 @@ pub enum StoreError {
     /// A reply in the conversation is still pending.
     #[error("a reply is pending in this conversation")]
     ReplyPending,
+    /// The user's daily quota is used up; nothing was stored.
+    #[error("the daily quota is used up")]
+    QuotaExceeded,
     /// A cursor this server did not issue for this list and user.
     #[error("invalid page cursor")]
     InvalidCursor(#[source] CursorError),
@@ -107,20 +132,40 @@ pub trait ConversationStore: Sync {
         message: &Message,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Appends the user's message as [`Self::append_message`] does and
-    /// claims the conversation for the reply in the same write: refused
-    /// ([`StoreError::ReplyPending`]) while another reply is pending or
-    /// another send's claim holds.
+    /// Stores a send's new conversation, claimed, with its first message,
+    /// and counts the send on the quota's day, in one write: refused
+    /// ([`StoreError::QuotaExceeded`]) over the quota.
+    fn start_conversation(
+        &self,
+        user: &UserId,
+        conversation: &Conversation,
+        first: &Message,
+        quota: &Quota,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Appends the user's message as [`Self::append_message`] does, claims
+    /// the conversation for the reply and counts the send, in one write:
+    /// refused ([`StoreError::ReplyPending`]) while another reply is pending
+    /// or another send's claim holds, or over the quota.
     fn append_and_claim(
         &self,
         user: &UserId,
         conversation: ConversationId,
         message: &Message,
         claim: &Claim,
+        quota: &Quota,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// What the user used on `day`.
+    fn daily_usage(
+        &self,
+        user: &UserId,
+        day: chrono::NaiveDate,
+    ) -> impl Future<Output = Result<DailyUsage, StoreError>> + Send;
+
     /// Stores the complete reply its claim was for and ends the claim,
-    /// moving `updated_at`, `last_message` and the count with it.
+    /// moving `updated_at`, `last_message` and the count with it, and adds
+    /// its tokens to its day's usage.
     fn add_reply(
         &self,
         user: &UserId,
@@ -157,7 +202,8 @@ pub trait ConversationStore: Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Completes or fails a pending reply, once: only a message still
-    /// pending for `job_id` changes, so concurrent finishers write once.
+    /// pending for `job_id` changes, so concurrent finishers write once. A
+    /// completed reply's tokens count on the day of `at`.
     fn finish_reply(
         &self,
         reply: PendingReply<'_>,

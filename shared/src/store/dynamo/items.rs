@@ -35,6 +35,12 @@ pub(super) mod attr {
     pub const ERROR: &str = "error";
     /// Set on a reply cut to `MAX_REPLY_CHARS`.
     pub const TRUNCATED: &str = "truncated";
+    /// A usage item's sends of the day.
+    pub const MESSAGES: &str = "messages";
+    /// A usage item's tokens of the day.
+    pub const TOKENS: &str = "tokens";
+    /// When DynamoDB's TTL removes the item (epoch seconds).
+    pub const EXPIRES_AT: &str = "expires_at";
 }
 
 /// The stored form of a conversation.

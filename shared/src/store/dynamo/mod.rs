@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::{
-    ConversationStore, CursorCodec, FinishResult, Page, PageRequest, PendingReply, StoreError,
+    ConversationStore, CursorCodec, DailyUsage, FinishResult, Page, PageRequest, PendingReply,
+    Quota, StoreError,
 };
 use crate::domain::{
     Claim, Conversation, ConversationId, Message, MessageId, ReplyOutcome, Title, UserId,
@@ -53,7 +54,7 @@ impl ConversationStore for DynamoStore {
         conversation: &Conversation,
         first: &Message,
     ) -> Result<(), StoreError> {
-        self.create(user, conversation, first).await
+        self.create(user, conversation, first, None).await
     }
 
     async fn append_message(
@@ -71,8 +72,28 @@ impl ConversationStore for DynamoStore {
         conversation: ConversationId,
         message: &Message,
         claim: &Claim,
+        quota: &Quota,
     ) -> Result<(), StoreError> {
-        self.append(user, conversation, message, Some(claim)).await
+        self.append(user, conversation, message, Some((claim, quota)))
+            .await
+    }
+
+    async fn start_conversation(
+        &self,
+        user: &UserId,
+        conversation: &Conversation,
+        first: &Message,
+        quota: &Quota,
+    ) -> Result<(), StoreError> {
+        self.create(user, conversation, first, Some(quota)).await
+    }
+
+    async fn daily_usage(
+        &self,
+        user: &UserId,
+        day: chrono::NaiveDate,
+    ) -> Result<DailyUsage, StoreError> {
+        self.daily(user, day).await
     }
 
     async fn add_reply(

@@ -6,12 +6,12 @@ use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 
 use super::{
     backend,
-    items::{is_conversation, key_of, s, ConversationItem, Item, MessageItem},
+    items::{attr, is_conversation, key_of, s, ConversationItem, Item, MessageItem},
     DynamoStore,
 };
 use crate::{
     domain::{Conversation, ConversationId, Message, UserId},
-    store::{keys, Page, PageRequest, StoreError},
+    store::{keys, DailyUsage, Page, PageRequest, StoreError},
 };
 
 /// What a message cursor is signed for: the first page issues it, later
@@ -43,6 +43,35 @@ impl DynamoStore {
             .await
             .map_err(backend("GetItem conversation"))?;
         ConversationItem::read(out.item.ok_or(StoreError::NotFound)?)
+    }
+
+    /// The user's counters of `day` (zero before the first send of the day).
+    pub(super) async fn daily(
+        &self,
+        user: &UserId,
+        day: chrono::NaiveDate,
+    ) -> Result<DailyUsage, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::usage_pk(user)))
+            .key(keys::SK, s(keys::usage_sk(day)))
+            .send()
+            .await
+            .map_err(backend("GetItem usage"))?;
+        let count = |name: &str| {
+            out.item
+                .as_ref()
+                .and_then(|i| i.get(name))
+                .and_then(|v| v.as_n().ok())
+                .map_or(Ok(0), |v| v.parse::<u64>())
+                .map_err(|e| StoreError::Corrupt(format!("usage {name}: {e}")))
+        };
+        Ok(DailyUsage {
+            messages: count(attr::MESSAGES)?,
+            tokens: count(attr::TOKENS)?,
+        })
     }
 
     /// The conversation and its newest page in one Query over the whole

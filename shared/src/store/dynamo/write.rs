@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::{
         ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
     },
 };
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use tokio::time::Instant;
 
 use super::{
@@ -23,10 +23,10 @@ use super::{
 };
 use crate::{
     domain::{
-        format_timestamp, preview, Claim, Conversation, ConversationId, Message, MessageId,
-        MessageStatus, ReplyOutcome, Title, UserId,
+        format_timestamp, preview, tokens_used, Claim, Conversation, ConversationId, Message,
+        MessageId, MessageStatus, ReplyOutcome, Title, UserId,
     },
-    store::{keys, FinishResult, PendingReply, StoreError},
+    store::{keys, FinishResult, PendingReply, Quota, StoreError},
 };
 
 /// The conversation exists and is the user's (names `#pk`, `#user`; value `:user`).
@@ -104,15 +104,83 @@ impl DynamoStore {
         user: &UserId,
         conversation: &Conversation,
         first: &Message,
+        quota: Option<&Quota>,
     ) -> Result<(), StoreError> {
-        self.client
+        let mut write = self
+            .client
             .transact_write_items()
             .transact_items(self.put_new(ConversationItem::of(user, conversation)?)?)
-            .transact_items(self.put_new(MessageItem::of(user, conversation.id, first)?)?)
+            .transact_items(self.put_new(MessageItem::of(user, conversation.id, first)?)?);
+        if let Some(quota) = quota {
+            write = write.transact_items(self.count_send(user, quota)?);
+        }
+        write
             .send()
             .await
-            .map_err(backend("TransactWriteItems create conversation"))?;
+            .map_err(|e| match failed_conditions(&e) {
+                Some(reasons) if reasons.get(2).is_some_and(|(failed, _)| *failed) => {
+                    StoreError::QuotaExceeded
+                }
+                _ => backend("TransactWriteItems create conversation")(e),
+            })?;
         Ok(())
+    }
+
+    /// Counts one send on the quota's day, refused at its limits
+    /// (an atomic ADD with a condition: never read-then-write).
+    fn count_send(&self, user: &UserId, quota: &Quota) -> Result<TransactWriteItem, StoreError> {
+        let mut limits = vec![];
+        let mut update = self
+            .usage_update(user, quota.day)
+            .update_expression("SET #user = :user, #exp = :exp ADD #messages :one")
+            .expression_attribute_names("#messages", attr::MESSAGES)
+            .expression_attribute_values(":one", n(1));
+        if let Some(max) = quota.message_limit {
+            limits.push("(attribute_not_exists(#messages) OR #messages < :max_messages)");
+            update = update.expression_attribute_values(":max_messages", n(max));
+        }
+        if let Some(max) = quota.token_limit {
+            limits.push("(attribute_not_exists(#tokens) OR #tokens < :max_tokens)");
+            update = update
+                .expression_attribute_names("#tokens", attr::TOKENS)
+                .expression_attribute_values(":max_tokens", n(max));
+        }
+        if !limits.is_empty() {
+            update = update.condition_expression(limits.join(" AND "));
+        }
+        update_item(update)
+    }
+
+    /// Adds a reply's tokens to its day's usage.
+    fn count_tokens(
+        &self,
+        user: &UserId,
+        day: NaiveDate,
+        tokens: u64,
+    ) -> Result<TransactWriteItem, StoreError> {
+        update_item(
+            self.usage_update(user, day)
+                .update_expression("SET #user = :user, #exp = :exp ADD #tokens :tokens")
+                .expression_attribute_names("#tokens", attr::TOKENS)
+                .expression_attribute_values(":tokens", n(tokens)),
+        )
+    }
+
+    /// An update of `user`'s counters of `day`, which expire two days after it.
+    fn usage_update(&self, user: &UserId, day: NaiveDate) -> UpdateBuilder {
+        let expires = day
+            .succ_opt()
+            .and_then(|d| d.checked_add_days(chrono::Days::new(2)))
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map_or(0, |t| t.and_utc().timestamp());
+        Update::builder()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::usage_pk(user)))
+            .key(keys::SK, s(keys::usage_sk(day)))
+            .expression_attribute_names("#user", attr::USER_ID)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_values(":user", s(user.as_str()))
+            .expression_attribute_values(":exp", AttributeValue::N(expires.to_string()))
     }
 
     pub(super) async fn append(
@@ -120,13 +188,17 @@ impl DynamoStore {
         user: &UserId,
         conversation: ConversationId,
         message: &Message,
-        claim: Option<&Claim>,
+        claim: Option<(&Claim, &Quota)>,
     ) -> Result<(), StoreError> {
         let guard = match claim {
             None => Guard::Free,
             Some(_) => Guard::FreeOrLapsed(message.created_at),
         };
-        self.add_message(user, conversation, message, guard, |update| {
+        let counted = claim
+            .map(|(_, quota)| self.count_send(user, quota))
+            .transpose()?;
+        let claim = claim.map(|(claim, _)| claim);
+        self.add_message(user, conversation, message, guard, counted, |update| {
             let update = moved_to(update, conversation, message);
             match claim {
                 None => update.update_expression(format!("SET {MOVED}")),
@@ -151,6 +223,11 @@ impl DynamoStore {
             conversation,
             reply,
             Guard::ClaimedBy(reply.id),
+            Some(self.count_tokens(
+                user,
+                reply.created_at.date_naive(),
+                tokens_used(&reply.content, reply.usage),
+            )?),
             |update| {
                 moved_to(update, conversation, reply)
                     .update_expression(format!("SET {MOVED} REMOVE #pending, #claimed"))
@@ -171,6 +248,7 @@ impl DynamoStore {
             conversation,
             reply,
             Guard::ClaimedBy(reply.id),
+            None,
             |update| {
                 update
                     .update_expression("SET message_count = message_count + :one REMOVE #claimed")
@@ -219,6 +297,7 @@ impl DynamoStore {
         conversation: ConversationId,
         message: &Message,
         guard: Guard,
+        counted: Option<TransactWriteItem>,
         change: impl FnOnce(UpdateBuilder) -> UpdateBuilder,
     ) -> Result<(), StoreError> {
         let guarded = guard.values(
@@ -237,13 +316,21 @@ impl DynamoStore {
         let update = change(guarded)
             .build()
             .map_err(backend("building an Update"))?;
-        self.client
+        let mut write = self
+            .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().update(update).build())
-            .transact_items(self.put_new(MessageItem::of(user, conversation, message)?)?)
+            .transact_items(self.put_new(MessageItem::of(user, conversation, message)?)?);
+        if let Some(counted) = counted {
+            write = write.transact_items(counted);
+        }
+        write
             .send()
             .await
             .map_err(|e| match failed_conditions(&e) {
+                Some(reasons) if reasons.get(2).is_some_and(|(failed, _)| *failed) => {
+                    StoreError::QuotaExceeded
+                }
                 // The conversation is there, so the condition that failed is the guard.
                 Some(reasons) if reasons.first().is_some_and(|(_, old)| old.is_some()) => {
                     StoreError::ReplyPending
@@ -285,13 +372,16 @@ impl DynamoStore {
             .expression_attribute_names("#pending", attr::PENDING_REPLY)
             .expression_attribute_values(":reply", s(message.to_string()));
         let (msg, conv) = finish_updates(msg, conv, conversation, outcome, at);
-        let result = self
+        let mut write = self
             .client
             .transact_write_items()
             .transact_items(update_item(msg)?)
-            .transact_items(update_item(conv)?)
-            .send()
-            .await;
+            .transact_items(update_item(conv)?);
+        if let ReplyOutcome::Complete { text, usage, .. } = outcome {
+            let tokens = tokens_used(text, *usage);
+            write = write.transact_items(self.count_tokens(user, at.date_naive(), tokens)?);
+        }
+        let result = write.send().await;
         match result {
             Ok(_) => Ok(FinishResult::Written),
             Err(e) => match failed_conditions(&e) {
@@ -446,7 +536,6 @@ fn finish_updates(
     outcome: &ReplyOutcome,
     at: DateTime<Utc>,
 ) -> (UpdateBuilder, UpdateBuilder) {
-    let n = |v: u64| AttributeValue::N(v.to_string());
     match outcome {
         ReplyOutcome::Complete {
             text,
@@ -490,6 +579,11 @@ fn finish_refused(message: Option<&(bool, Option<Item>)>) -> FinishResult {
         },
         _ => FinishResult::Missing,
     }
+}
+
+/// A number attribute.
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
 }
 
 fn update_item(update: UpdateBuilder) -> Result<TransactWriteItem, StoreError> {
