@@ -50,6 +50,16 @@ impl Event {
         e
     }
 
+    /// `GET /api/chat/usage`.
+    pub fn usage(token: Option<String>) -> Self {
+        Self::new(
+            "GET",
+            "GET /api/chat/usage",
+            "/api/chat/usage".into(),
+            token,
+        )
+    }
+
     /// `POST /api/chat/send` with `body`.
     pub fn send(body: &str, token: Option<String>) -> Self {
         Self::new(

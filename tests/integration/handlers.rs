@@ -514,3 +514,58 @@ async fn a_reply_too_large_to_store_fails_cleanly() {
     let (status, _) = h.get(Event::get(&id, t())).await;
     assert_eq!(status, 200);
 }
+
+/// Issue 13: a user over the daily message limit gets 429 with Retry-After
+/// until midnight UTC, nothing is stored or submitted, other users go on,
+/// and `GET /api/chat/usage` reports the day.
+#[tokio::test]
+async fn sends_over_the_daily_limit_are_429_and_usage_reports_the_day() {
+    let h = Harness::with(&[("USER_DAILY_MESSAGE_LIMIT", "2")]).await;
+    h.replies("Sorted by patient.").await;
+    let t = |u: &str| Some(token(u));
+    let send = |u: &str| {
+        let event = Event::send(r#"{"message": "How?"}"#, t(u));
+        http::send_message(&h.app, event.request())
+    };
+    assert_eq!(send("alice").await.status(), 200);
+    assert_eq!(send("alice").await.status(), 200);
+    let refused = send("alice").await;
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=86_400).contains(&retry_after), "{retry_after}");
+    let (status, body) = read(refused);
+    assert_eq!(error_code(status, &body, 429), "quota_exceeded");
+    assert_eq!(
+        h.job_inputs().await.len(),
+        2,
+        "the third send reached no model"
+    );
+    let (_, list) = h.list(Event::list(t("alice"))).await;
+    assert_eq!(
+        list["conversations"].as_array().unwrap().len(),
+        2,
+        "nothing stored"
+    );
+    assert_eq!(
+        send("bob").await.status(),
+        200,
+        "other users are unaffected"
+    );
+
+    let (status, usage) = read(http::get_usage(&h.app, Event::usage(t("alice")).request()).await);
+    assert_eq!(status, 200);
+    let today = chrono::Utc::now().date_naive().to_string();
+    assert_eq!(usage["day"], today.as_str());
+    assert_eq!(usage["messages"], 2);
+    assert_eq!(usage["message_limit"], 2);
+    assert_eq!(usage["token_limit"], serde_json::Value::Null);
+    // The worker reported 5 + 2 tokens for each reply.
+    assert_eq!(usage["tokens"], 14);
+    assert!(usage["resets_at"]
+        .as_str()
+        .unwrap()
+        .ends_with("T00:00:00.000Z"));
+}

@@ -11,6 +11,7 @@ mod docs;
 mod error;
 mod extract;
 mod send;
+mod usage;
 mod webhook;
 
 use std::future::Future;
@@ -29,6 +30,7 @@ pub use conversations::{
 pub use docs::ApiDocs;
 pub use error::ApiError;
 pub use send::send_message;
+pub use usage::get_usage;
 pub use webhook::runpod_webhook;
 
 use crate::app::App;
