@@ -569,3 +569,81 @@ async fn sends_over_the_daily_limit_are_429_and_usage_reports_the_day() {
         .unwrap()
         .ends_with("T00:00:00.000Z"));
 }
+
+fn keyed(body: &str, user: &str, key: &str) -> lambda_http::Request {
+    let mut req = Event::send(body, Some(token(user))).request();
+    let value = lambda_http::http::HeaderValue::from_str(key).unwrap();
+    req.headers_mut().insert("idempotency-key", value);
+    req
+}
+
+/// Issue 13: a retry under the same `Idempotency-Key` gets the first answer
+/// again, stores nothing and submits nothing; keys belong to their user.
+#[tokio::test]
+async fn a_retried_send_with_the_same_key_is_answered_once() {
+    let h = Harness::new().await;
+    h.replies("By patient.").await;
+    let body = r#"{"message": "How do I organize patient files?"}"#;
+    let first = http::send_message(&h.app, keyed(body, "alice", "retry-1")).await;
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let (status, first) = read(first);
+    assert_eq!(status, 200);
+    let again = http::send_message(&h.app, keyed(body, "alice", "retry-1")).await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(read(again), (200, first.clone()));
+    assert_eq!(h.job_inputs().await.len(), 1, "one job for both");
+    let (_, list) = h.list(Event::list(Some(token("alice")))).await;
+    assert_eq!(list["conversations"][0]["message_count"], 2, "stored once");
+
+    let other = r#"{"message": "Something else"}"#;
+    let (status, resp) = read(http::send_message(&h.app, keyed(other, "alice", "retry-1")).await);
+    assert_eq!(error_code(status, &resp, 422), "idempotency_key_mismatch");
+    let (status, _) = read(http::send_message(&h.app, keyed(body, "bob", "retry-1")).await);
+    assert_eq!(status, 200, "bob's key is his own");
+    assert_eq!(h.job_inputs().await.len(), 2);
+    for bad in ["", &"k".repeat(256), "caf\u{e9}"] {
+        let mut req = Event::send(body, Some(token("alice"))).request();
+        let value = lambda_http::http::HeaderValue::from_bytes(bad.as_bytes()).unwrap();
+        req.headers_mut().insert("idempotency-key", value);
+        let (status, resp) = read(http::send_message(&h.app, req).await);
+        assert_eq!(
+            error_code(status, &resp, 400),
+            "invalid_idempotency_key",
+            "{bad:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_key_still_running_is_409_and_a_pending_answer_replays_as_202() {
+    use chat_shared::store::ConversationStore;
+    use sha2::Digest;
+    let h = Harness::with(&[("SEND_WAIT_SECONDS", "0.01")]).await;
+    h.jobs_end_as(json!({"id": "job-1", "status": "IN_PROGRESS"}))
+        .await;
+    let body = r#"{"message": "Slow one"}"#;
+    let alice = chat_shared::domain::UserId::parse("alice").unwrap();
+    let hash = format!("{:x}", sha2::Sha256::digest(body.as_bytes()));
+    let running = chat_shared::store::KeyedRequest {
+        user: &alice,
+        key: "busy",
+        body_hash: &hash,
+    };
+    let later = chrono::Utc::now() + chrono::Duration::seconds(60);
+    let day = std::time::Duration::from_secs(86_400);
+    h.app
+        .chat
+        .store()
+        .start_keyed(running, later, day)
+        .await
+        .unwrap();
+    let (status, resp) = read(http::send_message(&h.app, keyed(body, "alice", "busy")).await);
+    assert_eq!(error_code(status, &resp, 409), "idempotency_key_in_use");
+    assert!(h.job_inputs().await.is_empty());
+
+    let (status, first) = read(http::send_message(&h.app, keyed(body, "alice", "slow")).await);
+    assert_eq!(status, 202, "{first}");
+    let (status, again) = read(http::send_message(&h.app, keyed(body, "alice", "slow")).await);
+    assert_eq!((status, again), (202, first));
+    assert_eq!(h.job_inputs().await.len(), 1);
+}

@@ -39,6 +39,14 @@ pub enum ApiError {
     /// 409: the conversation's previous reply is still pending.
     #[error("a reply is still pending in this conversation")]
     ReplyPending,
+    /// 409: another conflict, with its code.
+    #[error("{message}")]
+    Conflict {
+        /// The stable error code.
+        code: &'static str,
+        /// What conflicts, for the client.
+        message: String,
+    },
     /// 429: the user's daily quota is used up.
     #[error("the daily quota is used up")]
     QuotaExceeded {
@@ -86,6 +94,14 @@ impl ApiError {
         }
     }
 
+    /// A 409 with `code`.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -93,7 +109,7 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::ReplyPending => StatusCode::CONFLICT,
+            Self::ReplyPending | Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
@@ -106,9 +122,9 @@ impl ApiError {
     fn public(&self) -> (&'static str, &str) {
         const TOO_LARGE: &str = "the request body is too large";
         match self {
-            Self::BadRequest { code, message } | Self::Unprocessable { code, message } => {
-                (code, message)
-            }
+            Self::BadRequest { code, message }
+            | Self::Unprocessable { code, message }
+            | Self::Conflict { code, message } => (code, message),
             Self::Unauthorized(AuthError::Missing) => {
                 ("unauthorized", "an Authorization: Bearer token is required")
             }

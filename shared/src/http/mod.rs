@@ -10,6 +10,7 @@ mod conversations;
 mod docs;
 mod error;
 mod extract;
+mod idempotency;
 mod send;
 mod usage;
 mod webhook;

@@ -6,7 +6,7 @@ use tokio::time::Instant;
 
 use super::{
     extract::{authenticate, parse_json, MAX_BODY_BYTES},
-    handle, json_response, ok_json, ApiError,
+    handle, idempotency, json_response, ok_json, ApiError,
 };
 use crate::{
     app::App,
@@ -52,16 +52,18 @@ struct PendingResponse {
 pub async fn send_message<M: ChatModel>(app: &App<M>, req: Request) -> Response<Body> {
     handle("send-message", app, req, |req, meta| async move {
         let user = authenticate(app, &req)?;
-        let request = send_request(
-            parse_json(&req, MAX_BODY_BYTES)?,
-            app.config.max_message_chars,
-        )?;
-        let times = SendTimes {
-            wait_until: (Instant::now() + app.config.send_wait).min(meta.deadline),
-            deadline: meta.deadline,
-        };
-        let outcome = app.chat.send(&user, request, times).await?;
-        Ok(respond(outcome))
+        let key = idempotency::key_of(&req)?;
+        idempotency::once(app, &user, key, &req, &meta, || async {
+            let body = parse_json(&req, MAX_BODY_BYTES)?;
+            let request = send_request(body, app.config.max_message_chars)?;
+            let times = SendTimes {
+                wait_until: (Instant::now() + app.config.send_wait).min(meta.deadline),
+                deadline: meta.deadline,
+            };
+            let outcome = app.chat.send(&user, request, times).await?;
+            Ok(respond(outcome))
+        })
+        .await
     })
     .await
 }

@@ -5,6 +5,7 @@
 //! conversation  USER#<user>#CONV#<conv>    ~CONV          USER#<user>   <updated_at>#<conv>
 //! message       USER#<user>#CONV#<conv>    MSG#<msg v7>   -             -
 //! daily usage   USER#<user>#USAGE          DAY#<yyyy-mm-dd>  -          -   (TTL: expires_at)
+//! request key   USER#<user>#IDEM           KEY#<Idempotency-Key>  -     -   (TTL: expires_at)
 //! ```
 //!
 //! The owner is part of every partition key, so a read or write keyed for
@@ -65,6 +66,16 @@ pub fn usage_pk(user: &UserId) -> String {
 /// The sort key of one UTC day's counters.
 pub fn usage_sk(day: chrono::NaiveDate) -> String {
     format!("DAY#{}", day.format("%Y-%m-%d"))
+}
+
+/// The partition of a user's idempotency records.
+pub fn idempotency_pk(user: &UserId) -> String {
+    format!("USER#{user}#IDEM")
+}
+
+/// The sort key of the record of one `Idempotency-Key`.
+pub fn idempotency_sk(key: &str) -> String {
+    format!("KEY#{key}")
 }
 
 /// GSI1's partition of a user's conversations.

@@ -9,7 +9,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use tokio::time::Instant;
 
 use super::{
-    ConversationStore, DailyUsage, FinishResult, Page, PageRequest, PendingReply, Quota, StoreError,
+    ConversationStore, DailyUsage, FinishResult, KeyedRequest, KeyedStart, Page, PageRequest,
+    PendingReply, Quota, StoreError,
 };
 use crate::domain::{
     preview, tokens_used, Claim, Conversation, ConversationId, Message, MessageId, MessageStatus,
@@ -29,6 +30,16 @@ struct Partition {
 pub struct MemoryStore {
     partitions: Mutex<HashMap<(UserId, ConversationId), Partition>>,
     usage: Mutex<HashMap<(UserId, NaiveDate), DailyUsage>>,
+    keyed: Mutex<HashMap<(UserId, String), Keyed>>,
+}
+
+/// An idempotency record.
+struct Keyed {
+    body_hash: String,
+    /// `None` while running (until `lock_until`); the answer once done.
+    answer: Option<(u16, String)>,
+    lock_until: DateTime<Utc>,
+    expires: DateTime<Utc>,
 }
 
 impl MemoryStore {
@@ -133,6 +144,59 @@ impl ConversationStore for MemoryStore {
     ) -> Result<(), StoreError> {
         self.count_send(user, quota)?;
         self.create_conversation(user, conversation, first).await
+    }
+
+    async fn start_keyed(
+        &self,
+        request: KeyedRequest<'_>,
+        lock_until: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> Result<KeyedStart, StoreError> {
+        let now = Utc::now();
+        let mut keyed = self.keyed.lock().unwrap();
+        let id = (request.user.clone(), request.key.to_owned());
+        if let Some(k) = keyed.get(&id) {
+            let live = k.expires > now && (k.answer.is_some() || k.lock_until > now);
+            match (&k.answer, k.body_hash == request.body_hash) {
+                _ if !live => {}
+                (_, false) => return Ok(KeyedStart::Mismatch),
+                (Some((status, body)), true) => {
+                    return Ok(KeyedStart::Replay {
+                        status: *status,
+                        body: body.clone(),
+                    })
+                }
+                (None, true) => return Ok(KeyedStart::InUse),
+            }
+        }
+        let expires = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        let record = Keyed {
+            body_hash: request.body_hash.to_owned(),
+            answer: None,
+            lock_until,
+            expires,
+        };
+        keyed.insert(id, record);
+        Ok(KeyedStart::Run)
+    }
+
+    async fn finish_keyed(
+        &self,
+        request: KeyedRequest<'_>,
+        status: u16,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        let mut keyed = self.keyed.lock().unwrap();
+        if let Some(k) = keyed.get_mut(&(request.user.clone(), request.key.to_owned())) {
+            k.answer = Some((status, body.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn release_keyed(&self, request: KeyedRequest<'_>) -> Result<(), StoreError> {
+        let mut keyed = self.keyed.lock().unwrap();
+        keyed.remove(&(request.user.clone(), request.key.to_owned()));
+        Ok(())
     }
 
     async fn daily_usage(&self, user: &UserId, day: NaiveDate) -> Result<DailyUsage, StoreError> {

@@ -38,6 +38,35 @@ pub struct DailyUsage {
     pub tokens: u64,
 }
 
+/// A request made under an `Idempotency-Key`, as its record names it.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyedRequest<'a> {
+    /// The caller: keys belong to them.
+    pub user: &'a UserId,
+    /// The `Idempotency-Key`.
+    pub key: &'a str,
+    /// A digest of the request body: the same key with another body is refused.
+    pub body_hash: &'a str,
+}
+
+/// What the record of a request key said when a request took it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyedStart {
+    /// No live record: this request runs (and holds the key until `lock_until`).
+    Run,
+    /// The first request with the key finished: its answer, to send again.
+    Replay {
+        /// The HTTP status.
+        status: u16,
+        /// The JSON body.
+        body: String,
+    },
+    /// The first request with the key is still running.
+    InUse,
+    /// The key was used with another body.
+    Mismatch,
+}
+
 /// One page of a list.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
@@ -154,6 +183,30 @@ pub trait ConversationStore: Sync {
         message: &Message,
         claim: &Claim,
         quota: &Quota,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Takes `request`'s key for a run, unless a live record of it exists
+    /// (one call: a conditional put that returns the record it found). A
+    /// record lives `ttl`; a running one whose holder died frees at `lock_until`.
+    fn start_keyed(
+        &self,
+        request: KeyedRequest<'_>,
+        lock_until: chrono::DateTime<chrono::Utc>,
+        ttl: std::time::Duration,
+    ) -> impl Future<Output = Result<KeyedStart, StoreError>> + Send;
+
+    /// Records the answer of a keyed request, for its retries.
+    fn finish_keyed(
+        &self,
+        request: KeyedRequest<'_>,
+        status: u16,
+        body: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Forgets a keyed request that stored nothing, so a retry runs again.
+    fn release_keyed(
+        &self,
+        request: KeyedRequest<'_>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// What the user used on `day`.

@@ -41,6 +41,16 @@ pub(super) mod attr {
     pub const TOKENS: &str = "tokens";
     /// When DynamoDB's TTL removes the item (epoch seconds).
     pub const EXPIRES_AT: &str = "expires_at";
+    /// An idempotency record's digest of its request body.
+    pub const BODY_HASH: &str = "body_hash";
+    /// An idempotency record's `running` or `done`.
+    pub const STATE: &str = "state";
+    /// Until when a running idempotency record's request holds its key.
+    pub const LOCK_UNTIL: &str = "lock_until";
+    /// The first answer's status, once done.
+    pub const RESPONSE_STATUS: &str = "response_status";
+    /// The first answer's body, once done.
+    pub const RESPONSE_BODY: &str = "response_body";
 }
 
 /// The stored form of a conversation.

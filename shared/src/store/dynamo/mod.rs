@@ -3,6 +3,7 @@
 //! and paging in `read`, the conditional writes in `write`.
 
 mod items;
+mod keyed;
 mod read;
 mod write;
 
@@ -11,8 +12,8 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::{
-    ConversationStore, CursorCodec, DailyUsage, FinishResult, Page, PageRequest, PendingReply,
-    Quota, StoreError,
+    ConversationStore, CursorCodec, DailyUsage, FinishResult, KeyedRequest, KeyedStart, Page,
+    PageRequest, PendingReply, Quota, StoreError,
 };
 use crate::domain::{
     Claim, Conversation, ConversationId, Message, MessageId, ReplyOutcome, Title, UserId,
@@ -86,6 +87,28 @@ impl ConversationStore for DynamoStore {
         quota: &Quota,
     ) -> Result<(), StoreError> {
         self.create(user, conversation, first, Some(quota)).await
+    }
+
+    async fn start_keyed(
+        &self,
+        request: KeyedRequest<'_>,
+        lock_until: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> Result<KeyedStart, StoreError> {
+        self.start_keyed_request(request, lock_until, ttl).await
+    }
+
+    async fn finish_keyed(
+        &self,
+        request: KeyedRequest<'_>,
+        status: u16,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        self.finish_keyed_request(request, status, body).await
+    }
+
+    async fn release_keyed(&self, request: KeyedRequest<'_>) -> Result<(), StoreError> {
+        self.release_keyed_request(request).await
     }
 
     async fn daily_usage(
