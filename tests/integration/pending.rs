@@ -425,3 +425,19 @@ async fn concurrent_sends_to_one_conversation_submit_exactly_one_job() {
     assert_eq!(conversation.message_count, 4);
     h.runpod.release(None);
 }
+
+/// Issue 13: a reply nobody will read stops costing GPU time: deleting its
+/// conversation cancels its job at RunPod.
+#[tokio::test]
+async fn deleting_a_conversation_cancels_its_pending_job() {
+    let h = Harness::new(false, &[]).await;
+    let (status, body) = h.send(json!({"message": "slow"}), "alice").await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(h.runpod.cancels(), 0);
+    let id = body["conversation_id"].as_str().unwrap();
+    let delete = Event::delete(id, Some(token("alice"))).request();
+    let (status, _) = read(http::delete_conversation(&h.app, delete).await);
+    assert_eq!(status, 204);
+    assert_eq!(h.runpod.cancels(), 1);
+    h.runpod.release(None);
+}

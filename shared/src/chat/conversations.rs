@@ -4,7 +4,7 @@ use tokio::time::Instant;
 
 use super::{Chat, ChatError, ChatModel};
 use crate::{
-    domain::{Conversation, ConversationId, Message, Title, UserId},
+    domain::{Conversation, ConversationId, Message, MessageStatus, Title, UserId},
     store::{ConversationStore, Page, PageRequest},
 };
 
@@ -27,7 +27,9 @@ impl<S: ConversationStore, M> Chat<S, M> {
     ) -> Result<Conversation, ChatError> {
         Ok(self.store.rename_conversation(user, id, title).await?)
     }
+}
 
+impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
     /// Deletes a conversation: gone from list, get and send as soon as this
     /// returns. Its messages are purged here while `until` allows; whatever
     /// is left, the purge function fed by the table's stream removes (it
@@ -38,7 +40,21 @@ impl<S: ConversationStore, M> Chat<S, M> {
         id: ConversationId,
         until: Instant,
     ) -> Result<(), ChatError> {
-        self.store.delete_conversation(user, id).await?;
+        let deleted = self.store.delete_conversation(user, id).await?;
+        // Nobody will read its pending reply: stop the job (a send still
+        // running stops its own when its write finds the conversation gone).
+        if let (Some(reply), None) = (deleted.pending_reply, deleted.claimed_until) {
+            match self.store.message(user, id, reply).await {
+                Ok(Some(Message {
+                    status: MessageStatus::Pending { job_id },
+                    ..
+                })) => self.cancel_job(&job_id, until).await,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the pending reply to cancel its job")
+                }
+            }
+        }
         match self.store.purge_messages(user, id, until).await {
             Ok(true) => tracing::info!("conversation deleted with all its messages"),
             Ok(false) => {
@@ -52,9 +68,7 @@ impl<S: ConversationStore, M> Chat<S, M> {
         }
         Ok(())
     }
-}
 
-impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
     /// A page of a conversation. Pending replies on it are checked at the
     /// model and stored when they have finished.
     pub async fn get_conversation(

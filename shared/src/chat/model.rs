@@ -86,4 +86,13 @@ pub trait ChatModel: Sync {
         job_id: &str,
         deadline: Instant,
     ) -> impl Future<Output = Result<Generation, ModelError>> + Send;
+
+    /// Stops a job nobody will read (its conversation was deleted, its
+    /// reply expired): the GPU stops billing for it. Cancelling a job that
+    /// already ended is not an error.
+    fn cancel(
+        &self,
+        job_id: &str,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<(), ModelError>> + Send;
 }

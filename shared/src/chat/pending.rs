@@ -127,6 +127,15 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
         Ok(reread)
     }
 
+    /// Stops a job whose reply nobody will read; a failure is only logged
+    /// (the job ends on its own at RunPod's execution timeout).
+    pub(super) async fn cancel_job(&self, job_id: &str, deadline: Instant) {
+        match self.model.cancel(job_id, deadline).await {
+            Ok(()) => tracing::info!(job_id, "job cancelled"),
+            Err(e) => tracing::warn!(job_id, error = %e, "could not cancel the job"),
+        }
+    }
+
     /// Where a pending message's job stands, as an outcome to store (`None`
     /// while it is still running and young enough to wait for).
     async fn check(
@@ -148,7 +157,11 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             Ok(Generation::Done(result)) => Some(self.final_outcome(result, job_id)),
             // The model's service forgets results a while after they finish.
             Err(ModelError::UnknownJob(_)) => Some(expired()),
-            Ok(Generation::Running) | Err(_) if age > max_age => Some(expired()),
+            Ok(Generation::Running) | Err(_) if age > max_age => {
+                // Nobody will wait for it any more: stop paying for it.
+                self.cancel_job(job_id, deadline).await;
+                Some(expired())
+            }
             Ok(Generation::Running) => None,
             Err(e) => {
                 tracing::warn!(job_id, error = %e, "could not check a pending reply");

@@ -224,9 +224,17 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
                 tracing::warn!(error = %e, "could not follow the job; leaving the reply pending");
             }
         }
-        self.store
+        let stored = self
+            .store
             .add_pending_reply(user, conversation, &reply)
-            .await?;
+            .await;
+        if let (Err(StoreError::NotFound), MessageStatus::Pending { job_id }) =
+            (&stored, &reply.status)
+        {
+            // Deleted while the job ran: nobody will read the reply.
+            self.cancel_job(job_id, deadline).await;
+        }
+        stored?;
         tracing::info!(message_id = %reply.id, "reply pending");
         // The job may have finished between the last poll and the write
         // above, and its webhook found nothing to complete: look once more.

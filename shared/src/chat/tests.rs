@@ -37,6 +37,8 @@ struct ScriptedModel {
     jobs: Mutex<HashMap<String, Script>>,
     /// The history of every submitted job.
     submitted: Mutex<Vec<Vec<String>>>,
+    /// Every job cancelled.
+    cancelled: Mutex<Vec<String>>,
 }
 
 impl ScriptedModel {
@@ -54,6 +56,10 @@ impl ScriptedModel {
     /// From now on, job `id` stands as `script`.
     fn set(&self, id: &str, script: Script) {
         self.jobs.lock().unwrap().insert(id.into(), script);
+    }
+
+    fn cancelled(&self) -> Vec<String> {
+        self.cancelled.lock().unwrap().clone()
     }
 
     fn submitted(&self) -> Vec<Vec<String>> {
@@ -77,6 +83,11 @@ impl ScriptedModel {
 }
 
 impl ChatModel for ScriptedModel {
+    async fn cancel(&self, job_id: &str, _deadline: Instant) -> Result<(), ModelError> {
+        self.cancelled.lock().unwrap().push(job_id.into());
+        Ok(())
+    }
+
     async fn submit(
         &self,
         history: &[Message],
@@ -343,9 +354,10 @@ async fn sending_while_a_reply_is_pending_is_refused_until_it_finishes() {
 
 #[tokio::test]
 async fn a_pending_reply_that_is_too_old_or_forgotten_becomes_failed() {
-    for (script, max_age) in [
-        (Script::Running, Duration::ZERO),
-        (Script::Forgotten, Duration::from_secs(3600)),
+    // A job still running is cancelled (issue 13); a forgotten one is gone already.
+    for (script, max_age, cancelled) in [
+        (Script::Running, Duration::ZERO, vec!["job-1".to_owned()]),
+        (Script::Forgotten, Duration::from_secs(3600), vec![]),
     ] {
         let chat = chat_with(ScriptedModel::with(Script::Running), max_age);
         let id = send(&chat, None, "hello").await.unwrap().conversation_id;
@@ -357,6 +369,7 @@ async fn a_pending_reply_that_is_too_old_or_forgotten_becomes_failed() {
                 error: "the reply expired before it could be collected".into()
             }
         );
+        assert_eq!(chat.model().cancelled(), cancelled);
     }
 }
 
@@ -546,4 +559,23 @@ async fn a_user_past_the_token_limit_is_refused_until_the_day_ends() {
     let refused = send(&chat, Some(id), "two").await.unwrap_err();
     assert!(matches!(refused, ChatError::QuotaExceeded), "{refused:?}");
     assert_eq!(chat.usage(&alice()).await.unwrap().used.tokens, 5);
+}
+
+/// Issue 13: deleting a conversation whose reply is pending stops its job;
+/// one whose replies are final cancels nothing.
+#[tokio::test]
+async fn deleting_a_conversation_cancels_its_pending_job() {
+    let chat = chat(ScriptedModel::replying("done"));
+    let finished = send(&chat, None, "one").await.unwrap().conversation_id;
+    *chat.model().next.lock().unwrap() = Some(Script::Running);
+    let pending = send(&chat, None, "two").await.unwrap().conversation_id;
+    let until = Instant::now() + Duration::from_secs(5);
+    chat.delete_conversation(&alice(), finished, until)
+        .await
+        .unwrap();
+    assert!(chat.model().cancelled().is_empty());
+    chat.delete_conversation(&alice(), pending, until)
+        .await
+        .unwrap();
+    assert_eq!(chat.model().cancelled(), ["job-2"]);
 }

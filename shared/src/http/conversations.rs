@@ -149,7 +149,7 @@ pub async fn rename_conversation<M>(app: &App<M>, req: Request) -> Response<Body
 }
 
 /// Deletes one of the caller's conversations: 204.
-pub async fn delete_conversation<M>(app: &App<M>, req: Request) -> Response<Body> {
+pub async fn delete_conversation<M: ChatModel>(app: &App<M>, req: Request) -> Response<Body> {
     handle("delete-conversation", app, req, |req, meta| async move {
         let user = authenticate(app, &req)?;
         let id = path_conversation_id(&req)?;

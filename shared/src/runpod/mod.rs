@@ -240,6 +240,19 @@ impl RunPodClient {
         JobPoll::of(self.status(job_id, deadline).await?)
     }
 
+    /// `POST cancel`: stops the job (a job already final stays as it is).
+    pub async fn cancel(&self, job_id: &str, deadline: Instant) -> Result<(), RunPodError> {
+        let url = self.url(&format!("cancel/{job_id}"));
+        self.call(
+            || self.http.post(&url),
+            self.config.request_timeout,
+            deadline,
+            Idempotent::Yes,
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn status(&self, job_id: &str, deadline: Instant) -> Result<Job, RunPodError> {
         let url = self.url(&format!("status/{job_id}"));
         self.call(

@@ -56,6 +56,10 @@ impl ChatModel for RunPodClient {
         Ok(RunPodClient::wait(self, job_id, until).await?.into())
     }
 
+    async fn cancel(&self, job_id: &str, deadline: Instant) -> Result<(), ModelError> {
+        Ok(RunPodClient::cancel(self, job_id, deadline).await?)
+    }
+
     async fn poll(&self, job_id: &str, deadline: Instant) -> Result<Generation, ModelError> {
         Ok(RunPodClient::poll(self, job_id, deadline).await?.into())
     }

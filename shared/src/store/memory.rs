@@ -359,13 +359,22 @@ impl ConversationStore for MemoryStore {
         &self,
         user: &UserId,
         conversation: ConversationId,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Conversation, StoreError> {
         let mut partitions = self.partitions.lock().unwrap();
         partitions
             .get_mut(&(user.clone(), conversation))
             .and_then(|p| p.conversation.take())
-            .map(drop)
             .ok_or(StoreError::NotFound)
+    }
+
+    async fn message(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: MessageId,
+    ) -> Result<Option<Message>, StoreError> {
+        let messages = self.messages(user, conversation);
+        Ok(messages.into_iter().find(|m| m.id == message))
     }
 
     async fn purge_messages(

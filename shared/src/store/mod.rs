@@ -278,7 +278,15 @@ pub trait ConversationStore: Sync {
         &self,
         user: &UserId,
         conversation: ConversationId,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<Conversation, StoreError>> + Send;
+
+    /// One message, if it is stored (its conversation may be deleted).
+    fn message(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: MessageId,
+    ) -> impl Future<Output = Result<Option<Message>, StoreError>> + Send;
 
     /// Deletes the conversation's message items, stopping at `until` if it
     /// comes first. Idempotent; `Ok(true)` when none is left.

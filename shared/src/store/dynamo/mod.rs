@@ -185,8 +185,17 @@ impl ConversationStore for DynamoStore {
         &self,
         user: &UserId,
         conversation: ConversationId,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Conversation, StoreError> {
         self.delete(user, conversation).await
+    }
+
+    async fn message(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: MessageId,
+    ) -> Result<Option<Message>, StoreError> {
+        self.get_message(user, conversation, message).await
     }
 
     async fn purge_messages(

@@ -10,7 +10,7 @@ use super::{
     DynamoStore,
 };
 use crate::{
-    domain::{Conversation, ConversationId, Message, UserId},
+    domain::{Conversation, ConversationId, Message, MessageId, UserId},
     store::{keys, DailyUsage, Page, PageRequest, StoreError},
 };
 
@@ -43,6 +43,26 @@ impl DynamoStore {
             .await
             .map_err(backend("GetItem conversation"))?;
         ConversationItem::read(out.item.ok_or(StoreError::NotFound)?)
+    }
+
+    /// One message item, read consistently.
+    pub(super) async fn get_message(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: MessageId,
+    ) -> Result<Option<Message>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::conversation_pk(user, conversation)))
+            .key(keys::SK, s(keys::message_sk(message)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend("GetItem message"))?;
+        out.item.map(MessageItem::read).transpose()
     }
 
     /// The user's counters of `day` (zero before the first send of the day).

@@ -423,8 +423,9 @@ impl DynamoStore {
         &self,
         user: &UserId,
         conversation: ConversationId,
-    ) -> Result<(), StoreError> {
-        self.client
+    ) -> Result<Conversation, StoreError> {
+        let out = self
+            .client
             .delete_item()
             .table_name(&self.table)
             .key(keys::PK, s(keys::conversation_pk(user, conversation)))
@@ -433,10 +434,15 @@ impl DynamoStore {
             .expression_attribute_names("#pk", keys::PK)
             .expression_attribute_names("#user", attr::USER_ID)
             .expression_attribute_values(":user", s(user.as_str()))
+            // What was deleted, for the reply it may have been waiting for.
+            .return_values(ReturnValue::AllOld)
             .send()
             .await
             .map_err(not_found_or_backend("DeleteItem conversation"))?;
-        Ok(())
+        let old = out
+            .attributes
+            .ok_or_else(|| StoreError::Corrupt("DeleteItem returned no attributes".into()))?;
+        ConversationItem::read(old)
     }
 
     pub(super) async fn purge(
