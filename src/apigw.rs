@@ -18,6 +18,8 @@ pub struct Event {
     /// The body is base64 (`isBase64Encoded`), as API Gateway sends bytes.
     base64: bool,
     token: Option<String>,
+    /// More headers, lower-case names.
+    headers: Vec<(String, String)>,
 }
 
 impl Event {
@@ -31,6 +33,7 @@ impl Event {
             body: None,
             base64: false,
             token,
+            headers: vec![],
         }
     }
 
@@ -117,6 +120,13 @@ impl Event {
         self
     }
 
+    /// The same event with one more header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_owned()));
+        self
+    }
+
     /// The same event with a body of raw bytes, base64-encoded as API
     /// Gateway delivers bodies that are not text.
     pub fn bytes_body(mut self, body: &[u8]) -> Self {
@@ -130,6 +140,9 @@ impl Event {
     pub fn to_json(&self) -> Value {
         let mut headers = Map::new();
         headers.insert("content-type".into(), json!("application/json"));
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), json!(value));
+        }
         if let Some(t) = &self.token {
             headers.insert("authorization".into(), json!(format!("Bearer {t}")));
         }

@@ -31,6 +31,12 @@ fn send_event(body: Value) -> String {
     event.to_json().to_string()
 }
 
+fn keyed_send_event(body: Value) -> String {
+    let event = Event::send(&body.to_string(), Some(token("bench-send")));
+    let keyed = event.header("Idempotency-Key", "bench-retry");
+    keyed.to_json().to_string()
+}
+
 fn list_event(token: &str) -> String {
     Event::list(Some(token.to_owned())).to_json().to_string()
 }
@@ -102,6 +108,14 @@ async fn functions(app: &App) -> Vec<Function> {
             "send-message (new conversation)",
             "send-message",
             send_event(json!({ "message": text })),
+            200,
+        ),
+        // One key for every invocation: the first runs, every later one is
+        // the retry a client makes, answered from the key's record.
+        row(
+            "send-message (Idempotency-Key retried: replay)",
+            "send-message",
+            keyed_send_event(json!({ "message": text })),
             200,
         ),
         row(
