@@ -413,10 +413,7 @@ impl DynamoStore {
             .send()
             .await
             .map_err(not_found_or_backend("UpdateItem rename"))?;
-        let item = out
-            .attributes
-            .ok_or_else(|| StoreError::Corrupt("UpdateItem returned no attributes".into()))?;
-        ConversationItem::read(item)
+        conversation_in(out.attributes, "UpdateItem")
     }
 
     pub(super) async fn delete(
@@ -439,10 +436,7 @@ impl DynamoStore {
             .send()
             .await
             .map_err(not_found_or_backend("DeleteItem conversation"))?;
-        let old = out
-            .attributes
-            .ok_or_else(|| StoreError::Corrupt("DeleteItem returned no attributes".into()))?;
-        ConversationItem::read(old)
+        conversation_in(out.attributes, "DeleteItem")
     }
 
     pub(super) async fn purge(
@@ -585,6 +579,13 @@ fn finish_refused(message: Option<&(bool, Option<Item>)>) -> FinishResult {
         },
         _ => FinishResult::Missing,
     }
+}
+
+/// The conversation a write returned (its `ReturnValues`).
+fn conversation_in(attributes: Option<Item>, call: &str) -> Result<Conversation, StoreError> {
+    let item =
+        attributes.ok_or_else(|| StoreError::Corrupt(format!("{call} returned no attributes")))?;
+    ConversationItem::read(item)
 }
 
 /// A number attribute.
