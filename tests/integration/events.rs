@@ -23,6 +23,7 @@ const SAMPLE_REPLY: &str = "019ab000-0000-7000-8000-000000000001";
 fn expected_status(file: &str) -> u16 {
     match file {
         "send-new.json" | "send-existing.json" | "list.json" | "get.json" | "rename.json" => 200,
+        "usage.json" => 200,
         "delete.json" => 204,
         "runpod-webhook.json" => 200,
         "runpod-webhook-bad-token.json" => 401,
@@ -170,6 +171,7 @@ async fn every_sample_event_gets_its_documented_status() {
             "PATCH /api/chat/conversations/{id}" => http::rename_conversation(&app, req).await,
             "DELETE /api/chat/conversations/{id}" => http::delete_conversation(&app, req).await,
             "POST /api/chat/runpod/webhook/{token}" => http::runpod_webhook(&app, req).await,
+            "GET /api/chat/usage" => http::get_usage(&app, req).await,
             other => panic!("{name}: unknown route {other}"),
         };
         let (status, body) = common::read(resp);
