@@ -37,7 +37,16 @@ pub enum AuthError {
     BadWebhookToken,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// What the service reads of a verified token: its subject. `iss`, `aud`,
+/// `exp` and `nbf` are checked by jsonwebtoken on the raw claims, so `aud`
+/// may be a string or an array (RFC 7519, section 4.1.3).
+#[derive(Debug, Deserialize)]
+struct Subject {
+    sub: String,
+}
+
+/// The claims `issue_token` signs.
+#[derive(Debug, Serialize)]
 struct Claims {
     sub: String,
     exp: u64,
@@ -60,6 +69,8 @@ impl Authenticator {
         required.extend(config.jwt_audience.as_ref().map(|_| "aud"));
         validation.set_required_spec_claims(&required);
         validation.leeway = 30;
+        // A token not valid yet is refused, with the same leeway as `exp`.
+        validation.validate_nbf = true;
         match &config.jwt_issuer {
             Some(iss) => validation.set_issuer(&[iss]),
             None => validation.iss = None,
@@ -86,7 +97,7 @@ impl Authenticator {
             return Err(AuthError::NotBearer);
         }
         let data =
-            decode::<Claims>(token.trim(), &self.key, &self.validation).map_err(|e| {
+            decode::<Subject>(token.trim(), &self.key, &self.validation).map_err(|e| {
                 match e.kind() {
                     ErrorKind::ExpiredSignature => AuthError::Expired,
                     _ => AuthError::Invalid(e),
@@ -265,5 +276,33 @@ mod tests {
         assert!(check(&auth, &wrong_aud).is_err());
         let none = issue_token(SECRET, "alice", 600, None, None);
         assert!(check(&auth, &none).is_err());
+    }
+
+    #[test]
+    fn an_audience_may_be_a_list_that_names_ours() {
+        let auth = Authenticator::new(&config(None, Some("chat")));
+        let header = json!({"alg": "HS256", "typ": "JWT"});
+        let exp = jsonwebtoken::get_current_timestamp() + 600;
+        let listed = json!({"sub": "alice", "exp": exp, "aud": ["billing", "chat"]});
+        assert!(check(&auth, &sign_raw(header.clone(), listed, SECRET)).is_ok());
+        let others = json!({"sub": "alice", "exp": exp, "aud": ["billing", "crm"]});
+        assert!(check(&auth, &sign_raw(header, others, SECRET)).is_err());
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused_past_the_leeway() {
+        let auth = Authenticator::new(&config(None, None));
+        let header = json!({"alg": "HS256", "typ": "JWT"});
+        let now = jsonwebtoken::get_current_timestamp();
+        let token = |nbf: u64| {
+            let claims = json!({"sub": "alice", "exp": now + 600, "nbf": nbf});
+            sign_raw(header.clone(), claims, SECRET)
+        };
+        assert!(
+            check(&auth, &token(now + 300)).is_err(),
+            "five minutes early"
+        );
+        assert!(check(&auth, &token(now + 10)).is_ok(), "within the leeway");
+        assert!(check(&auth, &token(now - 60)).is_ok());
     }
 }
