@@ -225,8 +225,14 @@ pub fn preview(text: &str) -> String {
     cut
 }
 
+/// One line: runs of white space become one space; other control
+/// characters (a terminal escape, a bell) are dropped.
 fn fold_whitespace(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    let visible: String = text
+        .chars()
+        .filter(|c| c.is_whitespace() || !c.is_control())
+        .collect();
+    visible.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// `text` (already folded) cut to at most `max` characters, preferring the
@@ -673,5 +679,14 @@ mod tests {
         assert_eq!(c.message_count, 1);
         assert_eq!(c.pending_reply, None);
         assert_ne!(c.id, Conversation::started_with(c.title.clone(), &first).id);
+    }
+
+    #[test]
+    fn titles_and_previews_drop_control_characters() {
+        let raw = "Files\u{7} for \u{1b}[31mpatients\u{0}\nplease".to_owned();
+        let content = MessageContent::parse(raw, 100).unwrap();
+        let title = Title::from_first_message(&content);
+        assert_eq!(title.as_str(), "Files for [31mpatients please");
+        assert_eq!(preview(content.as_str()), title.as_str());
     }
 }
