@@ -6,12 +6,14 @@ use jsonwebtoken::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{config::Config, domain::UserId};
+use crate::{config::Config, domain::UserId, signing::Signer};
 
 /// Checks tokens. Built once per cold start.
 pub struct Authenticator {
     key: DecodingKey,
     validation: Validation,
+    /// Keys the pseudonyms users appear under in the logs.
+    log_ids: Signer,
 }
 
 /// Why a request was not authenticated.
@@ -79,10 +81,19 @@ impl Authenticator {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
         }
+        let secret = config.jwt_secret.expose().as_bytes();
         Self {
-            key: DecodingKey::from_secret(config.jwt_secret.expose().as_bytes()),
+            key: DecodingKey::from_secret(secret),
             validation,
+            log_ids: Signer::derive(secret, "log-ids"),
         }
+    }
+
+    /// The name `user` goes by in the logs: a keyed digest, the same for
+    /// every request of theirs, that does not give away the `sub` (often
+    /// an email address) to whoever reads the logs.
+    pub fn log_id(&self, user: &UserId) -> String {
+        self.log_ids.digest("user", user.as_str().as_bytes())
     }
 
     /// The caller named by the request's `Authorization: Bearer` token.

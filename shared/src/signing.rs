@@ -46,6 +46,14 @@ impl Signer {
         mac
     }
 
+    /// A short keyed digest of `payload` for `scope` (16 hex digits): the
+    /// same input gives the same digest, and without the key it cannot be
+    /// recomputed from a guess (a user id is often an email address).
+    pub fn digest(&self, scope: &str, payload: &[u8]) -> String {
+        let tag = self.mac(scope, payload).finalize().into_bytes();
+        tag[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// `payload`, signed for `scope`, as URL-safe text.
     pub fn seal(&self, scope: &str, payload: &[u8]) -> String {
         let tag = self.mac(scope, payload).finalize().into_bytes();

@@ -120,4 +120,27 @@ async fn a_conversation_over_http_with_replies_arriving_by_webhook() {
     let (status, body) = get(&http, None, "/api/chat/conversations").await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"]["code"], "unauthorized");
+
+    // What the functions logged of all this: no message text, no token, no
+    // user id (a `sub` is often an email address).
+    let sent = ["How do I organize patient files?", "And X-rays?", "hello?"];
+    assert_logs_hold_none_of(&[&sent[..], &[&token, &user]].concat()).await;
+}
+
+/// The functions' log of this run (`CHAT_API_LOG`, which `scripts/test.sh`
+/// sets) contains none of `secrets`.
+async fn assert_logs_hold_none_of(secrets: &[&str]) {
+    let path = std::env::var("CHAT_API_LOG")
+        .expect("CHAT_API_LOG is not set: run the end-to-end tests through scripts/test.sh");
+    // The log is written as the functions run; give the last lines a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        log.contains("request done"),
+        "{path} is not the functions' log"
+    );
+    for secret in secrets {
+        let shown: String = secret.chars().take(12).collect();
+        assert!(!log.contains(secret), "{path} contains {shown:?}…");
+    }
 }

@@ -51,7 +51,7 @@ pub(super) fn authenticate<M>(app: &App<M>, req: &Request) -> Result<UserId, Api
         .auth
         .authenticate(req.headers())
         .map_err(ApiError::Unauthorized)?;
-    tracing::Span::current().record("user_id", user.as_str());
+    tracing::Span::current().record("user", app.auth.log_id(&user));
     Ok(user)
 }
 

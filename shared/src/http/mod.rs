@@ -66,7 +66,8 @@ where
         "request",
         handler = name,
         request_id = %request_id,
-        user_id = Empty,
+        // A pseudonym, never the token's `sub` ([`crate::auth::Authenticator::log_id`]).
+        user = Empty,
         conversation_id = Empty
     );
     async move {

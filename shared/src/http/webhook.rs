@@ -29,7 +29,7 @@ pub async fn runpod_webhook<M>(app: &App<M>, req: Request) -> Response<Body> {
             .and_then(|token| app.chat.webhooks().verify(token))
             .ok_or(ApiError::Unauthorized(AuthError::BadWebhookToken))?;
         let span = tracing::Span::current();
-        span.record("user_id", target.user.as_str());
+        span.record("user", app.auth.log_id(&target.user));
         span.record("conversation_id", target.conversation.to_string());
         let job: Job = parse_json(&req, MAX_WEBHOOK_BYTES)?;
         let delivery = JobDelivery::try_from(job)
