@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::{
     error::{ProvideErrorMetadata, SdkError},
-    operation::transact_write_items::TransactWriteItemsError,
+    operation::transact_write_items::{
+        builders::TransactWriteItemsFluentBuilder, TransactWriteItemsError,
+        TransactWriteItemsOutput,
+    },
     types::{
         builders::UpdateBuilder, AttributeValue, DeleteRequest, Put, ReturnValue,
         ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
@@ -114,8 +117,7 @@ impl DynamoStore {
         if let Some(quota) = quota {
             write = write.transact_items(self.count_send(user, quota)?);
         }
-        write
-            .send()
+        transact(write)
             .await
             .map_err(|e| match failed_conditions(&e) {
                 Some(reasons) if reasons.get(2).is_some_and(|(failed, _)| *failed) => {
@@ -324,8 +326,7 @@ impl DynamoStore {
         if let Some(counted) = counted {
             write = write.transact_items(counted);
         }
-        write
-            .send()
+        transact(write)
             .await
             .map_err(|e| match failed_conditions(&e) {
                 Some(reasons) if reasons.get(2).is_some_and(|(failed, _)| *failed) => {
@@ -381,7 +382,7 @@ impl DynamoStore {
             let tokens = tokens_used(text, *usage);
             write = write.transact_items(self.count_tokens(user, at.date_naive(), tokens)?);
         }
-        let result = write.send().await;
+        let result = transact(write).await;
         match result {
             Ok(_) => Ok(FinishResult::Written),
             Err(e) => match failed_conditions(&e) {
@@ -588,6 +589,42 @@ fn conversation_in(attributes: Option<Item>, call: &str) -> Result<Conversation,
     ConversationItem::read(item)
 }
 
+/// Sends a transaction, again (up to twice, 20 then 40 ms later) when
+/// DynamoDB cancelled it for a conflict with another transaction on the same
+/// items (a webhook and a read finishing one reply together, say): on the
+/// next try its conditions see what the other wrote, so the caller gets a
+/// decision, not an error.
+async fn transact(
+    write: TransactWriteItemsFluentBuilder,
+) -> Result<
+    TransactWriteItemsOutput,
+    SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
+> {
+    let mut attempt = 0;
+    loop {
+        match write.clone().send().await {
+            Err(e) if attempt < 2 && is_conflict(&e) => {
+                attempt += 1;
+                tracing::info!(attempt, "transaction conflict; trying again");
+                tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Whether a transaction was cancelled only for conflicts, not conditions.
+fn is_conflict<R>(err: &SdkError<TransactWriteItemsError, R>) -> bool {
+    match err.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
+            let codes = e.cancellation_reasons().iter().filter_map(|r| r.code());
+            let codes: Vec<&str> = codes.filter(|c| *c != "None").collect();
+            !codes.is_empty() && codes.iter().all(|c| *c == "TransactionConflict")
+        }
+        _ => false,
+    }
+}
+
 /// A number attribute.
 fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
@@ -631,5 +668,37 @@ fn failed_conditions<R>(
             reasons.iter().any(|(failed, _)| *failed).then_some(reasons)
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::types::{error::TransactionCanceledException, CancellationReason};
+
+    use super::*;
+
+    fn cancelled(codes: &[&str]) -> SdkError<TransactWriteItemsError, ()> {
+        let reasons = codes
+            .iter()
+            .map(|c| CancellationReason::builder().code(*c).build())
+            .collect();
+        let e = TransactionCanceledException::builder()
+            .set_cancellation_reasons(Some(reasons))
+            .build();
+        SdkError::service_error(TransactWriteItemsError::TransactionCanceledException(e), ())
+    }
+
+    #[test]
+    fn only_a_cancellation_for_conflicts_alone_is_tried_again() {
+        assert!(is_conflict(&cancelled(&["TransactionConflict", "None"])));
+        assert!(!is_conflict(&cancelled(&[
+            "ConditionalCheckFailed",
+            "TransactionConflict"
+        ])));
+        assert!(!is_conflict(&cancelled(&[
+            "ConditionalCheckFailed",
+            "None"
+        ])));
+        assert!(!is_conflict(&cancelled(&["None"])));
     }
 }
