@@ -463,6 +463,8 @@ impl DynamoStore {
                 .expression_attribute_values(":pk", s(&pk))
                 .expression_attribute_values(":prefix", s(keys::MESSAGE_SK_PREFIX))
                 .projection_expression("#pk, #sk")
+                // A message written just before the delete must not be missed.
+                .consistent_read(true)
                 .limit(PURGE_PAGE)
                 .send()
                 .await
