@@ -27,6 +27,20 @@ pub fn until(lambda_deadline_ms: Option<u64>, margin: Duration, fallback: Durati
     Instant::now() + budget.saturating_sub(margin)
 }
 
+/// How long a hold a request takes in the table (a send's claim on its
+/// conversation, an `Idempotency-Key` being answered) outlives the
+/// request's deadline: enough for the clocks of two machines to disagree,
+/// short enough that a request that died blocks others for about a minute.
+pub const HOLD_MARGIN: Duration = Duration::from_secs(30);
+
+/// When a hold taken now by a request ending at `deadline` lapses, in wall
+/// time (the table compares it with other machines' clocks): by then the
+/// request has released it or died.
+pub fn hold_lapses(deadline: Instant) -> chrono::DateTime<chrono::Utc> {
+    let left = deadline.saturating_duration_since(Instant::now()) + HOLD_MARGIN;
+    chrono::Utc::now() + chrono::Duration::from_std(left).unwrap_or(chrono::Duration::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,9 +2,7 @@
 //! stored first, so a model failure loses nothing the user wrote), submit
 //! the job, wait for it, and settle the reply as complete or pending.
 
-use std::time::Duration;
-
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio::time::Instant;
 
 use super::{Chat, ChatError, ChatModel, Generation, ModelError, PendingPolicy};
@@ -66,7 +64,7 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
         let message = Message::new(Role::User, request.content.as_str().to_owned(), Utc::now());
         let claim = Claim {
             reply: MessageId::new(),
-            until: claim_lapses(times.deadline),
+            until: crate::deadline::hold_lapses(times.deadline),
         };
         let quota = self.quota.at(message.created_at);
         let mut turn = match request.conversation_id {
@@ -263,18 +261,6 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
         }
         error
     }
-}
-
-/// How long a claim outlives the send's deadline: enough for the clocks of
-/// two machines to disagree, short enough that a send that died blocks its
-/// conversation for about a minute at most.
-const CLAIM_MARGIN: Duration = Duration::from_secs(30);
-
-/// When a claim taken now lapses: after the send's deadline, by which it
-/// has settled or died.
-fn claim_lapses(deadline: Instant) -> DateTime<Utc> {
-    let left = deadline.saturating_duration_since(Instant::now()) + CLAIM_MARGIN;
-    Utc::now() + chrono::Duration::from_std(left).unwrap_or(chrono::Duration::MAX)
 }
 
 /// Drops the oldest messages until the history fits in `max_chars`; the

@@ -5,7 +5,6 @@
 
 use std::{future::Future, time::Duration};
 
-use chrono::Utc;
 use lambda_http::{
     http::{header, HeaderValue, StatusCode},
     Body, Request, Response,
@@ -25,9 +24,6 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const REPLAYED: &str = "idempotent-replayed";
 /// How long a key is remembered.
 const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
-/// How long a running request holds its key past its own deadline (clocks
-/// of two machines may disagree).
-const LOCK_MARGIN: Duration = Duration::from_secs(30);
 
 /// The request's key: 1 to 255 printable ASCII characters, else 400.
 pub(super) fn key_of(req: &Request) -> Result<Option<String>, ApiError> {
@@ -70,11 +66,7 @@ where
         key: &key,
         body_hash: &body_hash,
     };
-    let held = meta
-        .deadline
-        .saturating_duration_since(tokio::time::Instant::now())
-        + LOCK_MARGIN;
-    let lock_until = Utc::now() + chrono::Duration::from_std(held).unwrap_or(chrono::Duration::MAX);
+    let lock_until = crate::deadline::hold_lapses(meta.deadline);
     let store = app.chat.store();
     let started = store.start_keyed(request, lock_until, KEY_TTL).await;
     match started.map_err(crate::chat::ChatError::from)? {
