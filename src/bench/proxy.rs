@@ -50,12 +50,12 @@ impl DynamoProxy {
 
     /// The calls made since `before` was taken.
     pub fn since(&self, before: &Counts) -> Counts {
-        self.snapshot()
-            .into_iter()
-            .map(|(k, v)| (v - before.get(&k).copied().unwrap_or(0), k))
-            .filter(|(v, _)| *v > 0)
-            .map(|(v, k)| (k, v))
-            .collect()
+        let mut counts = self.snapshot();
+        counts.retain(|op, n| {
+            *n -= before.get(op).copied().unwrap_or(0);
+            *n > 0
+        });
+        counts
     }
 }
 
@@ -85,5 +85,25 @@ async fn forward(State(p): State<DynamoProxy>, headers: HeaderMap, body: Bytes) 
             out
         }
         Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_keeps_the_operations_called_after_the_snapshot() {
+        let proxy = DynamoProxy {
+            target: String::new(),
+            http: reqwest::Client::new(),
+            counts: Arc::default(),
+        };
+        *proxy.counts.lock().unwrap() = Counts::from([("Query".into(), 3), ("GetItem".into(), 1)]);
+        let before = proxy.snapshot();
+        proxy.counts.lock().unwrap().insert("Query".into(), 5);
+        proxy.counts.lock().unwrap().insert("PutItem".into(), 1);
+        let expected = Counts::from([("PutItem".into(), 1), ("Query".into(), 2)]);
+        assert_eq!(proxy.since(&before), expected);
     }
 }

@@ -141,7 +141,7 @@ async fn functions(app: &App) -> Vec<Function> {
 }
 
 /// Size sweeps: a page must cost the same whatever lies beyond it.
-async fn sweep(bench: &Bench, app: &App, bin: &str) -> Value {
+async fn sweep(bench: &Bench, app: &App, bin: &str) -> (String, Value) {
     let items = if bin == "get-conversation" {
         "messages"
     } else {
@@ -159,7 +159,8 @@ async fn sweep(bench: &Bench, app: &App, bin: &str) -> Value {
         };
         points.insert(n.to_string(), bench.sweep_point(bin, &event).await);
     }
-    json!({ format!("{bin} ({items}; default page)"): points })
+    let name = format!("{bin} ({items}; default page)");
+    (name, Value::Object(points))
 }
 
 #[tokio::main]
@@ -199,7 +200,8 @@ async fn main() {
     let mut sweeps = serde_json::Map::new();
     for bin in ["get-conversation", "list-conversations"] {
         if wanted(bin) {
-            sweeps.extend(sweep(&bench, &app, bin).await.as_object().unwrap().clone());
+            let (name, points) = sweep(&bench, &app, bin).await;
+            sweeps.insert(name, points);
         }
     }
     let calls = match wanted("send-message") {
