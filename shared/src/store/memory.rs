@@ -85,6 +85,14 @@ impl MemoryStore {
     }
 }
 
+/// The DynamoDB store's `ClaimedBy` guard: the conversation waits for `reply`.
+fn held_by(c: &Conversation, reply: MessageId) -> Result<(), StoreError> {
+    match c.pending_reply == Some(reply) {
+        true => Ok(()),
+        false => Err(StoreError::ReplyPending),
+    }
+}
+
 /// `message` stored, and the conversation moved to it.
 fn moved_to(c: &mut Conversation, messages: &mut Vec<Message>, message: &Message) {
     c.updated_at = message.created_at;
@@ -235,9 +243,7 @@ impl ConversationStore for MemoryStore {
         reply: &Message,
     ) -> Result<(), StoreError> {
         self.with(user, conversation, |c, messages| {
-            if c.pending_reply != Some(reply.id) {
-                return Err(StoreError::ReplyPending);
-            }
+            held_by(c, reply.id)?;
             moved_to(c, messages, reply);
             c.pending_reply = None;
             c.claimed_until = None;
@@ -295,9 +301,7 @@ impl ConversationStore for MemoryStore {
         reply: &Message,
     ) -> Result<(), StoreError> {
         self.with(user, conversation, |c, messages| {
-            if c.pending_reply != Some(reply.id) {
-                return Err(StoreError::ReplyPending);
-            }
+            held_by(c, reply.id)?;
             c.claimed_until = None;
             c.message_count += 1;
             messages.push(reply.clone());

@@ -120,9 +120,7 @@ impl DynamoStore {
         transact(write)
             .await
             .map_err(|e| match failed_conditions(&e) {
-                Some(reasons) if reasons.get(2).is_some_and(|(failed, _)| *failed) => {
-                    StoreError::QuotaExceeded
-                }
+                Some(reasons) if quota_refused(&reasons) => StoreError::QuotaExceeded,
                 _ => backend("TransactWriteItems create conversation")(e),
             })?;
         Ok(())
@@ -329,9 +327,7 @@ impl DynamoStore {
         transact(write)
             .await
             .map_err(|e| match failed_conditions(&e) {
-                Some(reasons) if reasons.get(2).is_some_and(|(failed, _)| *failed) => {
-                    StoreError::QuotaExceeded
-                }
+                Some(reasons) if quota_refused(&reasons) => StoreError::QuotaExceeded,
                 // The conversation is there, so the condition that failed is the guard.
                 Some(reasons) if reasons.first().is_some_and(|(_, old)| old.is_some()) => {
                     StoreError::ReplyPending
@@ -625,6 +621,12 @@ fn is_conflict<R>(err: &SdkError<TransactWriteItemsError, R>) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether the send's count, the third item of a message write (after the
+/// conversation's and the message's), is the condition that failed.
+fn quota_refused(reasons: &[(bool, Option<Item>)]) -> bool {
+    reasons.get(2).is_some_and(|(failed, _)| *failed)
 }
 
 /// A number attribute.
