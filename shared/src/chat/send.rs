@@ -106,10 +106,10 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             truncated: false,
         };
         let reply = self
-            .settle(user, turn.conversation_id, reply, waited, times.deadline)
+            .settle(user, conversation, reply, waited, times.deadline)
             .await?;
         Ok(SendOutcome {
-            conversation_id: turn.conversation_id,
+            conversation_id: conversation,
             user_message,
             reply,
         })
