@@ -28,6 +28,7 @@ export TABLE_NAME=${TABLE_NAME:-chat-local}
 target/debug/create-table
 
 export JWT_SECRET=${JWT_SECRET:-local-development-secret-do-not-deploy}
+export SIGNING_SECRET=${SIGNING_SECRET:-local-signing-secret-do-not-deploy}
 # The local RunPod endpoint delivers finished jobs here (a real RunPod
 # cannot reach localhost: with real credentials, pending replies complete on read).
 if [ -z "${RUNPOD_API_KEY:-}" ] || [ -z "${RUNPOD_ENDPOINT_ID:-}" ]; then

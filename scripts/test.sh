@@ -30,6 +30,7 @@ cargo build -q --workspace --bins
 export TABLE_NAME="e2e-$(date +%s)"
 target/debug/create-table
 export JWT_SECRET=local-development-secret-do-not-deploy
+export SIGNING_SECRET=local-signing-secret-do-not-deploy
 rp_port=$(free_port)
 export RUNPOD_API_KEY=e2e-runpod-key RUNPOD_ENDPOINT_ID=e2e RUNPOD_BASE_URL="http://127.0.0.1:$rp_port"
 # Jobs take 1.5 s and sends wait 0.5 s: replies go pending and arrive by webhook.

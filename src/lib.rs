@@ -7,7 +7,7 @@
 //! - [`measure`]: a process's CPU time and peak memory, for the benchmarks.
 //! - [`runpod_local`]: a local stand-in for a RunPod serverless endpoint.
 //! - [`seed`]: conversations stored through the service's store, for the benchmarks and the tests.
-//! - [`DEV_JWT_SECRET`]: the secret of local runs and sample events.
+//! - [`DEV_JWT_SECRET`], [`DEV_SIGNING_SECRET`]: the secrets of local runs and sample events.
 
 pub mod apigw;
 pub mod bench;
@@ -19,3 +19,5 @@ pub mod table;
 /// The JWT secret of local runs (`scripts/dev.sh`), the sample events in
 /// `events/` and the tests. Public on purpose; never deploy with it.
 pub const DEV_JWT_SECRET: &str = "local-development-secret-do-not-deploy";
+/// The signing secret of local runs and sample events (cursors, webhook URLs).
+pub const DEV_SIGNING_SECRET: &str = "local-signing-secret-do-not-deploy";

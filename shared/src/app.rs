@@ -1,14 +1,31 @@
 //! What a function builds once per cold start and reuses for every request.
 
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::{timeout::TimeoutConfig, BehaviorVersion, SdkConfig};
 
 use crate::{
     auth::Authenticator,
     chat::{Chat, HistoryLimits, PendingPolicy, QuotaLimits},
-    config::{Config, ConfigError},
+    config::{Config, ConfigError, RunPodConfig},
+    runpod::RunPodClient,
+    secrets::Environment,
     store::{CursorCodec, DynamoStore},
     webhook::Webhooks,
 };
+
+/// How long a webhook URL stays good after its job was submitted, beyond
+/// the longest a reply may stay pending: RunPod retries a failed delivery.
+const WEBHOOK_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Whom a function serves, which decides the secrets it must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The API's users: `JWT_SECRET` is required.
+    Users,
+    /// RunPod's webhook deliveries: no user tokens, signed URLs only.
+    RunPod,
+    /// The table's own upkeep (the purge): no secret at all.
+    Maintenance,
+}
 
 /// The AWS configuration the functions use. The endpoint, region and
 /// credentials come from the standard AWS configuration
@@ -30,28 +47,62 @@ pub struct App<M = ()> {
     pub auth: Authenticator,
     /// The use cases over the DynamoDB store and the model.
     pub chat: Chat<DynamoStore, M>,
+    /// The environment the configuration was read from, secrets fetched.
+    env: Environment,
+}
+
+/// A DynamoDB client on `aws` with the configured timeouts, so a stalled
+/// DynamoDB is an error in time rather than a request that hangs.
+pub fn dynamodb_client(aws: &SdkConfig, config: &Config) -> aws_sdk_dynamodb::Client {
+    let timeouts = TimeoutConfig::builder()
+        .operation_attempt_timeout(config.dynamodb_attempt_timeout)
+        .operation_timeout(config.dynamodb_timeout)
+        .build();
+    let dynamodb = aws_sdk_dynamodb::config::Builder::from(aws)
+        .timeout_config(timeouts)
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(dynamodb)
 }
 
 impl App {
-    /// Reads the configuration and builds the DynamoDB client from
-    /// [`load_aws_config`].
-    pub async fn from_env() -> Result<Self, ConfigError> {
-        let config = Config::from_env()?;
+    /// Reads the configuration (the secrets its `<NAME>_ARN` variables
+    /// name fetched from Secrets Manager) and builds the DynamoDB client
+    /// from [`load_aws_config`]. Fails when `role` lacks a secret it needs.
+    pub async fn from_env(role: Role) -> Result<Self, ConfigError> {
         let aws = load_aws_config().await;
-        Ok(Self::new(config, aws_sdk_dynamodb::Client::new(&aws)))
+        let env = Environment::load(&aws).await?;
+        let config = Config::from_lookup(|name| env.get(name))?;
+        if role == Role::Users {
+            config.require_jwt_secret()?;
+        }
+        if role == Role::RunPod && config.signing_secret.is_none() {
+            // Locally JWT_SECRET stands in (see Config::signing_key).
+            config
+                .require_jwt_secret()
+                .map_err(|_| ConfigError::Missing("SIGNING_SECRET"))?;
+        }
+        let dynamodb = dynamodb_client(&aws, &config);
+        Ok(Self {
+            env,
+            ..Self::new(config, dynamodb)
+        })
     }
 
     /// An app on `dynamodb`, without a model ([`App::with_model`] adds one).
     pub fn new(config: Config, dynamodb: aws_sdk_dynamodb::Client) -> Self {
-        // Cursors and webhook tokens are signed with keys derived from the
-        // JWT secret: one secret to manage, each key good for one purpose.
-        let secret = config.jwt_secret.expose().as_bytes();
+        // Cursors, webhook tokens and log pseudonyms are signed with keys
+        // derived from the signing secret, each key good for one purpose.
+        let signing = config.signing_key();
         let store = DynamoStore::new(
             dynamodb,
             config.table_name.clone(),
-            CursorCodec::new(secret),
+            CursorCodec::new(&signing),
         );
-        let webhooks = Webhooks::new(config.webhook_base_url.clone(), secret);
+        let webhooks = Webhooks::new(
+            config.webhook_base_url.clone(),
+            &signing,
+            config.pending_max_age + WEBHOOK_GRACE,
+        );
         let limits = HistoryLimits {
             max_messages: config.history_max_messages,
             max_chars: config.history_max_chars,
@@ -62,7 +113,8 @@ impl App {
             max_checks: config.pending_checks_per_read,
         };
         Self {
-            auth: Authenticator::new(&config),
+            auth: Authenticator::new(&config, &signing),
+            env: Environment::process(),
             chat: Chat::new(store, webhooks, limits, pending).with_quota(QuotaLimits {
                 messages: config.user_daily_message_limit,
                 tokens: config.user_daily_token_limit,
@@ -79,6 +131,20 @@ impl<M> App<M> {
             config: self.config,
             auth: self.auth,
             chat: self.chat.with_model(model),
+            env: self.env,
         }
+    }
+
+    /// The RunPod client its environment configures (`RUNPOD_API_KEY` read
+    /// like the other secrets).
+    pub fn runpod(&self) -> Result<RunPodClient, lambda_http::Error> {
+        let config = RunPodConfig::from_lookup(|name| self.env.get(name))?;
+        Ok(RunPodClient::new(config)?)
+    }
+
+    /// The same app with the RunPod client its environment configures.
+    pub fn with_runpod(self) -> Result<App<RunPodClient>, lambda_http::Error> {
+        let model = self.runpod()?;
+        Ok(self.with_model(model))
     }
 }

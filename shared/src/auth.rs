@@ -10,7 +10,8 @@ use crate::{config::Config, domain::UserId, signing::Signer};
 
 /// Checks tokens. Built once per cold start.
 pub struct Authenticator {
-    key: DecodingKey,
+    /// `None` in the functions that take no user tokens (RunPod's webhook).
+    key: Option<DecodingKey>,
     validation: Validation,
     /// Keys the pseudonyms users appear under in the logs.
     log_ids: Signer,
@@ -37,6 +38,12 @@ pub enum AuthError {
     /// A webhook URL token this server did not sign.
     #[error("the webhook token is missing or not ours")]
     BadWebhookToken,
+    /// A webhook URL token past its expiry.
+    #[error("the webhook token has expired")]
+    ExpiredWebhookToken,
+    /// This function takes no user tokens (it has no `JWT_SECRET`).
+    #[error("this function does not take user tokens")]
+    NoUserTokens,
 }
 
 /// What the service reads of a verified token: its subject. `iss`, `aud`,
@@ -59,8 +66,9 @@ struct Claims {
 }
 
 impl Authenticator {
-    /// A checker for the configured secret, issuer and audience.
-    pub fn new(config: &Config) -> Self {
+    /// A checker for the configured secret, issuer and audience, naming
+    /// users in the logs with a key derived from `signing_key`.
+    pub fn new(config: &Config, signing_key: &[u8]) -> Self {
         // Pinned to HS256: a token naming any other algorithm, `none`
         // included, fails before its signature is looked at.
         let mut validation = Validation::new(Algorithm::HS256);
@@ -81,11 +89,13 @@ impl Authenticator {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
         }
-        let secret = config.jwt_secret.expose().as_bytes();
         Self {
-            key: DecodingKey::from_secret(secret),
+            key: config
+                .jwt_secret
+                .as_ref()
+                .map(|s| DecodingKey::from_secret(s.expose().as_bytes())),
             validation,
-            log_ids: Signer::derive(secret, "log-ids"),
+            log_ids: Signer::derive(signing_key, "log-ids"),
         }
     }
 
@@ -107,12 +117,11 @@ impl Authenticator {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(AuthError::NotBearer);
         }
+        let key = self.key.as_ref().ok_or(AuthError::NoUserTokens)?;
         let data =
-            decode::<Subject>(token.trim(), &self.key, &self.validation).map_err(|e| {
-                match e.kind() {
-                    ErrorKind::ExpiredSignature => AuthError::Expired,
-                    _ => AuthError::Invalid(e),
-                }
+            decode::<Subject>(token.trim(), key, &self.validation).map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid(e),
             })?;
         UserId::parse(&data.claims.sub).map_err(|_| AuthError::BadSubject)
     }
@@ -159,6 +168,10 @@ mod tests {
         .unwrap()
     }
 
+    fn checker(config: &Config) -> Authenticator {
+        Authenticator::new(config, b"signing-secret")
+    }
+
     fn headers(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(http::header::AUTHORIZATION, value.parse().unwrap());
@@ -188,14 +201,14 @@ mod tests {
 
     #[test]
     fn valid_token_gives_the_subject() {
-        let auth = Authenticator::new(&config(None, None));
+        let auth = checker(&config(None, None));
         let user = check(&auth, &issue_token(SECRET, "alice", 600, None, None)).unwrap();
         assert_eq!(user.as_str(), "alice");
     }
 
     #[test]
     fn expired_token_is_rejected() {
-        let auth = Authenticator::new(&config(None, None));
+        let auth = checker(&config(None, None));
         let token = sign_raw(
             json!({"alg": "HS256", "typ": "JWT"}),
             json!({"sub": "alice", "exp": jsonwebtoken::get_current_timestamp() - 3600}),
@@ -206,14 +219,14 @@ mod tests {
 
     #[test]
     fn wrong_secret_is_rejected() {
-        let auth = Authenticator::new(&config(None, None));
+        let auth = checker(&config(None, None));
         let token = issue_token("another-secret-another-secret-xx", "alice", 600, None, None);
         assert!(matches!(check(&auth, &token), Err(AuthError::Invalid(_))));
     }
 
     #[test]
     fn alg_none_is_rejected() {
-        let auth = Authenticator::new(&config(None, None));
+        let auth = checker(&config(None, None));
         let h = URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT"}).to_string());
         let c = URL_SAFE_NO_PAD.encode(json!({"sub": "alice", "exp": future()}).to_string());
         for token in [format!("{h}.{c}."), format!("{h}.{c}")] {
@@ -223,7 +236,7 @@ mod tests {
 
     #[test]
     fn other_algorithms_are_rejected_even_when_signed_with_the_secret() {
-        let auth = Authenticator::new(&config(None, None));
+        let auth = checker(&config(None, None));
         let token = encode(
             &Header::new(Algorithm::HS512),
             &json!({"sub": "alice", "exp": future()}),
@@ -235,7 +248,7 @@ mod tests {
 
     #[test]
     fn missing_sub_or_exp_is_rejected() {
-        let auth = Authenticator::new(&config(None, None));
+        let auth = checker(&config(None, None));
         let no_sub = sign_raw(json!({"alg": "HS256"}), json!({"exp": future()}), SECRET);
         assert!(check(&auth, &no_sub).is_err());
         let no_exp = sign_raw(json!({"alg": "HS256"}), json!({"sub": "alice"}), SECRET);
@@ -253,7 +266,7 @@ mod tests {
 
     #[test]
     fn header_must_be_a_bearer_token() {
-        let auth = Authenticator::new(&config(None, None));
+        let auth = checker(&config(None, None));
         assert!(matches!(
             auth.authenticate(&HeaderMap::new()),
             Err(AuthError::Missing)
@@ -278,7 +291,7 @@ mod tests {
 
     #[test]
     fn issuer_and_audience_are_checked_when_configured() {
-        let auth = Authenticator::new(&config(Some("https://issuer"), Some("chat")));
+        let auth = checker(&config(Some("https://issuer"), Some("chat")));
         let good = issue_token(SECRET, "alice", 600, Some("https://issuer"), Some("chat"));
         assert!(check(&auth, &good).is_ok());
         let wrong_iss = issue_token(SECRET, "alice", 600, Some("https://evil"), Some("chat"));
@@ -291,7 +304,7 @@ mod tests {
 
     #[test]
     fn an_audience_may_be_a_list_that_names_ours() {
-        let auth = Authenticator::new(&config(None, Some("chat")));
+        let auth = checker(&config(None, Some("chat")));
         let header = json!({"alg": "HS256", "typ": "JWT"});
         let exp = jsonwebtoken::get_current_timestamp() + 600;
         let listed = json!({"sub": "alice", "exp": exp, "aud": ["billing", "chat"]});
@@ -302,7 +315,7 @@ mod tests {
 
     #[test]
     fn a_token_not_valid_yet_is_refused_past_the_leeway() {
-        let auth = Authenticator::new(&config(None, None));
+        let auth = checker(&config(None, None));
         let header = json!({"alg": "HS256", "typ": "JWT"});
         let now = jsonwebtoken::get_current_timestamp();
         let token = |nbf: u64| {
@@ -315,5 +328,24 @@ mod tests {
         );
         assert!(check(&auth, &token(now + 10)).is_ok(), "within the leeway");
         assert!(check(&auth, &token(now - 60)).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod without_user_tokens {
+    use super::*;
+
+    #[test]
+    fn a_function_without_jwt_secret_refuses_every_token() {
+        let config = Config::from_lookup(|k| (k == "TABLE_NAME").then(|| "t".into())).unwrap();
+        let auth = Authenticator::new(&config, b"signing-secret");
+        let mut headers = HeaderMap::new();
+        let token = issue_token("", "alice", 600, None, None);
+        let value = format!("Bearer {token}").parse().unwrap();
+        headers.insert(http::header::AUTHORIZATION, value);
+        assert!(matches!(
+            auth.authenticate(&headers),
+            Err(AuthError::NoUserTokens)
+        ));
     }
 }

@@ -32,8 +32,13 @@ impl fmt::Debug for Secret {
 pub struct Config {
     /// The DynamoDB table (`TABLE_NAME`).
     pub table_name: String,
-    /// The HS256 secret of the callers' tokens (`JWT_SECRET`).
-    pub jwt_secret: Secret,
+    /// The HS256 secret of the callers' tokens (`JWT_SECRET`); the
+    /// functions that serve users do not start without it.
+    pub jwt_secret: Option<Secret>,
+    /// The secret page cursors, webhook URLs and log pseudonyms are signed
+    /// with (`SIGNING_SECRET`), one derived key per purpose; see
+    /// [`Config::signing_key`].
+    pub signing_secret: Option<Secret>,
     /// When set, tokens must carry this `iss`.
     pub jwt_issuer: Option<String>,
     /// When set, tokens must carry this `aud`.
@@ -63,6 +68,11 @@ pub struct Config {
     pub webhook_base_url: Option<String>,
     /// A reply pending longer than this is marked failed.
     pub pending_max_age: Duration,
+    /// Longest wait for one DynamoDB attempt (`DYNAMODB_ATTEMPT_TIMEOUT_MS`).
+    pub dynamodb_attempt_timeout: Duration,
+    /// Longest wait for one DynamoDB call, its retries included
+    /// (`DYNAMODB_TIMEOUT_MS`); the deadline margin leaves room for one.
+    pub dynamodb_timeout: Duration,
     /// Most pending replies one read checks at RunPod.
     pub pending_checks_per_read: usize,
 }
@@ -117,6 +127,14 @@ pub enum ConfigError {
     /// A required variable is not set.
     #[error("environment variable {0} is required")]
     Missing(&'static str),
+    /// A secret named by `<NAME>_ARN` could not be read.
+    #[error("the secret for {name} (named by {name}_ARN) could not be read: {reason}")]
+    Secret {
+        /// The variable the secret stands for.
+        name: &'static str,
+        /// Why (the SDK's error: never the value).
+        reason: String,
+    },
     #[error("environment variable {name} is invalid: {reason}")]
     /// A variable is set to something unusable.
     Invalid {
@@ -139,7 +157,8 @@ impl Config {
         let vars = Vars(&get);
         Ok(Self {
             table_name: vars.required("TABLE_NAME")?,
-            jwt_secret: Secret(vars.required("JWT_SECRET")?),
+            jwt_secret: vars.optional("JWT_SECRET").map(Secret),
+            signing_secret: vars.optional("SIGNING_SECRET").map(Secret),
             jwt_issuer: vars.optional("JWT_ISSUER"),
             jwt_audience: vars.optional("JWT_AUDIENCE"),
             max_message_chars: vars.number("MAX_MESSAGE_CHARS", 16_000)?,
@@ -162,7 +181,36 @@ impl Config {
                 .map(|u| u.trim_end_matches('/').to_owned()),
             pending_max_age: Duration::from_secs(vars.number("PENDING_MAX_AGE_SECS", 3600)?),
             pending_checks_per_read: vars.number("PENDING_CHECKS_PER_READ", 5)?,
+            dynamodb_attempt_timeout: Duration::from_millis(
+                vars.number("DYNAMODB_ATTEMPT_TIMEOUT_MS", 1_000)?,
+            ),
+            dynamodb_timeout: Duration::from_millis(vars.number("DYNAMODB_TIMEOUT_MS", 2_000)?),
         })
+    }
+
+    /// The JWT secret, for the functions that serve users.
+    pub fn require_jwt_secret(&self) -> Result<&Secret, ConfigError> {
+        self.jwt_secret
+            .as_ref()
+            .ok_or(ConfigError::Missing("JWT_SECRET"))
+    }
+
+    /// The key material cursors, webhook tokens and log pseudonyms are
+    /// signed with: `SIGNING_SECRET`. Without it (local runs) `JWT_SECRET`
+    /// stands in, with a warning: then whoever issues user tokens could also
+    /// forge webhook URLs. A function with neither (the purge) gets a random
+    /// key: nothing it signs leaves the process.
+    pub fn signing_key(&self) -> Vec<u8> {
+        if let Some(secret) = &self.signing_secret {
+            return secret.expose().as_bytes().to_vec();
+        }
+        if let Some(jwt) = &self.jwt_secret {
+            tracing::warn!(
+                "SIGNING_SECRET is not set: signing with JWT_SECRET; set it when deployed"
+            );
+            return jwt.expose().as_bytes().to_vec();
+        }
+        rand::random::<[u8; 32]>().to_vec()
     }
 }
 
@@ -284,7 +332,8 @@ mod tests {
 
     #[test]
     fn missing_and_invalid_values_are_named() {
-        let err = Config::from_lookup(lookup(&[("TABLE_NAME", "t")])).unwrap_err();
+        let c = Config::from_lookup(lookup(&[("TABLE_NAME", "t")])).unwrap();
+        let err = c.require_jwt_secret().unwrap_err();
         assert!(err.to_string().contains("JWT_SECRET"));
         let err = Config::from_lookup(lookup(&[
             ("TABLE_NAME", "t"),

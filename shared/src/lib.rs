@@ -28,6 +28,7 @@ pub mod deadline;
 pub mod domain;
 pub mod http;
 pub mod runpod;
+pub mod secrets;
 pub mod signing;
 pub mod store;
 pub mod stream;
@@ -35,4 +36,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod webhook;
 
-pub use app::App;
+pub use app::{App, Role};

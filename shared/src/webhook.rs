@@ -1,8 +1,11 @@
 //! RunPod webhook URLs. RunPod does not sign its webhook calls, so each URL
 //! carries a token naming the reply it completes (user, conversation,
-//! message), sealed with a server key; the job id in the delivered body must
-//! then match the job stored on that pending message.
+//! message) and when it expires, sealed with a server key. A delivery is
+//! only a trigger: the service then asks RunPod itself how the job ended.
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -17,6 +20,19 @@ const SCOPE: &str = "runpod-webhook";
 pub struct Webhooks {
     base_url: Option<String>,
     signer: Signer,
+    /// How long a URL stays good after it was issued.
+    lifetime: Duration,
+}
+
+/// Why a webhook token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookTokenError {
+    /// Not a token this server sealed (or not one at all).
+    #[error("the webhook token is not ours")]
+    Invalid,
+    /// Ours, but past its expiry.
+    #[error("the webhook token has expired")]
+    Expired,
 }
 
 /// The reply a webhook URL completes.
@@ -36,14 +52,18 @@ struct Target {
     u: String,
     c: String,
     m: String,
+    /// Expiry, in seconds since the epoch.
+    e: i64,
 }
 
 impl Webhooks {
-    /// URLs under `base_url` (none without one), sealed with a key derived from `secret`.
-    pub fn new(base_url: Option<String>, secret: &[u8]) -> Self {
+    /// URLs under `base_url` (none without one), sealed with a key derived
+    /// from `secret`, good for `lifetime` after they are issued.
+    pub fn new(base_url: Option<String>, secret: &[u8], lifetime: Duration) -> Self {
         Self {
             base_url,
-            signer: Signer::derive(secret, "chat-service/runpod-webhook/v1"),
+            signer: Signer::derive(secret, "chat-service/runpod-webhook/v2"),
+            lifetime,
         }
     }
 
@@ -61,32 +81,54 @@ impl Webhooks {
         ))
     }
 
-    /// The token of a URL: the target, sealed.
+    /// The token of a URL: the target and its expiry, sealed.
     pub fn token_for(
         &self,
         user: &UserId,
         conversation: ConversationId,
         message: MessageId,
     ) -> String {
-        let target = Target {
+        let lifetime = chrono::Duration::from_std(self.lifetime).unwrap_or(chrono::Duration::MAX);
+        let expires = Utc::now()
+            .checked_add_signed(lifetime)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        self.token_until(user, conversation, message, expires)
+    }
+
+    /// A token for the target that expires at `expires` (the sample events
+    /// carry one good until 2100).
+    pub fn token_until(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: MessageId,
+        expires: DateTime<Utc>,
+    ) -> String {
+        self.seal(&Target {
             u: user.to_string(),
             c: conversation.to_string(),
             m: message.to_string(),
-        };
-        self.signer.seal(
-            SCOPE,
-            &serde_json::to_vec(&target).expect("strings serialize"),
-        )
+            e: expires.timestamp(),
+        })
     }
 
-    /// The reply a token names, if this server issued it.
-    pub fn verify(&self, token: &str) -> Option<WebhookTarget> {
-        let payload = self.signer.open(SCOPE, token).ok()?;
-        let t: Target = serde_json::from_slice(&payload).ok()?;
-        Some(WebhookTarget {
-            user: UserId::parse(&t.u).ok()?,
-            conversation: ConversationId::parse(&t.c).ok()?,
-            message: MessageId::parse(&t.m).ok()?,
+    fn seal(&self, target: &Target) -> String {
+        let payload = serde_json::to_vec(target).expect("strings and numbers serialize");
+        self.signer.seal(SCOPE, &payload)
+    }
+
+    /// The reply a token names, if this server issued it and it has not expired.
+    pub fn verify(&self, token: &str) -> Result<WebhookTarget, WebhookTokenError> {
+        let invalid = |_| WebhookTokenError::Invalid;
+        let payload = self.signer.open(SCOPE, token).map_err(invalid)?;
+        let t: Target = serde_json::from_slice(&payload).map_err(|_| WebhookTokenError::Invalid)?;
+        if Utc::now().timestamp() > t.e {
+            return Err(WebhookTokenError::Expired);
+        }
+        Ok(WebhookTarget {
+            user: UserId::parse(&t.u).map_err(|_| WebhookTokenError::Invalid)?,
+            conversation: ConversationId::parse(&t.c).map_err(|_| WebhookTokenError::Invalid)?,
+            message: MessageId::parse(&t.m).map_err(|_| WebhookTokenError::Invalid)?,
         })
     }
 }
@@ -95,17 +137,18 @@ impl Webhooks {
 mod tests {
     use super::*;
 
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn ids() -> (UserId, ConversationId, MessageId) {
+        let user = UserId::parse("alice").unwrap();
+        (user, ConversationId::new(), MessageId::new())
+    }
+
     #[test]
     fn tokens_name_their_reply_and_cannot_be_forged() {
-        let w = Webhooks::new(
-            Some("https://api.example/api/chat/runpod/webhook".into()),
-            b"secret",
-        );
-        let (u, c, m) = (
-            UserId::parse("alice").unwrap(),
-            ConversationId::new(),
-            MessageId::new(),
-        );
+        let base = "https://api.example/api/chat/runpod/webhook";
+        let w = Webhooks::new(Some(base.into()), b"secret", HOUR);
+        let (u, c, m) = ids();
         let url = w.url_for(&u, c, m).unwrap();
         let token = url.rsplit('/').next().unwrap();
         assert!(url.starts_with("https://api.example/api/chat/runpod/webhook/"));
@@ -114,10 +157,23 @@ mod tests {
             conversation: c,
             message: m,
         };
-        assert_eq!(w.verify(token), Some(target));
-        assert_eq!(Webhooks::new(None, b"other").verify(token), None);
-        assert_eq!(w.verify(&token[1..]), None);
-        assert_eq!(w.verify(""), None);
-        assert_eq!(Webhooks::new(None, b"secret").url_for(&u, c, m), None);
+        assert_eq!(w.verify(token), Ok(target));
+        let other = Webhooks::new(None, b"other", HOUR);
+        assert_eq!(other.verify(token), Err(WebhookTokenError::Invalid));
+        assert_eq!(w.verify(&token[1..]), Err(WebhookTokenError::Invalid));
+        assert_eq!(w.verify(""), Err(WebhookTokenError::Invalid));
+        let unset = Webhooks::new(None, b"secret", HOUR);
+        assert_eq!(unset.url_for(&u, c, m), None);
+    }
+
+    #[test]
+    fn a_token_past_its_lifetime_is_expired() {
+        let (u, c, m) = ids();
+        let w = Webhooks::new(None, b"secret", HOUR);
+        let sealed =
+            |secs: i64| w.token_until(&u, c, m, Utc::now() + chrono::Duration::seconds(secs));
+        assert_eq!(w.verify(&sealed(-2)), Err(WebhookTokenError::Expired));
+        assert!(w.verify(&sealed(60)).is_ok());
+        assert!(w.verify(&w.token_for(&u, c, m)).is_ok());
     }
 }

@@ -17,7 +17,7 @@ use chat_service_dev::{
     runpod_local::{LocalRunPod, Settings},
     seed::{seed_conversations, seed_messages},
     table::TableDefinition,
-    DEV_JWT_SECRET,
+    DEV_JWT_SECRET, DEV_SIGNING_SECRET,
 };
 use chat_shared::{auth::issue_token, domain::ConversationId, App};
 use serde_json::{json, Value};
@@ -55,6 +55,7 @@ async fn app_with_table() -> (App, String) {
     let config = chat_shared::config::Config::from_lookup(|k| match k {
         "TABLE_NAME" => Some(table.clone()),
         "JWT_SECRET" => Some(DEV_JWT_SECRET.into()),
+        "SIGNING_SECRET" => Some(DEV_SIGNING_SECRET.into()),
         _ => None,
     })
     .unwrap();
@@ -68,6 +69,7 @@ fn function_env(table: &str, runpod_url: &str, dynamodb_url: &str) -> Vec<(Strin
     [
         ("TABLE_NAME", table),
         ("JWT_SECRET", DEV_JWT_SECRET),
+        ("SIGNING_SECRET", DEV_SIGNING_SECRET),
         ("RUNPOD_API_KEY", "bench-key"),
         ("RUNPOD_ENDPOINT_ID", "bench"),
         ("RUNPOD_BASE_URL", runpod_url),

@@ -4,7 +4,7 @@
 use aws_config::BehaviorVersion;
 use aws_sdk_dynamodb::{types::AttributeValue, Client};
 pub use chat_service_dev::apigw::{self, Event};
-use chat_service_dev::{table::TableDefinition, DEV_JWT_SECRET};
+use chat_service_dev::{table::TableDefinition, DEV_JWT_SECRET, DEV_SIGNING_SECRET};
 use chat_shared::{
     auth::issue_token,
     config::{Config, RunPodConfig},
@@ -41,7 +41,11 @@ pub fn config(table: &str) -> Config {
 }
 
 pub fn config_with(table: &str, extra: &[(&str, &str)]) -> Config {
-    let defaults = [("TABLE_NAME", table), ("JWT_SECRET", DEV_JWT_SECRET)];
+    let defaults = [
+        ("TABLE_NAME", table),
+        ("JWT_SECRET", DEV_JWT_SECRET),
+        ("SIGNING_SECRET", DEV_SIGNING_SECRET),
+    ];
     Config::from_lookup(lookup(&defaults, extra)).unwrap()
 }
 

@@ -3,6 +3,8 @@
 
 use crate::common;
 use chat_service_dev::runpod_local::{LocalRunPod, Settings};
+use chat_service_dev::DEV_SIGNING_SECRET;
+use chat_shared::webhook::Webhooks;
 use chat_shared::{
     chat::QuotaLimits,
     domain::{
@@ -14,6 +16,7 @@ use chat_shared::{
     stream::{self, StreamEvent},
 };
 use chrono::Utc;
+use std::time::Duration;
 
 /// The conversation the sample events name; it belongs to alice.
 const SAMPLE_CONVERSATION: &str = "3f1c2b9e-8a7d-4c55-9e21-6d0b7a4e5f10";
@@ -52,6 +55,20 @@ async fn every_sample_event_gets_its_documented_status() {
     .spawn()
     .await;
     let model = RunPodClient::new(common::runpod_config(&runpod, &[])).unwrap();
+    // The webhook sample's job, as RunPod's `status` reports it: the
+    // webhook stores what RunPod says, not what the delivery says.
+    let status = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::path("/test-endpoint/status/sample-job"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "id": "sample-job", "status": "COMPLETED",
+                "output": [{"choices": [{"tokens": ["Sort them by patient, then by date."]}]}],
+            })),
+        )
+        .mount(&status)
+        .await;
+    let hooks_app = chat_shared::App::new(app.config.clone(), common::dynamo().await)
+        .with_model(RunPodClient::new(common::runpod_config(&status.uri(), &[])).unwrap());
     let app = app.with_model(model);
 
     let alice = UserId::parse("alice").unwrap();
@@ -170,7 +187,7 @@ async fn every_sample_event_gets_its_documented_status() {
             "GET /api/chat/conversations/{id}" => http::get_conversation(&app, req).await,
             "PATCH /api/chat/conversations/{id}" => http::rename_conversation(&app, req).await,
             "DELETE /api/chat/conversations/{id}" => http::delete_conversation(&app, req).await,
-            "POST /api/chat/runpod/webhook/{token}" => http::runpod_webhook(&app, req).await,
+            "POST /api/chat/runpod/webhook/{token}" => http::runpod_webhook(&hooks_app, req).await,
             "GET /api/chat/usage" => http::get_usage(&app, req).await,
             other => panic!("{name}: unknown route {other}"),
         };
@@ -202,4 +219,19 @@ async fn every_sample_event_gets_its_documented_status() {
             assert_eq!(reply.content, "Sort them by patient, then by date.");
         }
     }
+}
+
+#[test]
+fn the_sample_webhook_token_is_sealed_with_the_dev_secret_until_2100() {
+    let text = include_str!("../../events/runpod-webhook.json");
+    let event: serde_json::Value = serde_json::from_str(text).unwrap();
+    let path = event["rawPath"].as_str().unwrap();
+    let webhooks = Webhooks::new(None, DEV_SIGNING_SECRET.as_bytes(), Duration::ZERO);
+    let expected = webhooks.token_until(
+        &UserId::parse("alice").unwrap(),
+        ConversationId::parse(SAMPLE_CONVERSATION).unwrap(),
+        MessageId::parse(SAMPLE_REPLY).unwrap(),
+        "2100-01-01T00:00:00Z".parse().unwrap(),
+    );
+    assert_eq!(path.rsplit('/').next().unwrap(), expected);
 }

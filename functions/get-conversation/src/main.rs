@@ -1,13 +1,12 @@
 //! `GET /api/chat/conversations/{id}`: one of the caller's conversations.
 //! Pending replies on the page are checked at RunPod and stored when done.
 
-use chat_shared::{config::RunPodConfig, http, runpod::RunPodClient, telemetry, App};
+use chat_shared::{http, telemetry, App, Role};
 
 // A Lambda instance serves one request at a time: one thread is enough.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
-    let model = RunPodClient::new(RunPodConfig::from_env()?)?;
-    let app = App::from_env().await?.with_model(model);
+    let app = App::from_env(Role::Users).await?.with_runpod()?;
     http::run(|req| http::get_conversation(&app, req)).await
 }

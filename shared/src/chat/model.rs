@@ -51,13 +51,15 @@ pub enum Generation {
     Done(Result<Completion, ModelError>),
 }
 
-/// A job as the model's service delivered it to a webhook.
+/// A job as a webhook delivery names it. Nothing else of the delivery is
+/// read: anyone holding the URL could have written it, so what the job
+/// produced is asked of the model's service itself.
 #[derive(Debug)]
 pub struct JobDelivery {
     /// The job the delivery is about; it must match the pending reply's.
     pub job_id: String,
-    /// Where the job stands.
-    pub state: Generation,
+    /// Whether the delivery says the job is over.
+    pub finished: bool,
 }
 
 /// The model behind the chat.

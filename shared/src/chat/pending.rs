@@ -31,23 +31,33 @@ pub enum WebhookResult {
     NotFinal,
 }
 
-impl<S: ConversationStore, M> Chat<S, M> {
-    /// Stores the job delivered to the webhook of `target`. Idempotent: a
-    /// repeated delivery, or one racing a read, changes nothing a second time.
+impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
+    /// Completes the reply `target` names, woken by a delivery about its
+    /// job. The delivery is only a trigger: the job's result is asked of
+    /// the model's service, and a delivery that says the job ended while
+    /// the service says it runs is ignored. Idempotent: a repeated
+    /// delivery, or one racing a read, changes nothing a second time.
     pub async fn receive_webhook(
         &self,
         target: &WebhookTarget,
         delivery: JobDelivery,
+        deadline: Instant,
     ) -> Result<WebhookResult, ChatError> {
-        let outcome = match delivery.state {
-            Generation::Running => return Ok(WebhookResult::NotFinal),
-            Generation::Done(result) => self.final_outcome(result, &delivery.job_id),
+        if !delivery.finished {
+            return Ok(WebhookResult::NotFinal);
+        }
+        let job_id = delivery.job_id.as_str();
+        let outcome = match self.model.poll(job_id, deadline).await {
+            Ok(Generation::Done(result)) => self.final_outcome(result, job_id),
+            Ok(Generation::Running) => return Ok(WebhookResult::NotFinal),
+            Err(ModelError::UnknownJob(_)) => return Err(ChatError::NotFound),
+            Err(e) => return Err(e.into()),
         };
         let reply = PendingReply {
             user: &target.user,
             conversation: target.conversation,
             message: target.message,
-            job_id: &delivery.job_id,
+            job_id,
         };
         match self.finish(reply, outcome).await?.0 {
             FinishResult::Written | FinishResult::AlreadyFinal => Ok(WebhookResult::Stored),
@@ -55,7 +65,9 @@ impl<S: ConversationStore, M> Chat<S, M> {
             FinishResult::Missing | FinishResult::OtherJob => Err(ChatError::NotFound),
         }
     }
+}
 
+impl<S: ConversationStore, M> Chat<S, M> {
     /// Finishes `reply` with `outcome`; a complete reply the store refuses
     /// (too large for an item, say) ends failed with a reason instead.
     /// Returns what was stored.

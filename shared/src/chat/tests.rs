@@ -131,7 +131,7 @@ fn chat_with(model: ScriptedModel, max_age: Duration) -> Chat<MemoryStore, Scrip
     };
     Chat::new(
         MemoryStore::default(),
-        Webhooks::new(None, b"k"),
+        Webhooks::new(None, b"k", Duration::from_secs(3600)),
         LIMITS,
         pending,
     )
@@ -387,37 +387,54 @@ async fn a_job_that_fails_while_pending_stores_a_safe_reason() {
     );
 }
 
-fn delivery(job_id: &str, state: Generation) -> JobDelivery {
-    JobDelivery {
+/// RunPod's webhook call about `job_id`, saying the job ended or not.
+async fn deliver(
+    chat: &Chat<MemoryStore, ScriptedModel>,
+    target: &WebhookTarget,
+    job_id: &str,
+    finished: bool,
+) -> Result<WebhookResult, ChatError> {
+    let delivery = JobDelivery {
         job_id: job_id.into(),
-        state,
-    }
-}
-
-fn done(text: &str) -> Generation {
-    Generation::Done(Ok(Completion {
-        text: text.into(),
-        usage: None,
-    }))
+        finished,
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    chat.receive_webhook(target, delivery, deadline).await
 }
 
 #[tokio::test]
-async fn a_webhook_completes_its_reply_once_and_a_racing_read_sees_it() {
+async fn a_webhook_stores_what_the_model_says_once_and_a_racing_read_sees_it() {
     let chat = chat(ScriptedModel::with(Script::Running));
     let out = send(&chat, None, "hello").await.unwrap();
     let target = target_of(&out);
-    let running = chat.receive_webhook(&target, delivery("job-1", Generation::Running));
-    assert_eq!(running.await.unwrap(), WebhookResult::NotFinal);
-    let other_job = chat.receive_webhook(&target, delivery("job-9", done("forged")));
-    assert!(matches!(other_job.await, Err(ChatError::NotFound)));
-    let first = chat.receive_webhook(&target, delivery("job-1", done("from the hook")));
-    assert_eq!(first.await.unwrap(), WebhookResult::Stored);
+    let unfinished = deliver(&chat, &target, "job-1", false).await;
+    assert_eq!(unfinished.unwrap(), WebhookResult::NotFinal);
+    // The delivery says the job ended; the model says it runs: ignored.
+    let early = deliver(&chat, &target, "job-1", true).await;
+    assert_eq!(early.unwrap(), WebhookResult::NotFinal);
+    assert!(read(&chat, out.conversation_id).await[1].is_pending());
+    // Another job's result (someone else's, say) is not this reply's.
+    chat.model().set("job-9", Script::Reply("another reply"));
+    let other_job = deliver(&chat, &target, "job-9", true).await;
+    assert!(matches!(other_job, Err(ChatError::NotFound)));
+    chat.model().set("job-1", Script::Reply("from the model"));
+    let first = deliver(&chat, &target, "job-1", true).await;
+    assert_eq!(first.unwrap(), WebhookResult::Stored);
     // A repeat, and a read whose poll sees another text, change nothing.
-    let repeat = chat.receive_webhook(&target, delivery("job-1", done("again")));
-    assert_eq!(repeat.await.unwrap(), WebhookResult::Stored);
-    chat.model().set("job-1", Script::Reply("from the read"));
+    chat.model().set("job-1", Script::Reply("changed"));
+    let repeat = deliver(&chat, &target, "job-1", true).await;
+    assert_eq!(repeat.unwrap(), WebhookResult::Stored);
     let messages = read(&chat, out.conversation_id).await;
-    assert_eq!(messages[1].content, "from the hook");
+    assert_eq!(messages[1].content, "from the model");
+}
+
+#[tokio::test]
+async fn a_webhook_for_a_job_the_model_forgot_is_not_found() {
+    let chat = chat(ScriptedModel::with(Script::Running));
+    let out = send(&chat, None, "hello").await.unwrap();
+    chat.model().set("job-1", Script::Forgotten);
+    let result = deliver(&chat, &target_of(&out), "job-1", true).await;
+    assert!(matches!(result, Err(ChatError::NotFound)));
 }
 
 #[tokio::test]
@@ -430,8 +447,8 @@ async fn a_read_that_loses_the_race_rereads_the_winners_reply() {
         .conversation_page(&alice(), out.conversation_id, &page)
         .await
         .unwrap();
-    let target = target_of(&out);
-    chat.receive_webhook(&target, delivery("job-1", done("winner")))
+    chat.model().set("job-1", Script::Reply("winner"));
+    deliver(&chat, &target_of(&out), "job-1", true)
         .await
         .unwrap();
     chat.model().set("job-1", Script::Reply("loser"));
@@ -460,9 +477,9 @@ async fn a_webhook_for_a_deleted_conversation_is_not_found() {
     chat.delete_conversation(&alice(), out.conversation_id, Instant::now())
         .await
         .unwrap();
-    let target = target_of(&out);
-    let result = chat.receive_webhook(&target, delivery("job-1", done("late")));
-    assert!(matches!(result.await, Err(ChatError::NotFound)));
+    chat.model().set("job-1", Script::Reply("late"));
+    let result = deliver(&chat, &target_of(&out), "job-1", true).await;
+    assert!(matches!(result, Err(ChatError::NotFound)));
     assert!(chat
         .store()
         .messages(&alice(), out.conversation_id)

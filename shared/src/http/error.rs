@@ -129,6 +129,9 @@ impl ApiError {
                 ("unauthorized", "an Authorization: Bearer token is required")
             }
             Self::Unauthorized(AuthError::Expired) => ("unauthorized", "the token has expired"),
+            Self::Unauthorized(AuthError::ExpiredWebhookToken) => {
+                ("unauthorized", "the webhook URL has expired")
+            }
             Self::Unauthorized(_) => ("unauthorized", "the token is not valid"),
             Self::NotFound => ("not_found", "conversation not found"),
             Self::PayloadTooLarge { .. } => ("payload_too_large", TOO_LARGE),
