@@ -54,14 +54,16 @@ pub struct App<M = ()> {
 /// A DynamoDB client on `aws` with the configured timeouts, so a stalled
 /// DynamoDB is an error in time rather than a request that hangs.
 pub fn dynamodb_client(aws: &SdkConfig, config: &Config) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::from_conf(dynamodb_config(aws, config).build())
+}
+
+/// The configuration of [`dynamodb_client`], to adjust before building.
+pub fn dynamodb_config(aws: &SdkConfig, config: &Config) -> aws_sdk_dynamodb::config::Builder {
     let timeouts = TimeoutConfig::builder()
         .operation_attempt_timeout(config.dynamodb_attempt_timeout)
         .operation_timeout(config.dynamodb_timeout)
         .build();
-    let dynamodb = aws_sdk_dynamodb::config::Builder::from(aws)
-        .timeout_config(timeouts)
-        .build();
-    aws_sdk_dynamodb::Client::from_conf(dynamodb)
+    aws_sdk_dynamodb::config::Builder::from(aws).timeout_config(timeouts)
 }
 
 impl App {

@@ -1,5 +1,6 @@
 //! A proxy in front of DynamoDB Local that counts calls by operation, so
-//! the benchmark can say which calls each request makes.
+//! the benchmark can say which calls each request makes, and that can hold
+//! calls unanswered, so tests can stall DynamoDB.
 
 use std::{
     collections::BTreeMap,
@@ -18,12 +19,25 @@ use axum::{
 /// Calls so far, by operation (`Query`, `TransactWriteItems`, ...).
 pub type Counts = BTreeMap<String, u64>;
 
+/// Calls of one operation to leave unanswered: after `skip` more of them
+/// pass, the next `count` are held until their caller gives up.
+#[derive(Debug, Clone)]
+pub struct Hold {
+    /// The operation (`TransactWriteItems`, ...), or `*` for every one.
+    pub op: String,
+    /// How many calls still pass before the holding starts.
+    pub skip: usize,
+    /// How many calls are held.
+    pub count: usize,
+}
+
 /// The running proxy.
 #[derive(Clone)]
 pub struct DynamoProxy {
     target: String,
     http: reqwest::Client,
     counts: Arc<Mutex<Counts>>,
+    hold: Arc<Mutex<Option<Hold>>>,
 }
 
 impl DynamoProxy {
@@ -33,6 +47,7 @@ impl DynamoProxy {
             target,
             http: reqwest::Client::new(),
             counts: Arc::default(),
+            hold: Arc::default(),
         };
         let app = Router::new()
             .route("/", any(forward))
@@ -41,6 +56,26 @@ impl DynamoProxy {
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
         (proxy, url)
+    }
+
+    /// From now on, holds calls as `hold` says (`None`: answers all).
+    pub fn hold(&self, hold: Option<Hold>) {
+        *self.hold.lock().unwrap() = hold;
+    }
+
+    /// Whether this call of `op` is one to hold (and counts it if so).
+    fn holds(&self, op: &str) -> bool {
+        let mut hold = self.hold.lock().unwrap();
+        let Some(h) = hold.as_mut().filter(|h| h.op == "*" || h.op == op) else {
+            return false;
+        };
+        if h.skip > 0 {
+            h.skip -= 1;
+            return false;
+        }
+        let held = h.count > 0;
+        h.count = h.count.saturating_sub(1);
+        held
     }
 
     /// The counts so far.
@@ -66,6 +101,10 @@ async fn forward(State(p): State<DynamoProxy>, headers: HeaderMap, body: Bytes) 
         .and_then(|t| t.split('.').next_back())
         .unwrap_or("?")
         .to_owned();
+    if p.holds(&op) {
+        // Never answered: the caller's timeout ends it (and drops this).
+        std::future::pending::<()>().await;
+    }
     *p.counts.lock().unwrap().entry(op).or_default() += 1;
     let mut req = p.http.post(&p.target).body(body);
     for (k, v) in headers.iter() {
@@ -98,6 +137,7 @@ mod tests {
             target: String::new(),
             http: reqwest::Client::new(),
             counts: Arc::default(),
+            hold: Arc::default(),
         };
         *proxy.counts.lock().unwrap() = Counts::from([("Query".into(), 3), ("GetItem".into(), 1)]);
         let before = proxy.snapshot();
@@ -105,5 +145,26 @@ mod tests {
         proxy.counts.lock().unwrap().insert("PutItem".into(), 1);
         let expected = Counts::from([("PutItem".into(), 1), ("Query".into(), 2)]);
         assert_eq!(proxy.since(&before), expected);
+    }
+
+    #[test]
+    fn a_hold_skips_then_holds_its_count_of_its_operation() {
+        let proxy = DynamoProxy {
+            target: String::new(),
+            http: reqwest::Client::new(),
+            counts: Arc::default(),
+            hold: Arc::default(),
+        };
+        proxy.hold(Some(Hold {
+            op: "TransactWriteItems".into(),
+            skip: 1,
+            count: 2,
+        }));
+        let held: Vec<bool> = ["TransactWriteItems", "Query", "TransactWriteItems"]
+            .into_iter()
+            .chain(["TransactWriteItems", "TransactWriteItems"])
+            .map(|op| proxy.holds(op))
+            .collect();
+        assert_eq!(held, [false, false, true, true, false]);
     }
 }

@@ -12,4 +12,5 @@ mod openapi;
 mod paging;
 mod pending;
 mod runpod_local;
+mod stall;
 mod store;

@@ -14,6 +14,10 @@ use crate::{
     store::{ConversationStore, PageRequest, Quota, StoreError},
 };
 
+/// Time a job's cancel gets when the deadline has gone into a store call
+/// that failed: the deadline's margin leaves room for it.
+const CANCEL_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// What the user sent.
 #[derive(Debug)]
 pub struct SendRequest {
@@ -226,11 +230,14 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             .store
             .add_pending_reply(user, conversation, &reply)
             .await;
-        if let (Err(StoreError::NotFound), MessageStatus::Pending { job_id }) =
-            (&stored, &reply.status)
-        {
-            // Deleted while the job ran: nobody will read the reply.
-            self.cancel_job(job_id, deadline).await;
+        if let (Err(e), MessageStatus::Pending { job_id }) = (&stored, &reply.status) {
+            // Nobody can collect a reply that is not recorded (deleted while
+            // the job ran, or a table that did not answer): stop paying for
+            // it. A write that timed out may have landed; its reply then
+            // ends failed when read, and the conversation is free again.
+            tracing::warn!(job_id, error = %e, "the pending reply is not recorded; cancelling its job");
+            let budget = deadline.max(Instant::now() + CANCEL_BUDGET);
+            self.cancel_job(job_id, budget).await;
         }
         stored?;
         tracing::info!(message_id = %reply.id, "reply pending");

@@ -67,6 +67,9 @@ pub enum ApiError {
     /// 504: the model did not answer in time.
     #[error("the model did not answer in time")]
     GatewayTimeout(#[source] ChatError),
+    /// 503: the table did not answer in time (or refused for load).
+    #[error("the database did not answer")]
+    Unavailable(#[source] Box<dyn StdError + Send + Sync>),
     /// 500: anything else.
     #[error("internal error")]
     Internal(#[source] Box<dyn StdError + Send + Sync>),
@@ -114,6 +117,7 @@ impl ApiError {
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -151,6 +155,10 @@ impl ApiError {
                 "model_timeout",
                 "the AI model did not answer in time; your message was saved, please try again",
             ),
+            Self::Unavailable(_) => (
+                "unavailable",
+                "the service's storage did not answer in time; please try again",
+            ),
             Self::Internal(_) => ("internal_error", "an internal error occurred"),
         }
     }
@@ -172,9 +180,14 @@ impl ApiError {
             },
         };
         let mut resp = json_response(status, &body);
-        if let Self::QuotaExceeded { retry_after_secs } = &self {
+        let retry_after = match &self {
+            Self::QuotaExceeded { retry_after_secs } => Some(*retry_after_secs),
+            Self::Unavailable(_) => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if let Self::Unauthorized(e) = &self {
             let challenge = match e {
@@ -205,6 +218,7 @@ impl From<ChatError> for ApiError {
             ChatError::Store(StoreError::InvalidCursor(_)) => {
                 Self::bad_request("invalid_cursor", "the cursor is not valid for this list")
             }
+            ChatError::Store(e @ StoreError::Unavailable { .. }) => Self::Unavailable(Box::new(e)),
             ChatError::Store(other) => Self::Internal(Box::new(other)),
             ChatError::Model(ref m) if m.is_timeout() => Self::GatewayTimeout(e),
             ChatError::Model(_) => Self::BadGateway(e),

@@ -103,7 +103,18 @@ pub enum StoreError {
     /// An item the mapping cannot read (or write).
     #[error("stored item could not be read: {0}")]
     Corrupt(String),
-    /// DynamoDB failed or could not be reached.
+    /// DynamoDB did not answer in time, could not be reached, or refused
+    /// for load: the request may succeed later (503). A write that timed
+    /// out may have been applied.
+    #[error("DynamoDB did not answer: {context}")]
+    Unavailable {
+        /// What was being done.
+        context: &'static str,
+        /// The SDK's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// DynamoDB refused the call (a malformed or oversized item, say).
     #[error("DynamoDB request failed: {context}")]
     Backend {
         /// What was being done.

@@ -7,7 +7,10 @@ mod keyed;
 mod read;
 mod write;
 
-use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::{
+    error::{ProvideErrorMetadata, SdkError},
+    Client,
+};
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
@@ -37,14 +40,60 @@ impl DynamoStore {
     }
 }
 
-/// A DynamoDB call's failure, with what was being done.
-fn backend<E>(context: &'static str) -> impl FnOnce(E) -> StoreError
+/// A DynamoDB call's failure, with what was being done: unavailable when
+/// DynamoDB did not answer (in time) or refused for load, a backend
+/// failure otherwise.
+fn backend<E: Cause>(context: &'static str) -> impl FnOnce(E) -> StoreError {
+    move |e| {
+        let unavailable = e.unavailable();
+        let source = Box::new(e);
+        if unavailable {
+            StoreError::Unavailable { context, source }
+        } else {
+            StoreError::Backend { context, source }
+        }
+    }
+}
+
+/// A failed DynamoDB call, as [`backend`] sorts it.
+trait Cause: std::error::Error + Send + Sync + 'static {
+    /// Whether DynamoDB was not there to answer: a timeout (the client's
+    /// attempt and operation timeouts), no connection, a broken answer, or
+    /// a refusal for load or an internal error. Worth a retry later.
+    fn unavailable(&self) -> bool;
+}
+
+/// DynamoDB's error codes that mean "not now" rather than "not this".
+const UNAVAILABLE_CODES: [&str; 5] = [
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+];
+
+impl<E, R> Cause for SdkError<E, R>
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    move |e| StoreError::Backend {
-        context,
-        source: Box::new(e),
+    fn unavailable(&self) -> bool {
+        match self {
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => true,
+            SdkError::ServiceError(e) => e
+                .err()
+                .code()
+                .is_some_and(|code| UNAVAILABLE_CODES.contains(&code)),
+            _ => false,
+        }
+    }
+}
+
+impl Cause for aws_sdk_dynamodb::error::BuildError {
+    fn unavailable(&self) -> bool {
+        false
     }
 }
 
