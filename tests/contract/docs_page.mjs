@@ -58,10 +58,17 @@ try {
       }
     }
   }
-  // Each tag's section lists its operations' paths once the page is live.
-  const text = await page.evaluate(() => document.body.innerText);
+  // Each operation's section shows its path once the page is live. Redoc
+  // renders sections far down the page only when they come near, so an
+  // operation not rendered yet is navigated to first.
+  const rendered = (path) => page.evaluate((p) => document.body.innerText.includes(p), path);
   for (const op of operations) {
-    if (!text.includes(op.path)) failures.push(`${op.method.toUpperCase()} ${op.path}: path not rendered`);
+    if (await rendered(op.path)) continue;
+    await items.filter({ hasText: op.summary }).last().click();
+    const shown = await page
+      .waitForFunction((p) => document.body.innerText.includes(p), op.path, { timeout: 10000 })
+      .then(() => true, () => false);
+    if (!shown) failures.push(`${op.method.toUpperCase()} ${op.path}: path not rendered`);
   }
   // An operation's entry navigates to its section.
   const last = operations.filter((o) => o.tags.includes(spec.tags.at(-1).name)).at(-1);
