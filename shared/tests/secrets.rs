@@ -11,7 +11,8 @@ use wiremock::{
 };
 
 const JWT_ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:chat/jwt-AbCdEf";
-const SIGNING_ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:chat/signing-AbCdEf";
+const SIGNING_ARN: &str =
+    "arn:aws:secretsmanager:eu-west-1:123456789012:secret:chat/signing-AbCdEf";
 
 async fn aws(server: &MockServer) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())

@@ -7,7 +7,8 @@
 //! DynamoDB Local). Arguments: `[OUT_JSON] [WARM_INVOCATIONS]`.
 //! `BENCH_FUNCTIONS=send-message,...` measures only those binaries (and
 //! their sweeps); `BENCH_BIN_DIR` (target/release) says where they are;
-//! `BENCH_RUST_LOG` (info) is their log level.
+//! `BENCH_RUST_LOG` (info) is their log level; `BENCH_FN_<NAME>=<value>`
+//! adds `<NAME>` to their environment.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -83,6 +84,9 @@ fn function_env(table: &str, runpod_url: &str, dynamodb_url: &str) -> Vec<(Strin
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
+    // BENCH_FN_<NAME>=<value> sets <NAME> for the functions too (the
+    // secrets' ARNs and a local Secrets Manager, say).
+    .chain(std::env::vars().filter_map(|(k, v)| Some((k.strip_prefix("BENCH_FN_")?.to_owned(), v))))
     .collect()
 }
 
