@@ -397,6 +397,9 @@ pub enum MessageStatus {
         /// The reason.
         error: String,
     },
+    /// Stopped by the user; `content` is what was written before the stop.
+    /// Never sent to the model as history.
+    Cancelled,
 }
 
 impl MessageStatus {
@@ -406,13 +409,16 @@ impl MessageStatus {
     pub const PENDING: &'static str = "pending";
     /// [`MessageStatus::Failed`]'s word.
     pub const FAILED: &'static str = "failed";
+    /// [`MessageStatus::Cancelled`]'s word.
+    pub const CANCELLED: &'static str = "cancelled";
 
-    /// The status's word: `complete`, `pending` or `failed`.
+    /// The status's word: `complete`, `pending`, `failed` or `cancelled`.
     pub fn as_str(&self) -> &'static str {
         match self {
             MessageStatus::Complete => Self::COMPLETE,
             MessageStatus::Pending { .. } => Self::PENDING,
             MessageStatus::Failed { .. } => Self::FAILED,
+            MessageStatus::Cancelled => Self::CANCELLED,
         }
     }
 }
@@ -458,6 +464,10 @@ impl Message {
                 self.status = MessageStatus::Complete;
             }
             ReplyOutcome::Failed { error } => self.status = MessageStatus::Failed { error },
+            ReplyOutcome::Cancelled { text } => {
+                self.content = text;
+                self.status = MessageStatus::Cancelled;
+            }
         }
     }
 
@@ -491,6 +501,11 @@ pub enum ReplyOutcome {
     Failed {
         /// A short, safe reason, shown to the user.
         error: String,
+    },
+    /// The user stopped it.
+    Cancelled {
+        /// What was written before the stop (possibly nothing).
+        text: String,
     },
 }
 

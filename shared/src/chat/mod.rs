@@ -12,15 +12,19 @@ mod conversations;
 pub mod model;
 mod pending;
 mod send;
+mod streaming;
 #[cfg(test)]
 mod tests;
 mod usage;
 
 use std::time::Duration;
 
-pub use model::{ChatModel, Completion, Generation, JobDelivery, ModelError};
+pub use model::{
+    ChatModel, Completion, Generation, JobDelivery, ModelError, StreamEnd, StreamStep,
+};
 pub use pending::WebhookResult;
 pub use send::{SendOutcome, SendRequest, SendTimes};
+pub use streaming::{EventSink, StreamEvent, StreamingReply, KEEP_ALIVE};
 pub use usage::{next_midnight, QuotaLimits, UsageReport};
 
 use crate::{store::StoreError, webhook::Webhooks};
@@ -126,6 +130,9 @@ pub enum ChatError {
     /// step that failed says which in the log).
     #[error(transparent)]
     Store(StoreError),
+    /// A stop with no reply being written.
+    #[error("no reply is being written in this conversation")]
+    NoReplyInProgress,
     /// The model failed; the user's message is stored.
     #[error(transparent)]
     Model(#[from] ModelError),

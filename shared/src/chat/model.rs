@@ -7,7 +7,7 @@ use std::{error::Error as StdError, future::Future};
 use tokio::time::Instant;
 
 pub use crate::domain::Completion;
-use crate::domain::Message;
+use crate::domain::{Message, Usage};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -62,6 +62,28 @@ pub struct JobDelivery {
     pub finished: bool,
 }
 
+/// A streamed job's progress since the last look at it.
+#[derive(Debug, Default)]
+pub struct StreamStep {
+    /// The pieces written since, in order (some may be empty).
+    pub pieces: Vec<String>,
+    /// The token counts they report, added up.
+    pub usage: Option<Usage>,
+    /// `None` while the job runs.
+    pub end: Option<StreamEnd>,
+}
+
+/// How a streamed job ended.
+#[derive(Debug)]
+pub enum StreamEnd {
+    /// Every piece was delivered.
+    Completed,
+    /// Cancelled: by the user's stop, or at the model's service.
+    Cancelled,
+    /// Failed or timed out.
+    Failed(ModelError),
+}
+
 /// The model behind the chat.
 pub trait ChatModel: Sync {
     /// Queues a job for `history` (oldest first, ending with the user's new
@@ -88,6 +110,22 @@ pub trait ChatModel: Sync {
         job_id: &str,
         deadline: Instant,
     ) -> impl Future<Output = Result<Generation, ModelError>> + Send;
+
+    /// Queues a job like [`ChatModel::submit`] whose reply is read in
+    /// pieces with [`ChatModel::stream`].
+    fn submit_streaming(
+        &self,
+        history: &[Message],
+        webhook: Option<&str>,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<String, ModelError>> + Send;
+
+    /// The pieces a streaming job wrote since the last call.
+    fn stream(
+        &self,
+        job_id: &str,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<StreamStep, ModelError>> + Send;
 
     /// Stops a job nobody will read (its conversation was deleted, its
     /// reply expired): the GPU stops billing for it. Cancelling a job that

@@ -71,7 +71,7 @@ impl<S: ConversationStore, M> Chat<S, M> {
     /// Finishes `reply` with `outcome`; a complete reply the store refuses
     /// (too large for an item, say) ends failed with a reason instead.
     /// Returns what was stored.
-    async fn finish(
+    pub(super) async fn finish(
         &self,
         reply: PendingReply<'_>,
         outcome: ReplyOutcome,

@@ -48,10 +48,27 @@ pub struct SendOutcome {
 }
 
 /// The stored user message and what goes to the model with it.
-struct Turn {
-    conversation_id: ConversationId,
+pub(super) struct Turn {
+    pub(super) conversation_id: ConversationId,
     /// Oldest first, ending with the user's new message.
-    history: Vec<Message>,
+    pub(super) history: Vec<Message>,
+    /// The user's message as stored.
+    pub(super) user_message: Message,
+    /// The reply the conversation is claimed for.
+    pub(super) reply_id: MessageId,
+}
+
+/// The reply of `job_id`, as stored while it is generated.
+pub(super) fn pending_reply(id: MessageId, job_id: String) -> Message {
+    Message {
+        id,
+        role: Role::Assistant,
+        content: String::new(),
+        created_at: Utc::now(),
+        usage: None,
+        status: MessageStatus::Pending { job_id },
+        truncated: false,
+    }
 }
 
 impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
@@ -65,6 +82,39 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
         request: SendRequest,
         times: SendTimes,
     ) -> Result<SendOutcome, ChatError> {
+        let turn = self.begin(user, request, times).await?;
+        let (reply_id, conversation) = (turn.reply_id, turn.conversation_id);
+        let webhook = self.webhooks.url_for(user, conversation, reply_id);
+        let submitted = self
+            .model
+            .submit(&turn.history, webhook.as_deref(), times.deadline)
+            .await;
+        let job_id = match submitted {
+            Ok(job_id) => job_id,
+            Err(e) => return Err(self.released(user, conversation, reply_id, e.into()).await),
+        };
+        tracing::info!(job_id, "model job submitted");
+        let waited = self.model.wait(&job_id, times.wait_until).await;
+        let reply = pending_reply(reply_id, job_id);
+        let reply = self
+            .settle(user, conversation, reply, waited, times.deadline)
+            .await?;
+        Ok(SendOutcome {
+            conversation_id: conversation,
+            user_message: turn.user_message,
+            reply,
+        })
+    }
+
+    /// The first half of a send, streamed or not: the user's message
+    /// stored with the conversation claimed for the reply, and the history
+    /// to send the model.
+    pub(super) async fn begin(
+        &self,
+        user: &UserId,
+        request: SendRequest,
+        times: SendTimes,
+    ) -> Result<Turn, ChatError> {
         let message = Message::new(Role::User, request.content.as_str().to_owned(), Utc::now());
         let claim = Claim {
             reply: MessageId::new(),
@@ -82,41 +132,8 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
                     .await?
             }
         };
-        let user_message = turn
-            .history
-            .last()
-            .cloned()
-            .expect("history ends with the new message");
         bound_history(&mut turn.history, self.limits.max_chars);
-        let (reply_id, conversation) = (claim.reply, turn.conversation_id);
-        let webhook = self.webhooks.url_for(user, conversation, reply_id);
-        let submitted = self
-            .model
-            .submit(&turn.history, webhook.as_deref(), times.deadline)
-            .await;
-        let job_id = match submitted {
-            Ok(job_id) => job_id,
-            Err(e) => return Err(self.released(user, conversation, reply_id, e.into()).await),
-        };
-        tracing::info!(job_id, "model job submitted");
-        let waited = self.model.wait(&job_id, times.wait_until).await;
-        let reply = Message {
-            id: reply_id,
-            role: Role::Assistant,
-            content: String::new(),
-            created_at: Utc::now(),
-            usage: None,
-            status: MessageStatus::Pending { job_id },
-            truncated: false,
-        };
-        let reply = self
-            .settle(user, conversation, reply, waited, times.deadline)
-            .await?;
-        Ok(SendOutcome {
-            conversation_id: conversation,
-            user_message,
-            reply,
-        })
+        Ok(turn)
     }
 
     /// A new conversation, titled after its first message, stored with it
@@ -137,7 +154,9 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
         tracing::info!(conversation_id = %conversation.id, "conversation created");
         Ok(Turn {
             conversation_id: conversation.id,
+            user_message: first.clone(),
             history: vec![first],
+            reply_id: claim.reply,
         })
     }
 
@@ -183,10 +202,12 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             .into_iter()
             .filter(|m| m.status == MessageStatus::Complete)
             .collect();
-        history.push(message);
+        history.push(message.clone());
         Ok(Turn {
             conversation_id: id,
             history,
+            user_message: message,
+            reply_id: claim.reply,
         })
     }
 
@@ -226,21 +247,8 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
                 tracing::warn!(error = %e, "could not follow the job; leaving the reply pending");
             }
         }
-        let stored = self
-            .store
-            .add_pending_reply(user, conversation, &reply)
-            .await;
-        if let (Err(e), MessageStatus::Pending { job_id }) = (&stored, &reply.status) {
-            // Nobody can collect a reply that is not recorded (deleted while
-            // the job ran, or a table that did not answer): stop paying for
-            // it. A write that timed out may have landed; its reply then
-            // ends failed when read, and the conversation is free again.
-            tracing::warn!(job_id, error = %e, "the pending reply is not recorded; cancelling its job");
-            let budget = deadline.max(Instant::now() + CANCEL_BUDGET);
-            self.cancel_job(job_id, budget).await;
-        }
-        stored?;
-        tracing::info!(message_id = %reply.id, "reply pending");
+        self.record_pending(user, conversation, &reply, deadline)
+            .await?;
         // The job may have finished between the last poll and the write
         // above, and its webhook found nothing to complete: look once more.
         self.refresh_pending(
@@ -254,9 +262,36 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
         Ok(reply)
     }
 
+    /// Stores `reply`, pending with its job. A reply that cannot be
+    /// recorded has its job cancelled.
+    pub(super) async fn record_pending(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: &Message,
+        deadline: Instant,
+    ) -> Result<(), ChatError> {
+        let stored = self
+            .store
+            .add_pending_reply(user, conversation, reply)
+            .await;
+        if let (Err(e), MessageStatus::Pending { job_id }) = (&stored, &reply.status) {
+            // Nobody can collect a reply that is not recorded (deleted while
+            // the job ran, or a table that did not answer): stop paying for
+            // it. A write that timed out may have landed; its reply then
+            // ends failed when read, and the conversation is free again.
+            tracing::warn!(job_id, error = %e, "the pending reply is not recorded; cancelling its job");
+            let budget = deadline.max(Instant::now() + CANCEL_BUDGET);
+            self.cancel_job(job_id, budget).await;
+        }
+        stored?;
+        tracing::info!(message_id = %reply.id, "reply pending");
+        Ok(())
+    }
+
     /// Frees the conversation a failed send claimed; `error` is the send's
     /// answer either way (a claim that cannot be released lapses).
-    async fn released(
+    pub(super) async fn released(
         &self,
         user: &UserId,
         conversation: ConversationId,

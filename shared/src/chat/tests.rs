@@ -3,7 +3,11 @@
 //! expiry, webhook races, a model that fails after the user's message was
 //! stored.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Mutex,
+    time::Duration,
+};
 
 use tokio::time::Instant;
 
@@ -27,9 +31,24 @@ enum Script {
     Forgotten,
 }
 
+mod streaming;
+
+/// How a scripted streaming job ends once its pieces are written.
+#[derive(Clone, Copy, Debug)]
+enum Ending {
+    Completes,
+    Fails,
+    /// Runs on, writing nothing more (until cancelled).
+    Never,
+}
+
 /// A model whose jobs are `job-1`, `job-2`, … and stand as the test says.
 #[derive(Default)]
 struct ScriptedModel {
+    /// The pieces and ending of the next streaming job.
+    stream_next: Mutex<Option<(Vec<&'static str>, Ending)>>,
+    /// Each streaming job's pieces still to write, one per look, and its ending.
+    streams: Mutex<HashMap<String, (VecDeque<&'static str>, Ending)>>,
     /// What the next submitted job does.
     next: Mutex<Option<Script>>,
     /// Whether `submit` itself fails.
@@ -111,6 +130,52 @@ impl ChatModel for ScriptedModel {
 
     async fn poll(&self, job_id: &str, _deadline: Instant) -> Result<Generation, ModelError> {
         self.state(job_id)
+    }
+
+    async fn submit_streaming(
+        &self,
+        history: &[Message],
+        webhook: Option<&str>,
+        deadline: Instant,
+    ) -> Result<String, ModelError> {
+        let id = self.submit(history, webhook, deadline).await?;
+        let (pieces, ending) = self
+            .stream_next
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("a stream script");
+        let script = (pieces.into_iter().collect(), ending);
+        self.streams.lock().unwrap().insert(id.clone(), script);
+        Ok(id)
+    }
+
+    async fn stream(&self, job_id: &str, _deadline: Instant) -> Result<StreamStep, ModelError> {
+        if self.cancelled().iter().any(|j| j == job_id) {
+            let end = Some(StreamEnd::Cancelled);
+            return Ok(StreamStep {
+                end,
+                ..StreamStep::default()
+            });
+        }
+        let mut streams = self.streams.lock().unwrap();
+        let (pieces, ending) = streams.get_mut(job_id).expect("a streaming job");
+        if let Some(piece) = pieces.pop_front() {
+            let pieces = vec![piece.to_owned()];
+            return Ok(StreamStep {
+                pieces,
+                ..StreamStep::default()
+            });
+        }
+        let end = match ending {
+            Ending::Completes => Some(StreamEnd::Completed),
+            Ending::Fails => Some(StreamEnd::Failed(ModelError::Failed("boom".into()))),
+            Ending::Never => None,
+        };
+        Ok(StreamStep {
+            end,
+            ..StreamStep::default()
+        })
     }
 }
 

@@ -208,6 +208,10 @@ impl From<ChatError> for ApiError {
         match e {
             ChatError::NotFound => Self::NotFound,
             ChatError::ReplyPending => Self::ReplyPending,
+            ChatError::NoReplyInProgress => Self::conflict(
+                "no_reply_in_progress",
+                "no reply is being written in this conversation",
+            ),
             ChatError::QuotaExceeded => {
                 let now = chrono::Utc::now();
                 let left = (crate::chat::next_midnight(now) - now).num_seconds();

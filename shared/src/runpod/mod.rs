@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::time::{sleep, Instant};
 
 pub use input::build_input;
-pub use output::{parse_output, OutputError};
+pub use output::{parse_chunk, parse_output, OutputError};
 
 use crate::{
     config::RunPodConfig,
@@ -107,6 +107,33 @@ pub struct Job {
     /// The worker's error, once failed.
     #[serde(default)]
     pub error: Option<Value>,
+    /// `GET stream` only: the chunks produced since the last call, each
+    /// `{"output": <chunk>}`.
+    #[serde(default)]
+    pub stream: Option<Vec<Value>>,
+}
+
+/// What `GET stream` returned: the pieces produced since the last call and,
+/// once the job is over, how it ended.
+#[derive(Debug)]
+pub struct StreamPoll {
+    /// Each chunk's text (possibly empty), in order.
+    pub pieces: Vec<String>,
+    /// The token counts these chunks report, added up.
+    pub usage: Option<crate::domain::Usage>,
+    /// `None` while queued or running.
+    pub end: Option<StreamEnd>,
+}
+
+/// How a streamed job ended.
+#[derive(Debug)]
+pub enum StreamEnd {
+    /// Every piece has been delivered.
+    Completed,
+    /// Cancelled (by a stop, or at RunPod).
+    Cancelled,
+    /// Failed or timed out at RunPod.
+    Failed(RunPodError),
 }
 
 /// [`Job::status`], read.
@@ -200,7 +227,32 @@ impl RunPodClient {
         webhook: Option<&str>,
         deadline: Instant,
     ) -> Result<String, RunPodError> {
-        let mut body = json!({ "input": build_input(&self.config, history) });
+        self.submit_job(history, webhook, false, deadline).await
+    }
+
+    /// `POST run` for a job read with [`RunPodClient::stream`]: its input
+    /// carries `"stream": true`, which the vLLM worker needs to stream.
+    pub async fn submit_streaming(
+        &self,
+        history: &[Message],
+        webhook: Option<&str>,
+        deadline: Instant,
+    ) -> Result<String, RunPodError> {
+        self.submit_job(history, webhook, true, deadline).await
+    }
+
+    async fn submit_job(
+        &self,
+        history: &[Message],
+        webhook: Option<&str>,
+        stream: bool,
+        deadline: Instant,
+    ) -> Result<String, RunPodError> {
+        let mut input = build_input(&self.config, history);
+        if stream {
+            input["stream"] = json!(true);
+        }
+        let mut body = json!({ "input": input });
         if let Some(url) = webhook {
             body["webhook"] = json!(url);
         }
@@ -238,6 +290,49 @@ impl RunPodClient {
     /// is `Err(Status { status: 404, .. })`.
     pub async fn poll(&self, job_id: &str, deadline: Instant) -> Result<JobPoll, RunPodError> {
         JobPoll::of(self.status(job_id, deadline).await?)
+    }
+
+    /// One `GET stream` call: the chunks produced since the last one. A
+    /// chunk of no known shape fails the call, like unusable output.
+    pub async fn stream(&self, job_id: &str, deadline: Instant) -> Result<StreamPoll, RunPodError> {
+        let url = self.url(&format!("stream/{job_id}"));
+        let job = self
+            .call(
+                || self.http.request(Method::GET, &url),
+                self.config.request_timeout,
+                deadline,
+                Idempotent::Yes,
+            )
+            .await?;
+        let mut poll = StreamPoll {
+            pieces: Vec::new(),
+            usage: None,
+            end: None,
+        };
+        for chunk in job.stream.iter().flatten() {
+            let output = chunk.get("output").unwrap_or(chunk);
+            let (text, usage) = parse_chunk(output).map_err(|source| RunPodError::Output {
+                job_id: job_id.to_owned(),
+                source,
+            })?;
+            poll.pieces.push(text);
+            if let Some(u) = usage {
+                poll.usage = Some(poll.usage.unwrap_or_default().checked_add(u).unwrap_or(u));
+            }
+        }
+        poll.end = match job.state()? {
+            JobState::Queued | JobState::Running => None,
+            JobState::Completed => Some(StreamEnd::Completed),
+            JobState::Cancelled => Some(StreamEnd::Cancelled),
+            _ => match finish(Job {
+                id: Some(job_id.to_owned()),
+                ..job
+            }) {
+                Err(e) => Some(StreamEnd::Failed(e)),
+                Ok(_) => Some(StreamEnd::Completed),
+            },
+        };
+        Ok(poll)
     }
 
     /// `POST cancel`: stops the job (a job already final stays as it is).

@@ -3,9 +3,9 @@
 
 use tokio::time::Instant;
 
-use super::{Job, JobPoll, JobState, RunPodClient, RunPodError};
+use super::{Job, JobPoll, JobState, RunPodClient, RunPodError, StreamEnd as RunPodEnd};
 use crate::{
-    chat::{ChatModel, Generation, JobDelivery, ModelError},
+    chat::{ChatModel, Generation, JobDelivery, ModelError, StreamEnd, StreamStep},
     domain::Message,
 };
 
@@ -63,6 +63,28 @@ impl ChatModel for RunPodClient {
 
     async fn poll(&self, job_id: &str, deadline: Instant) -> Result<Generation, ModelError> {
         Ok(RunPodClient::poll(self, job_id, deadline).await?.into())
+    }
+
+    async fn submit_streaming(
+        &self,
+        history: &[Message],
+        webhook: Option<&str>,
+        deadline: Instant,
+    ) -> Result<String, ModelError> {
+        Ok(RunPodClient::submit_streaming(self, history, webhook, deadline).await?)
+    }
+
+    async fn stream(&self, job_id: &str, deadline: Instant) -> Result<StreamStep, ModelError> {
+        let poll = RunPodClient::stream(self, job_id, deadline).await?;
+        Ok(StreamStep {
+            pieces: poll.pieces,
+            usage: poll.usage,
+            end: poll.end.map(|end| match end {
+                RunPodEnd::Completed => StreamEnd::Completed,
+                RunPodEnd::Cancelled => StreamEnd::Cancelled,
+                RunPodEnd::Failed(e) => StreamEnd::Failed(e.into()),
+            }),
+        })
     }
 }
 

@@ -55,6 +55,14 @@ pub fn parse_output(output: Option<&Value>) -> Result<Completion, OutputError> {
     Ok(Completion { text, usage })
 }
 
+/// One chunk of a streamed job (an entry of `GET stream`'s `stream`, its
+/// `output`): its text, possibly empty, and the token counts it reports.
+/// Every shape a whole output may take is a chunk shape, and so is an
+/// OpenAI streaming delta (`{"choices": [{"delta": {"content": ...}}]}`).
+pub fn parse_chunk(output: &Value) -> Result<(String, Option<Usage>), OutputError> {
+    parse_entry(output)
+}
+
 fn parse_entry(entry: &Value) -> Result<(String, Option<Usage>), OutputError> {
     let unknown = || OutputError::UnknownShape(describe(entry));
     match entry {
@@ -77,6 +85,16 @@ fn parse_entry(entry: &Value) -> Result<(String, Option<Usage>), OutputError> {
 fn choice_text(choice: &Value) -> Option<String> {
     if let Some(content) = choice.pointer("/message/content") {
         return content.as_str().map(str::to_owned);
+    }
+    if let Some(delta) = choice.get("delta") {
+        // A streaming delta without content (the role, or the last one) is empty.
+        return Some(
+            delta
+                .get("content")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+        );
     }
     if let Some(tokens) = choice.get("tokens") {
         return string_or_list(tokens);
@@ -132,6 +150,31 @@ mod tests {
 
     fn parse(v: Value) -> Result<Completion, OutputError> {
         parse_output(Some(&v))
+    }
+
+    #[test]
+    fn chunks_of_every_shape_and_empty_ones() {
+        let text = |v: Value| parse_chunk(&v).unwrap().0;
+        assert_eq!(text(json!("Sort ")), "Sort ");
+        assert_eq!(text(json!({"text": "by "})), "by ");
+        assert_eq!(
+            text(json!({"choices": [{"tokens": ["patient", "."]}]})),
+            "patient."
+        );
+        assert_eq!(
+            text(json!({"choices": [{"delta": {"content": "Hi"}}]})),
+            "Hi"
+        );
+        assert_eq!(
+            text(json!({"choices": [{"delta": {"role": "assistant"}}]})),
+            ""
+        );
+        let (_, usage) = parse_chunk(
+            &json!({"choices": [{"tokens": [""]}], "usage": {"input": 3, "output": 1}}),
+        )
+        .unwrap();
+        assert_eq!(usage.unwrap().input_tokens, 3);
+        assert!(parse_chunk(&json!(42)).is_err());
     }
 
     #[test]

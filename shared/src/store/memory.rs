@@ -381,6 +381,23 @@ impl ConversationStore for MemoryStore {
         Ok(messages.into_iter().find(|m| m.id == message))
     }
 
+    async fn keep_cancelled_text(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: MessageId,
+        text: &str,
+    ) -> Result<bool, StoreError> {
+        let mut partitions = self.partitions.lock().unwrap();
+        let Some(p) = partitions.get_mut(&(user.clone(), conversation)) else {
+            return Ok(false);
+        };
+        let cancelled = p.messages.iter_mut().find(|m| {
+            m.id == message && m.status == MessageStatus::Cancelled && m.content.is_empty()
+        });
+        Ok(cancelled.map(|m| m.content = text.to_owned()).is_some())
+    }
+
     async fn purge_messages(
         &self,
         user: &UserId,

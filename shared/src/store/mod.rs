@@ -291,6 +291,18 @@ pub trait ConversationStore: Sync {
         conversation: ConversationId,
     ) -> impl Future<Output = Result<Conversation, StoreError>> + Send;
 
+    /// Keeps `text` as a cancelled reply's content: what a stream had
+    /// written when the user stopped it (the stop stores the reply before
+    /// that text is known). Only a cancelled reply without content changes;
+    /// returns whether this one did.
+    fn keep_cancelled_text(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: MessageId,
+        text: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// One message, if it is stored (its conversation may be deleted).
     fn message(
         &self,

@@ -163,6 +163,7 @@ impl MessageItem {
                 (Some(m.status.as_str()), Some(job_id.clone()), None)
             }
             MessageStatus::Failed { error } => (Some(m.status.as_str()), None, Some(error.clone())),
+            MessageStatus::Cancelled => (Some(m.status.as_str()), None, None),
         };
         to_item(&Self {
             pk: keys::conversation_pk(user, conversation),
@@ -217,6 +218,7 @@ fn status(
         Some(MessageStatus::FAILED) => MessageStatus::Failed {
             error: error.unwrap_or_default(),
         },
+        Some(MessageStatus::CANCELLED) => MessageStatus::Cancelled,
         Some(other) => return Err(corrupt(format!("unknown message status {other:?}"))),
     })
 }

@@ -247,6 +247,16 @@ impl ConversationStore for DynamoStore {
         self.get_message(user, conversation, message).await
     }
 
+    async fn keep_cancelled_text(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: MessageId,
+        text: &str,
+    ) -> Result<bool, StoreError> {
+        self.keep_cancelled(user, conversation, message, text).await
+    }
+
     async fn purge_messages(
         &self,
         user: &UserId,

@@ -287,6 +287,35 @@ impl DynamoStore {
         }
     }
 
+    /// Sets a cancelled reply's content, if it has none yet.
+    pub(super) async fn keep_cancelled(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: MessageId,
+        text: &str,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::conversation_pk(user, conversation)))
+            .key(keys::SK, s(keys::message_sk(message)))
+            .update_expression("SET content = :text")
+            .condition_expression("#status = :cancelled AND content = :empty")
+            .expression_attribute_names("#status", attr::STATUS)
+            .expression_attribute_values(":cancelled", s(MessageStatus::CANCELLED))
+            .expression_attribute_values(":empty", s(""))
+            .expression_attribute_values(":text", s(text))
+            .send()
+            .await;
+        match result.map_err(not_found_or_backend("UpdateItem cancelled reply")) {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Stores `message` and applies `change` to its conversation in one
     /// transaction, only if the conversation is the user's and `guard`
     /// holds. `change` sets the update expression and any name or value it
@@ -563,6 +592,12 @@ fn finish_updates(
                 .expression_attribute_names("#error", attr::ERROR)
                 .expression_attribute_values(":failed", s(MessageStatus::FAILED))
                 .expression_attribute_values(":error", s(error)),
+            conv.update_expression("REMOVE #pending"),
+        ),
+        ReplyOutcome::Cancelled { text } => (
+            msg.update_expression("SET #status = :cancelled, content = :text REMOVE #job")
+                .expression_attribute_values(":cancelled", s(MessageStatus::CANCELLED))
+                .expression_attribute_values(":text", s(text)),
             conv.update_expression("REMOVE #pending"),
         ),
     }

@@ -1,0 +1,374 @@
+//! A send whose reply is relayed piece by piece as the model writes it, and
+//! the stop that ends a reply early.
+//!
+//! The reply is stored `pending` with its job before the first event, so a
+//! stream that breaks (the client leaves, the function times out) loses
+//! nothing: the webhook or the next read completes it, as after a 202.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::time::{sleep, Instant};
+
+use super::{
+    send::{pending_reply, Turn},
+    Chat, ChatError, ChatModel, Completion, ModelError, SendOutcome, SendRequest, SendTimes,
+    StreamEnd, StreamStep,
+};
+use crate::{
+    domain::{ConversationId, Message, MessageId, MessageStatus, ReplyOutcome, Usage, UserId},
+    store::{ConversationStore, FinishResult, PageRequest, PendingReply},
+};
+
+/// Longest silence on a stream before a keep-alive, so no proxy closes it
+/// while a GPU starts (the interface promises at most 15 s).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// The first delay between looks at a streaming job, and the one used
+/// while pieces flow.
+const POLL_FAST: Duration = Duration::from_millis(50);
+/// The longest delay between looks, while the job is queued.
+const POLL_SLOW: Duration = Duration::from_millis(1_000);
+
+/// What a streamed send tells its client, in order: `Created`, any number
+/// of `Delta`s and `KeepAlive`s, then at most one of the last three.
+#[derive(Debug)]
+pub enum StreamEvent {
+    /// The user's message is stored and the job submitted.
+    Created {
+        /// The conversation, new or continued.
+        conversation_id: ConversationId,
+        /// The user's message as stored.
+        user_message: Message,
+        /// The reply being written.
+        message_id: MessageId,
+    },
+    /// The next piece of the reply.
+    Delta(String),
+    /// Nothing new for a while.
+    KeepAlive,
+    /// The whole reply, stored complete.
+    Completed(SendOutcome),
+    /// The model failed; the reply is stored failed, the user's message kept.
+    Failed(ChatError),
+    /// The user stopped the reply; `content` is what was written before.
+    Cancelled {
+        /// The reply.
+        message_id: MessageId,
+        /// What it says.
+        content: String,
+    },
+}
+
+/// Where the events go. `false` when the client is gone.
+pub trait EventSink: Send {
+    /// Delivers one event.
+    fn send(&mut self, event: StreamEvent) -> bool;
+}
+
+/// A streamed reply once its job is submitted and recorded.
+#[derive(Debug)]
+pub struct StreamingReply {
+    /// The owner.
+    pub user: UserId,
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The user's message as stored.
+    pub user_message: Message,
+    /// The reply, stored pending with its job.
+    pub reply: Message,
+}
+
+/// The text relayed so far and what the chunks said of tokens.
+#[derive(Default)]
+struct Written {
+    text: String,
+    usage: Option<Usage>,
+    /// Pieces were cut or dropped: the reply is longer than the longest kept.
+    cut: bool,
+}
+
+impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
+    /// The first half of a streamed send: the user's message stored, the
+    /// job submitted and the reply recorded pending. Everything that can
+    /// refuse the send happens here, before any event.
+    pub async fn start_streaming(
+        &self,
+        user: &UserId,
+        request: SendRequest,
+        times: SendTimes,
+    ) -> Result<StreamingReply, ChatError> {
+        let Turn {
+            conversation_id,
+            history,
+            user_message,
+            reply_id,
+        } = self.begin(user, request, times).await?;
+        let webhook = self.webhooks.url_for(user, conversation_id, reply_id);
+        let submitted = self
+            .model
+            .submit_streaming(&history, webhook.as_deref(), times.deadline)
+            .await;
+        let job_id = match submitted {
+            Ok(job_id) => job_id,
+            Err(e) => {
+                return Err(self
+                    .released(user, conversation_id, reply_id, e.into())
+                    .await)
+            }
+        };
+        tracing::info!(job_id, "streaming job submitted");
+        let reply = pending_reply(reply_id, job_id);
+        self.record_pending(user, conversation_id, &reply, times.deadline)
+            .await?;
+        Ok(StreamingReply {
+            user: user.clone(),
+            conversation_id,
+            user_message,
+            reply,
+        })
+    }
+
+    /// The second half: relays the job's pieces to `sink` until the job
+    /// ends (the last event says how), the client leaves, or `deadline`
+    /// comes (the stream then just ends; the reply stays pending and
+    /// completes through the webhook or a read).
+    pub async fn relay(
+        &self,
+        streaming: StreamingReply,
+        sink: &mut impl EventSink,
+        deadline: Instant,
+    ) {
+        let created = StreamEvent::Created {
+            conversation_id: streaming.conversation_id,
+            user_message: streaming.user_message.clone(),
+            message_id: streaming.reply.id,
+        };
+        if !sink.send(created) {
+            return;
+        }
+        let MessageStatus::Pending { job_id } = &streaming.reply.status else {
+            return;
+        };
+        let mut written = Written::default();
+        let mut delay = POLL_FAST;
+        let mut last_event = Instant::now();
+        while Instant::now() < deadline {
+            let step = match self.model.stream(job_id, deadline).await {
+                Ok(step) => step,
+                Err(ModelError::UnknownJob(e)) => StreamStep {
+                    end: Some(StreamEnd::Failed(ModelError::UnknownJob(e))),
+                    ..StreamStep::default()
+                },
+                Err(e) => {
+                    tracing::warn!(job_id, error = %e, "could not read the stream; trying again");
+                    StreamStep::default()
+                }
+            };
+            let before = written.text.len();
+            if !self.relay_pieces(step.pieces, &mut written, sink) {
+                return; // The client left; the reply stays pending.
+            }
+            written.usage = add_usage(written.usage, step.usage);
+            if let Some(end) = step.end {
+                let event = self.ended(&streaming, job_id, end, written).await;
+                sink.send(event);
+                return;
+            }
+            if written.text.len() > before {
+                (delay, last_event) = (POLL_FAST, Instant::now());
+            } else {
+                delay = (delay * 2).min(POLL_SLOW);
+            }
+            if last_event.elapsed() >= KEEP_ALIVE {
+                if !sink.send(StreamEvent::KeepAlive) {
+                    return;
+                }
+                last_event = Instant::now();
+            }
+            sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
+        }
+    }
+
+    /// Sends the pieces on, cut at the longest reply kept so that the
+    /// deltas add up to the stored reply. `false` when the client is gone.
+    fn relay_pieces(
+        &self,
+        pieces: Vec<String>,
+        written: &mut Written,
+        sink: &mut impl EventSink,
+    ) -> bool {
+        for piece in pieces {
+            let room = self.limits.max_reply_chars - written.text.chars().count();
+            let kept: String = piece.chars().take(room).collect();
+            written.cut |= kept.len() < piece.len();
+            if kept.is_empty() {
+                continue;
+            }
+            written.text.push_str(&kept);
+            if !sink.send(StreamEvent::Delta(kept)) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Stores how the job ended and says it as the stream's last event.
+    async fn ended(
+        &self,
+        streaming: &StreamingReply,
+        job_id: &str,
+        end: StreamEnd,
+        written: Written,
+    ) -> StreamEvent {
+        let reply = PendingReply {
+            user: &streaming.user,
+            conversation: streaming.conversation_id,
+            message: streaming.reply.id,
+            job_id,
+        };
+        let (outcome, failure) = match end {
+            StreamEnd::Completed => {
+                let completion = Completion {
+                    text: written.text.clone(),
+                    usage: written.usage,
+                };
+                let mut outcome = completion.kept(self.limits.max_reply_chars);
+                if let ReplyOutcome::Complete { truncated, .. } = &mut outcome {
+                    *truncated |= written.cut;
+                }
+                (outcome, None)
+            }
+            StreamEnd::Failed(e) => {
+                tracing::warn!(job_id, error = %e, "the streamed job failed");
+                let error = e.reason().into();
+                (ReplyOutcome::Failed { error }, Some(e))
+            }
+            // Not by a stop (that stores the reply cancelled first): at the
+            // model's service. Nobody asked for it, so it failed.
+            StreamEnd::Cancelled => {
+                let e = ModelError::Failed("the job was cancelled at the model's service".into());
+                let error = e.reason().into();
+                (ReplyOutcome::Failed { error }, Some(e))
+            }
+        };
+        match (self.finish(reply, outcome).await, failure) {
+            (Ok((FinishResult::Written, _)), Some(e)) => StreamEvent::Failed(e.into()),
+            (Ok((FinishResult::Written, outcome)), None) => self.completed(streaming, outcome),
+            // A stop (or another finisher) came first: say what is stored.
+            (Ok(_), _) => self.as_stored(streaming, &written.text).await,
+            (Err(e), _) => StreamEvent::Failed(e.into()),
+        }
+    }
+
+    /// The last event for a complete reply this stream stored (failed
+    /// instead when the store refused it).
+    fn completed(&self, streaming: &StreamingReply, outcome: ReplyOutcome) -> StreamEvent {
+        if let ReplyOutcome::Failed { error } = outcome {
+            return StreamEvent::Failed(ChatError::Model(ModelError::Failed(error.into())));
+        }
+        let mut reply = streaming.reply.clone();
+        reply.settle(outcome);
+        StreamEvent::Completed(SendOutcome {
+            conversation_id: streaming.conversation_id,
+            user_message: streaming.user_message.clone(),
+            reply,
+        })
+    }
+
+    /// The last event for a reply another finisher ended: a stop (its
+    /// content then becomes what this stream wrote), a webhook or a read.
+    async fn as_stored(&self, streaming: &StreamingReply, written: &str) -> StreamEvent {
+        let (user, conversation, id) = (
+            &streaming.user,
+            streaming.conversation_id,
+            streaming.reply.id,
+        );
+        let stored = match self.store.message(user, conversation, id).await {
+            Ok(Some(message)) => message,
+            Ok(None) => return StreamEvent::Failed(ChatError::NotFound),
+            Err(e) => return StreamEvent::Failed(e.into()),
+        };
+        match stored.status {
+            MessageStatus::Cancelled => {
+                let kept = self
+                    .store
+                    .keep_cancelled_text(user, conversation, id, written)
+                    .await;
+                let content = match kept {
+                    Ok(true) => written.to_owned(),
+                    _ => stored.content,
+                };
+                StreamEvent::Cancelled {
+                    message_id: id,
+                    content,
+                }
+            }
+            MessageStatus::Complete => StreamEvent::Completed(SendOutcome {
+                conversation_id: conversation,
+                user_message: streaming.user_message.clone(),
+                reply: stored,
+            }),
+            MessageStatus::Failed { error } => {
+                StreamEvent::Failed(ChatError::Model(ModelError::Failed(error.into())))
+            }
+            MessageStatus::Pending { .. } => StreamEvent::Failed(ChatError::ReplyPending),
+        }
+    }
+
+    /// Stops the reply being written in `conversation`: stored cancelled
+    /// at once (with what a stream relaying it had written, which that
+    /// stream adds), the conversation free for the next send, the job
+    /// cancelled. `NoReplyInProgress` when nothing is being written.
+    pub async fn stop(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        deadline: Instant,
+    ) -> Result<Message, ChatError> {
+        // The pending reply is the newest message: one read finds both.
+        let newest = PageRequest {
+            limit: 1,
+            cursor: None,
+        };
+        let (stored, page) = self
+            .store
+            .conversation_page(user, conversation, &newest)
+            .await?;
+        let reply = page
+            .items
+            .into_iter()
+            .find(|m| Some(m.id) == stored.pending_reply)
+            .ok_or(ChatError::NoReplyInProgress)?;
+        let MessageStatus::Pending { job_id } = &reply.status else {
+            return Err(ChatError::NoReplyInProgress);
+        };
+        let pending = PendingReply {
+            user,
+            conversation,
+            message: reply.id,
+            job_id,
+        };
+        let outcome = ReplyOutcome::Cancelled {
+            text: String::new(),
+        };
+        let result = self
+            .store
+            .finish_reply(pending, &outcome, Utc::now())
+            .await?;
+        if result != FinishResult::Written {
+            return Err(ChatError::NoReplyInProgress);
+        }
+        self.cancel_job(job_id, deadline).await;
+        tracing::info!(message_id = %reply.id, "reply stopped");
+        let mut stopped = reply.clone();
+        stopped.settle(outcome);
+        Ok(stopped)
+    }
+}
+
+fn add_usage(total: Option<Usage>, more: Option<Usage>) -> Option<Usage> {
+    match (total, more) {
+        (Some(t), Some(m)) => t.checked_add(m).or(Some(t)),
+        (t, m) => t.or(m),
+    }
+}

@@ -1,0 +1,215 @@
+//! Streamed sends and stops against the in-memory store and a scripted
+//! model whose streaming jobs write one piece per look.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::chat::{EventSink, StreamEvent, StreamingReply};
+
+/// Collects events; with `leave_after`, the client goes away after that many.
+#[derive(Clone, Default)]
+struct Client {
+    events: Arc<Mutex<Vec<StreamEvent>>>,
+    leave_after: Option<usize>,
+}
+
+impl EventSink for Client {
+    fn send(&mut self, event: StreamEvent) -> bool {
+        let mut events = self.events.lock().unwrap();
+        events.push(event);
+        self.leave_after.is_none_or(|n| events.len() < n)
+    }
+}
+
+impl Client {
+    fn deltas(&self) -> String {
+        let events = self.events.lock().unwrap();
+        let texts = events.iter().filter_map(|e| match e {
+            StreamEvent::Delta(text) => Some(text.as_str()),
+            _ => None,
+        });
+        texts.collect()
+    }
+
+    fn count(&self) -> usize {
+        self.events.lock().unwrap().len()
+    }
+
+    fn last(&self) -> String {
+        format!("{:?}", self.events.lock().unwrap().last())
+    }
+}
+
+fn streaming(pieces: Vec<&'static str>, ending: Ending) -> Chat<MemoryStore, ScriptedModel> {
+    let model = ScriptedModel::default();
+    *model.stream_next.lock().unwrap() = Some((pieces, ending));
+    chat(model)
+}
+
+async fn start(
+    chat: &Chat<MemoryStore, ScriptedModel>,
+    conversation_id: Option<ConversationId>,
+) -> StreamingReply {
+    let request = SendRequest {
+        conversation_id,
+        content: MessageContent::parse("How do I organize patient files?".into(), 1000).unwrap(),
+    };
+    chat.start_streaming(&alice(), request, times())
+        .await
+        .unwrap()
+}
+
+async fn relay(chat: &Chat<MemoryStore, ScriptedModel>, started: StreamingReply, client: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    chat.relay(started, &mut client.clone(), deadline).await;
+}
+
+#[tokio::test]
+async fn pieces_arrive_in_order_and_add_up_to_the_stored_reply() {
+    let chat = streaming(vec!["Sort ", "them ", "by patient."], Ending::Completes);
+    let started = start(&chat, None).await;
+    let id = started.conversation_id;
+    assert!(
+        chat.store().messages(&alice(), id)[1].is_pending(),
+        "the reply is recorded pending before the first event"
+    );
+    let client = Client::default();
+    relay(&chat, started, &client).await;
+    let written = client.deltas();
+    assert_eq!(client.count(), 5, "created, three deltas, completed");
+    let events = std::mem::take(&mut *client.events.lock().unwrap());
+    assert!(
+        matches!(events[0], StreamEvent::Created { .. }),
+        "{events:?}"
+    );
+    let Some(StreamEvent::Completed(out)) = events.last() else {
+        panic!("{events:?}")
+    };
+    assert_eq!(written, "Sort them by patient.");
+    assert_eq!(out.reply.content, written);
+    let stored = read(&chat, id).await;
+    assert_eq!(stored[1].content, written);
+    assert_eq!(stored[1].status, MessageStatus::Complete);
+}
+
+#[tokio::test]
+async fn deltas_stop_at_the_longest_reply_kept_and_still_add_up() {
+    let long = "x".repeat(30);
+    let long: &'static str = Box::leak(long.into_boxed_str());
+    let chat = streaming(vec![long, long], Ending::Completes);
+    let started = start(&chat, None).await;
+    let id = started.conversation_id;
+    let client = Client::default();
+    relay(&chat, started, &client).await;
+    let stored = &read(&chat, id).await[1];
+    assert_eq!(client.deltas().chars().count(), LIMITS.max_reply_chars);
+    assert_eq!(stored.content, client.deltas());
+    assert!(stored.truncated);
+}
+
+#[tokio::test]
+async fn a_failure_mid_stream_is_an_error_event_and_the_question_is_kept() {
+    let chat = streaming(vec!["Sort "], Ending::Fails);
+    let started = start(&chat, None).await;
+    let id = started.conversation_id;
+    let client = Client::default();
+    relay(&chat, started, &client).await;
+    assert!(
+        client.last().contains("Failed(Model(Failed"),
+        "{}",
+        client.last()
+    );
+    let stored = read(&chat, id).await;
+    assert_eq!(stored[0].content, "How do I organize patient files?");
+    assert!(matches!(stored[1].status, MessageStatus::Failed { .. }));
+    chat.model()
+        .next
+        .lock()
+        .unwrap()
+        .replace(Script::Reply("again"));
+    assert!(
+        send(&chat, Some(id), "retry").await.is_ok(),
+        "the conversation takes the next send"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_leaves_the_reply_pending_for_a_read_to_complete() {
+    let chat = streaming(vec!["Sort ", "them"], Ending::Completes);
+    let started = start(&chat, None).await;
+    let id = started.conversation_id;
+    let client = Client {
+        leave_after: Some(2),
+        ..Client::default()
+    };
+    relay(&chat, started, &client).await;
+    assert_eq!(client.count(), 2, "nothing is sent after the client left");
+    assert!(chat.store().messages(&alice(), id)[1].is_pending());
+    chat.model().set("job-1", Script::Reply("Sort them"));
+    let stored = read(&chat, id).await;
+    assert_eq!(stored[1].status, MessageStatus::Complete);
+    assert_eq!(stored[1].content, "Sort them");
+}
+
+#[tokio::test]
+async fn a_stop_during_a_stream_keeps_what_was_written_and_frees_the_conversation() {
+    let pieces = vec!["Sort ", "them ", "by ", "patient ", "and "];
+    let chat = streaming(pieces, Ending::Never);
+    let started = start(&chat, None).await;
+    let (id, reply_id) = (started.conversation_id, started.reply.id);
+    let client = Client::default();
+    let stopper = async {
+        while client.deltas().len() < "Sort them ".len() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        chat.stop(&alice(), id, Instant::now() + Duration::from_secs(1))
+            .await
+    };
+    let ((), stopped) = tokio::join!(relay(&chat, started, &client), stopper);
+    let stopped = stopped.unwrap();
+    assert_eq!(stopped.status, MessageStatus::Cancelled);
+    assert_eq!(chat.model().cancelled(), ["job-1"]);
+    let written = client.deltas();
+    assert!(written.starts_with("Sort them "), "{written}");
+    let events = std::mem::take(&mut *client.events.lock().unwrap());
+    let Some(StreamEvent::Cancelled {
+        message_id,
+        content,
+    }) = events.last()
+    else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        (*message_id, content.as_str()),
+        (reply_id, written.as_str())
+    );
+    let stored = read(&chat, id).await;
+    assert_eq!(stored[1].status, MessageStatus::Cancelled);
+    assert_eq!(stored[1].content, written);
+    // The next send goes, and the stopped reply is not in its history.
+    chat.model()
+        .next
+        .lock()
+        .unwrap()
+        .replace(Script::Reply("ok"));
+    send(&chat, Some(id), "next").await.unwrap();
+    let history = chat.model().submitted().last().unwrap().clone();
+    assert_eq!(history, ["How do I organize patient files?", "next"]);
+}
+
+#[tokio::test]
+async fn a_stop_ends_a_pending_reply_and_nothing_to_stop_is_409() {
+    let chat = chat(ScriptedModel::with(Script::Running));
+    let out = send(&chat, None, "hello").await.unwrap();
+    let id = out.conversation_id;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let stopped = chat.stop(&alice(), id, deadline).await.unwrap();
+    assert_eq!((stopped.id, stopped.content.as_str()), (out.reply.id, ""));
+    assert_eq!(stopped.status, MessageStatus::Cancelled);
+    assert_eq!(chat.model().cancelled(), ["job-1"]);
+    assert_eq!(read(&chat, id).await[1].status, MessageStatus::Cancelled);
+    let again = chat.stop(&alice(), id, deadline).await;
+    assert!(matches!(again, Err(ChatError::NoReplyInProgress)));
+    let unknown = chat.stop(&alice(), ConversationId::new(), deadline).await;
+    assert!(matches!(unknown, Err(ChatError::NotFound)));
+}
