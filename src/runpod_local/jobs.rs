@@ -55,6 +55,10 @@ pub(super) struct Job {
     sequence_pos: usize,
     /// Where the finished job is posted, as RunPod's `webhook` field asks.
     webhook: Option<String>,
+    /// A streaming job's chunks written so far (its input said `"stream": true`).
+    chunks: Vec<Value>,
+    /// How many of `chunks` `GET stream` has handed out.
+    streamed: usize,
     pub(super) release: Arc<Notify>,
 }
 
@@ -73,6 +77,8 @@ impl LocalRunPod {
             finished: None,
             sequence_pos: 0,
             webhook,
+            chunks: Vec::new(),
+            streamed: 0,
             release: release.clone(),
         };
         self.0.jobs.lock().unwrap().insert(id.clone(), job);
@@ -139,6 +145,17 @@ impl LocalRunPod {
             s.responder.answer(&self.0.http, &input).await
         };
         let until = |d: Duration| d.saturating_sub(started.elapsed());
+        let result = match result {
+            Ok(output) if input["stream"] == true => {
+                // Written piece by piece over the execution time, as the
+                // vLLM worker streams: the final output is every chunk.
+                match self.write_in_pieces(&id, &output, s.execution_time).await {
+                    Some(chunks) => Ok(Value::Array(chunks)),
+                    None => return, // cancelled while writing
+                }
+            }
+            other => other,
+        };
         match s.execution_timeout {
             Some(limit) if s.execution_time > limit => {
                 tokio::time::sleep(until(limit)).await;
@@ -156,6 +173,52 @@ impl LocalRunPod {
             Err(_) => Status::Failed,
         };
         self.set(&id, status, result.map(Some));
+    }
+
+    /// Writes `output`'s text as chunks of a word or so, spread over
+    /// `over`; the chunks, or `None` when the job was cancelled meanwhile.
+    async fn write_in_pieces(
+        &self,
+        id: &str,
+        output: &Value,
+        over: Duration,
+    ) -> Option<Vec<Value>> {
+        let whole = chat_shared::runpod::parse_output(Some(output)).ok()?;
+        let pieces: Vec<&str> = whole.text.split_inclusive(' ').collect();
+        let pause = over / pieces.len().max(1) as u32;
+        for (i, piece) in pieces.iter().enumerate() {
+            tokio::time::sleep(pause).await;
+            let mut chunk = json!({"choices": [{"tokens": [piece]}]});
+            if let (Some(u), true) = (whole.usage, i + 1 == pieces.len()) {
+                chunk["usage"] = json!({"input": u.input_tokens, "output": u.output_tokens});
+            }
+            let mut jobs = self.0.jobs.lock().unwrap();
+            let job = jobs.get_mut(id).filter(|j| !j.status.is_final())?;
+            job.chunks.push(chunk);
+        }
+        let jobs = self.0.jobs.lock().unwrap();
+        jobs.get(id).map(|j| j.chunks.clone())
+    }
+
+    /// `GET stream`: the job's status and the chunks written since the
+    /// last call (a job that does not stream: its whole output once final).
+    pub(super) fn stream_view(&self, id: &str) -> Option<Value> {
+        let view = self.view(id, false)?;
+        let mut jobs = self.0.jobs.lock().unwrap();
+        let job = jobs.get_mut(id)?;
+        let chunks: Vec<Value> = if job.chunks.is_empty() {
+            match view.get("output") {
+                Some(Value::Array(parts)) => parts.clone(),
+                Some(other) => vec![other.clone()],
+                None => vec![],
+            }
+        } else {
+            let new = job.chunks[job.streamed..].to_vec();
+            job.streamed = job.chunks.len();
+            new
+        };
+        let stream: Vec<Value> = chunks.into_iter().map(|c| json!({"output": c})).collect();
+        Some(json!({"id": id, "status": view["status"], "stream": stream}))
     }
 
     /// The job as the API shows it; with a status sequence and `advance`,

@@ -110,15 +110,7 @@ async fn stream(
 ) -> Answer {
     rp.admit(&headers, &endpoint)?;
     rp.purge_expired();
-    let v = rp.view(&job, false).ok_or_else(not_found)?;
-    let chunks = match v.get("output") {
-        Some(Value::Array(parts)) => parts.iter().map(|p| json!({"output": p})).collect(),
-        Some(other) => vec![json!({"output": other})],
-        None => vec![],
-    };
-    Ok(Json(
-        json!({"id": job, "status": v["status"], "stream": chunks}),
-    ))
+    rp.stream_view(&job).map(Json).ok_or_else(not_found)
 }
 
 async fn cancel(

@@ -34,6 +34,9 @@ fn expected_status(file: &str) -> u16 {
         "send-no-token.json" => 401,
         "get-other-user.json" | "rename-other-user.json" => 404,
         "send-empty-message.json" => 422,
+        "send-stream.json" => 200,
+        // The sample conversation's replies are complete by then.
+        "stop.json" => 409,
         other => panic!("events/{other} has no expected status in tests/events.rs: add it"),
     }
 }
@@ -69,7 +72,7 @@ async fn every_sample_event_gets_its_documented_status() {
         .await;
     let hooks_app = chat_shared::App::new(app.config.clone(), common::dynamo().await)
         .with_model(RunPodClient::new(common::runpod_config(&status.uri(), &[])).unwrap());
-    let app = app.with_model(model);
+    let app = std::sync::Arc::new(app.with_model(model));
 
     let alice = UserId::parse("alice").unwrap();
     let first = Message::new(
@@ -181,6 +184,21 @@ async fn every_sample_event_gets_its_documented_status() {
         let req = lambda_http::request::from_str(&text)
             .unwrap_or_else(|e| panic!("{name} is not an API Gateway event: {e}"));
         let route: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if route["routeKey"] == "POST /api/chat/send/stream" {
+            let resp = http::stream_message(app.clone(), req).await;
+            assert_eq!(resp.status(), expected_status(&name), "{name}");
+            let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+            let text = String::from_utf8(body.unwrap().to_bytes().to_vec()).unwrap();
+            assert!(
+                text.starts_with("event: message.created\n"),
+                "{name}: {text}"
+            );
+            assert!(
+                text.contains("event: message.completed\n"),
+                "{name}: {text}"
+            );
+            continue;
+        }
         let resp = match route["routeKey"].as_str().unwrap() {
             "POST /api/chat/send" => http::send_message(&app, req).await,
             "GET /api/chat/conversations" => http::list_conversations(&app, req).await,
@@ -189,6 +207,7 @@ async fn every_sample_event_gets_its_documented_status() {
             "DELETE /api/chat/conversations/{id}" => http::delete_conversation(&app, req).await,
             "POST /api/chat/runpod/webhook/{token}" => http::runpod_webhook(&hooks_app, req).await,
             "GET /api/chat/usage" => http::get_usage(&app, req).await,
+            "POST /api/chat/conversations/{id}/stop" => http::stop_reply(&app, req).await,
             other => panic!("{name}: unknown route {other}"),
         };
         let (status, body) = common::read(resp);

@@ -35,14 +35,16 @@ fn documented() -> Routes {
         .collect()
 }
 
-/// The HttpApi events of every function in `template.yaml`.
+/// The HttpApi events of every function in `template.yaml`, and the route
+/// of a function served through its URL (`Metadata.Route`), which the
+/// CloudFront distribution must send to that function's origin.
 fn deployed() -> Routes {
     let template = yaml("template.yaml");
     let resources = template["Resources"].as_mapping().unwrap();
     let events = resources
         .values()
         .filter_map(|r| r["Properties"]["Events"].as_mapping());
-    events
+    let mut routes: Routes = events
         .flat_map(|events| events.values())
         .filter(|event| event["Type"] == "HttpApi")
         .map(|event| {
@@ -53,7 +55,26 @@ fn deployed() -> Routes {
                 p["Path"].as_str().unwrap()
             )
         })
-        .collect()
+        .collect();
+    let behaviors = &template["Resources"]["ApiDistribution"]["Properties"]["DistributionConfig"]
+        ["CacheBehaviors"];
+    for (name, resource) in resources {
+        let Some(route) = resource["Metadata"]["Route"].as_str() else {
+            continue;
+        };
+        let path = route.split_once(' ').unwrap().1;
+        let sent_there = behaviors
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|b| b["PathPattern"] == path && b["TargetOriginId"] == "stream");
+        assert!(
+            sent_there,
+            "{route} ({name:?}) has no CloudFront behavior to its URL"
+        );
+        routes.insert(route.to_owned());
+    }
+    routes
 }
 
 /// `[workspace.metadata.lambda.watch.router]` in `Cargo.toml`.

@@ -39,8 +39,8 @@ pub enum StreamEvent {
         conversation_id: ConversationId,
         /// The user's message as stored.
         user_message: Message,
-        /// The reply being written.
-        message_id: MessageId,
+        /// The reply being written, stored pending.
+        reply: Message,
     },
     /// The next piece of the reply.
     Delta(String),
@@ -141,7 +141,7 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
         let created = StreamEvent::Created {
             conversation_id: streaming.conversation_id,
             user_message: streaming.user_message.clone(),
-            message_id: streaming.reply.id,
+            reply: streaming.reply.clone(),
         };
         if !sink.send(created) {
             return;

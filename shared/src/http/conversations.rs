@@ -59,7 +59,7 @@ struct MessageView {
     role: &'static str,
     content: String,
     timestamp: String,
-    /// `complete`, `pending` or `failed`.
+    /// `complete`, `pending`, `failed` or `cancelled`.
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -159,6 +159,18 @@ pub async fn delete_conversation<M: ChatModel>(app: &App<M>, req: Request) -> Re
         let mut resp = Response::new(Body::Empty);
         *resp.status_mut() = StatusCode::NO_CONTENT;
         Ok(resp)
+    })
+    .await
+}
+
+/// Stops the reply being written in one of the caller's conversations:
+/// 200 with it, stored cancelled; 409 `no_reply_in_progress` when there is none.
+pub async fn stop_reply<M: ChatModel>(app: &App<M>, req: Request) -> Response<Body> {
+    handle("stop-reply", app, req, |req, meta| async move {
+        let user = authenticate(app, &req)?;
+        let id = path_conversation_id(&req)?;
+        let stopped = app.chat.stop(&user, id, meta.deadline).await?;
+        Ok(ok_json(&MessageView::from(stopped)))
     })
     .await
 }

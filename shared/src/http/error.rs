@@ -163,13 +163,14 @@ impl ApiError {
         }
     }
 
-    /// The response, logged with its whole cause chain.
-    pub fn into_response(self, request_id: &str) -> Response<Body> {
+    /// The one error body, `{"error": {"code", "message", "request_id"}}`,
+    /// logged with the whole cause chain.
+    pub fn body(&self, request_id: &str) -> serde_json::Value {
         let status = self.status();
         if status.is_server_error() {
-            tracing::error!(status = status.as_u16(), error = %error_chain(&self), "request failed");
+            tracing::error!(status = status.as_u16(), error = %error_chain(self), "request failed");
         } else {
-            tracing::info!(status = status.as_u16(), error = %error_chain(&self), "request refused");
+            tracing::info!(status = status.as_u16(), error = %error_chain(self), "request refused");
         }
         let (code, message) = self.public();
         let body = ErrorBody {
@@ -179,7 +180,13 @@ impl ApiError {
                 request_id,
             },
         };
-        let mut resp = json_response(status, &body);
+        serde_json::to_value(&body).expect("strings serialize")
+    }
+
+    /// The response, logged with its whole cause chain.
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let status = self.status();
+        let mut resp = json_response(status, &self.body(request_id));
         let retry_after = match &self {
             Self::QuotaExceeded { retry_after_secs } => Some(*retry_after_secs),
             Self::Unavailable(_) => Some(1),

@@ -12,6 +12,7 @@ mod error;
 mod extract;
 mod idempotency;
 mod send;
+mod stream;
 mod usage;
 mod webhook;
 
@@ -25,12 +26,13 @@ use serde::Serialize;
 use tracing::{field::Empty, Instrument};
 
 pub use conversations::{
-    delete_conversation, get_conversation, list_conversations, rename_conversation,
+    delete_conversation, get_conversation, list_conversations, rename_conversation, stop_reply,
     CONVERSATIONS_PAGE_DEFAULT, CONVERSATIONS_PAGE_MAX, MESSAGES_PAGE_DEFAULT, MESSAGES_PAGE_MAX,
 };
 pub use docs::ApiDocs;
 pub use error::ApiError;
 pub use send::send_message;
+pub use stream::{stream_message, SseBody};
 pub use usage::get_usage;
 pub use webhook::runpod_webhook;
 

@@ -15,15 +15,15 @@ use crate::{
 };
 
 #[derive(Deserialize)]
-struct SendBody {
+pub(super) struct SendBody {
     message: String,
     #[serde(default)]
     conversation_id: Option<String>,
 }
 
-/// 200: the reply is complete.
+/// 200: the reply is complete (and a stream's `message.completed`).
 #[derive(Serialize)]
-struct SendResponse {
+pub(super) struct SendResponse {
     conversation_id: String,
     message: String,
     timestamp: String,
@@ -70,7 +70,7 @@ pub async fn send_message<M: ChatModel>(app: &App<M>, req: Request) -> Response<
 
 /// The body, checked: 400 for a bad conversation id, 422 for a message
 /// that is empty or too long.
-fn send_request(body: SendBody, max_chars: usize) -> Result<SendRequest, ApiError> {
+pub(super) fn send_request(body: SendBody, max_chars: usize) -> Result<SendRequest, ApiError> {
     let conversation_id = body
         .conversation_id
         .map(|raw| {
@@ -113,13 +113,28 @@ fn respond(outcome: SendOutcome) -> Response<Body> {
             },
         );
     }
-    ok_json(&SendResponse {
-        conversation_id: conversation_id.to_string(),
-        timestamp: format_timestamp(reply.created_at),
-        message_id: reply.id.to_string(),
-        user_message_id: user_message.id.to_string(),
-        usage: reply.usage,
-        truncated: reply.truncated,
-        message: reply.content,
-    })
+    ok_json(&SendResponse::from(SendOutcome {
+        conversation_id,
+        user_message,
+        reply,
+    }))
+}
+
+impl From<SendOutcome> for SendResponse {
+    fn from(outcome: SendOutcome) -> Self {
+        let SendOutcome {
+            conversation_id,
+            user_message,
+            reply,
+        } = outcome;
+        SendResponse {
+            conversation_id: conversation_id.to_string(),
+            timestamp: format_timestamp(reply.created_at),
+            message_id: reply.id.to_string(),
+            user_message_id: user_message.id.to_string(),
+            usage: reply.usage,
+            truncated: reply.truncated,
+            message: reply.content,
+        }
+    }
 }
