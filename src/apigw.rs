@@ -74,6 +74,12 @@ impl Event {
         .body(body)
     }
 
+    /// `POST /api/chat/send/stream` with `body`.
+    pub fn send_stream(body: &str, token: Option<String>) -> Self {
+        let path = "/api/chat/send/stream";
+        Self::new("POST", "POST /api/chat/send/stream", path.into(), token).body(body)
+    }
+
     /// `GET /api/chat/conversations`.
     pub fn list(token: Option<String>) -> Self {
         Self::new(

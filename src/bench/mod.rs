@@ -81,6 +81,11 @@ impl Running {
 impl Bench {
     /// Starts `bin` under a new Runtime API, as Lambda starts a cold function.
     async fn start(&self, bin: &str) -> Running {
+        self.start_with(bin, &[]).await
+    }
+
+    /// [`Bench::start`] with `extra` set over the functions' environment.
+    async fn start_with(&self, bin: &str, extra: &[(&str, &str)]) -> Running {
         let (rt, addr) = Runtime::start().await;
         let bin = self.bin_dir.join(bin);
         let mut cmd = tokio::process::Command::new(&bin);
@@ -90,7 +95,8 @@ impl Bench {
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
@@ -157,10 +163,48 @@ impl Bench {
 
     /// One invocation's calls, counted at the proxy and the RunPod stand-in.
     async fn calls_of_one(&self, run: &Running, f: &Function) -> (proxy::Counts, u64) {
-        let runpod_calls = || self.runpod.submitted() + self.runpod.status_calls();
+        let runpod = &self.runpod;
+        let runpod_calls = || runpod.submitted() + runpod.status_calls() + runpod.stream_calls();
         let (ddb_before, rp_before) = (self.proxy.snapshot(), runpod_calls());
         run.invoke(&f.event, f.status).await;
         (self.proxy.since(&ddb_before), runpod_calls() - rp_before)
+    }
+
+    /// How long a streamed reply's pieces take from RunPod to the client:
+    /// `runs` warm streamed replies of `bin` against `runpod` (at
+    /// `runpod_url`, writing its chunks spread over its execution time),
+    /// each chunk's write at RunPod paired with its `message.delta`'s
+    /// arrival at the Runtime API.
+    pub async fn stream_delays(
+        &self,
+        bin: &str,
+        event: &str,
+        runpod: &LocalRunPod,
+        runpod_url: &str,
+        runs: usize,
+    ) -> Value {
+        let run = self
+            .start_with(bin, &[("RUNPOD_BASE_URL", runpod_url)])
+            .await;
+        run.invoke(event, 200).await;
+        let (mut delays, mut chunks) = (Vec::new(), 0);
+        for _ in 0..runs {
+            run.invoke(event, 200).await;
+            let written = runpod.newest_chunk_times();
+            let arrived = delta_arrivals(&run.rt.arrivals());
+            assert_eq!(written.len(), arrived.len(), "one delta per chunk");
+            chunks = written.len();
+            let pairs = written.iter().zip(arrived);
+            delays.extend(pairs.map(|(w, a)| a.saturating_duration_since(w.into_std())));
+        }
+        delays.sort();
+        json!({
+            "replies": runs,
+            "chunks_per_reply": chunks,
+            "delay_ms_p50": ms(percentile(&delays, 0.5)),
+            "delay_ms_p99": ms(percentile(&delays, 0.99)),
+            "delay_ms_max": ms(*delays.last().unwrap()),
+        })
     }
 
     /// One point of a sweep: `event` to `bin` 300 times, warm.
@@ -239,4 +283,19 @@ fn deflated_size(path: &Path) -> u64 {
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// When each `message.delta` event of a streamed body had fully arrived.
+fn delta_arrivals(pieces: &[(Instant, axum::body::Bytes)]) -> Vec<Instant> {
+    let (mut text, mut arrivals) = (String::new(), Vec::new());
+    for (at, piece) in pieces {
+        text.push_str(&String::from_utf8_lossy(piece));
+        while let Some(end) = text.find("\n\n") {
+            let event: String = text.drain(..end + 2).collect();
+            if event.starts_with("event: message.delta\n") {
+                arrivals.push(*at);
+            }
+        }
+    }
+    arrivals
 }

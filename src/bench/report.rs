@@ -13,6 +13,26 @@ pub fn print(r: &Value) {
     functions(r);
     sweeps(r);
     calls(r);
+    stream(r);
+}
+
+/// The streamed reply's chunk-to-client delays.
+fn stream(r: &Value) {
+    let s = &r["stream"];
+    if s.is_null() {
+        return;
+    }
+    println!("| streamed reply (stream-message, warm) | value |");
+    println!("|---|---|");
+    println!(
+        "| replies × chunks per reply | {} × {} |",
+        s["replies"], s["chunks_per_reply"]
+    );
+    println!(
+        "| delay from a chunk written at RunPod to its `message.delta` at the client: p50 / p99 / max (ms) | {} / {} / {} |",
+        s["delay_ms_p50"], s["delay_ms_p99"], s["delay_ms_max"]
+    );
+    println!();
 }
 
 /// `Query×1, TransactWriteItems×2`.

@@ -8,9 +8,9 @@ use std::{
 };
 
 use axum::{
-    body::Bytes,
+    body::{Body, Bytes},
     extract::{Path, State},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
     Router,
@@ -27,6 +27,8 @@ struct RuntimeState {
     queued: Notify,
     waiting: Mutex<HashMap<String, oneshot::Sender<(u16, Bytes)>>>,
     first_next: Mutex<Option<Instant>>,
+    /// The last streamed response's body pieces, as they arrived.
+    arrivals: Mutex<Vec<(Instant, Bytes)>>,
 }
 
 /// One function's Runtime API.
@@ -64,6 +66,12 @@ impl Runtime {
             .await
             .expect("the function did not answer within 60 s")
             .expect("runtime dropped the invocation")
+    }
+
+    /// The last streamed response's body pieces (after the prelude), with
+    /// when each arrived.
+    pub fn arrivals(&self) -> Vec<(Instant, Bytes)> {
+        self.0.arrivals.lock().unwrap().clone()
     }
 
     /// When the function first asked for an event: the end of its init.
@@ -111,13 +119,59 @@ fn invocation(id: String, event: String) -> Response {
     (headers, event).into_response()
 }
 
-async fn response(State(rt): State<Runtime>, Path(id): Path<String>, body: Bytes) -> StatusCode {
+/// A buffered response is the API Gateway response document; a streamed
+/// one (`Lambda-Runtime-Function-Response-Mode: streaming`) is a JSON
+/// prelude with the status and headers, eight NUL bytes, then the body,
+/// whose pieces are timed as they arrive.
+async fn response(
+    State(rt): State<Runtime>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> StatusCode {
+    let streamed = headers
+        .get("lambda-runtime-function-response-mode")
+        .is_some_and(|v| v == "streaming");
+    let mut pieces = Vec::new();
+    let mut stream = body.into_data_stream();
+    while let Some(Ok(piece)) = futures::StreamExt::next(&mut stream).await {
+        pieces.push((Instant::now(), piece));
+    }
+    let whole: Vec<u8> = pieces.iter().flat_map(|(_, p)| p.to_vec()).collect();
+    let (document, rest) = match streamed {
+        true => {
+            let at = whole
+                .windows(8)
+                .position(|w| w == [0u8; 8])
+                .unwrap_or(whole.len());
+            (&whole[..at], whole.get(at + 8..).unwrap_or_default())
+        }
+        false => (&whole[..], &[][..]),
+    };
     // The HTTP status lives inside the API Gateway response document.
-    let status = serde_json::from_slice::<Value>(&body)
+    let status = serde_json::from_slice::<Value>(document)
         .ok()
         .and_then(|v| v["statusCode"].as_u64())
         .unwrap_or(0) as u16;
-    rt.complete(&id, status, body)
+    if streamed {
+        *rt.0.arrivals.lock().unwrap() = split_after_prelude(pieces, document.len() + 8);
+        return rt.complete(&id, status, Bytes::copy_from_slice(rest));
+    }
+    rt.complete(&id, status, Bytes::from(whole))
+}
+
+/// The pieces with the first `skip` bytes (the prelude) removed.
+fn split_after_prelude(pieces: Vec<(Instant, Bytes)>, mut skip: usize) -> Vec<(Instant, Bytes)> {
+    let mut out = Vec::new();
+    for (at, piece) in pieces {
+        if skip >= piece.len() {
+            skip -= piece.len();
+            continue;
+        }
+        out.push((at, piece.slice(skip..)));
+        skip = 0;
+    }
+    out
 }
 
 async fn error(State(rt): State<Runtime>, Path(id): Path<String>, body: Bytes) -> StatusCode {

@@ -32,6 +32,11 @@ fn send_event(body: Value) -> String {
     event.to_json().to_string()
 }
 
+fn stream_event(body: Value) -> String {
+    let event = Event::send_stream(&body.to_string(), Some(token("bench-send")));
+    event.to_json().to_string()
+}
+
 fn keyed_send_event(body: Value) -> String {
     let event = Event::send(&body.to_string(), Some(token("bench-send")));
     let keyed = event.header("Idempotency-Key", "bench-retry");
@@ -124,6 +129,13 @@ async fn functions(app: &App) -> Vec<Function> {
             keyed_send_event(json!({ "message": text })),
             200,
         ),
+        // The local endpoint writes the development reply in 14 chunks.
+        row(
+            "stream-message (new conversation, 14 chunks)",
+            "stream-message",
+            stream_event(json!({ "message": text })),
+            200,
+        ),
         row(
             "list-conversations",
             "list-conversations",
@@ -169,6 +181,22 @@ async fn sweep(bench: &Bench, app: &App, bin: &str) -> (String, Value) {
     (name, Value::Object(points))
 }
 
+/// Chunk-to-client delays against an endpoint that writes the 14 chunks
+/// 100 ms apart.
+async fn stream_delays(bench: &Bench) -> Value {
+    eprintln!("stream-message: delay from a chunk at RunPod to its delta");
+    let slow = LocalRunPod::new(Settings {
+        api_key: Some("bench-key".into()),
+        execution_time: Duration::from_millis(1_400),
+        ..Settings::default()
+    });
+    let url = slow.clone().spawn().await;
+    let event = stream_event(json!({ "message": "How do I organize patient files?" }));
+    bench
+        .stream_delays("stream-message", &event, &slow, &url, 20)
+        .await
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -210,6 +238,10 @@ async fn main() {
             sweeps.insert(name, points);
         }
     }
+    let stream = match wanted("stream-message") {
+        true => stream_delays(&bench).await,
+        false => Value::Null,
+    };
     let calls = match wanted("send-message") {
         true => bench.client_calls(&ddb).await,
         false => Value::Null,
@@ -222,6 +254,7 @@ async fn main() {
         "functions": results,
         "sweeps": sweeps,
         "calls": calls,
+        "stream": stream,
     });
     if let Some(dir) = out_json.parent() {
         std::fs::create_dir_all(dir).ok();

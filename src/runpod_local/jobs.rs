@@ -59,6 +59,8 @@ pub(super) struct Job {
     chunks: Vec<Value>,
     /// How many of `chunks` `GET stream` has handed out.
     streamed: usize,
+    /// When each chunk was written.
+    pub(super) chunk_times: Vec<Instant>,
     pub(super) release: Arc<Notify>,
 }
 
@@ -79,6 +81,7 @@ impl LocalRunPod {
             webhook,
             chunks: Vec::new(),
             streamed: 0,
+            chunk_times: Vec::new(),
             release: release.clone(),
         };
         self.0.jobs.lock().unwrap().insert(id.clone(), job);
@@ -195,6 +198,7 @@ impl LocalRunPod {
             let mut jobs = self.0.jobs.lock().unwrap();
             let job = jobs.get_mut(id).filter(|j| !j.status.is_final())?;
             job.chunks.push(chunk);
+            job.chunk_times.push(Instant::now());
         }
         let jobs = self.0.jobs.lock().unwrap();
         jobs.get(id).map(|j| j.chunks.clone())

@@ -35,6 +35,7 @@ pub use settings::{Responder, Settings, Vars, DEV_REPLY_PREFIX};
 struct Counters {
     submitted: AtomicU64,
     status_calls: AtomicU64,
+    stream_calls: AtomicU64,
     cancels: AtomicU64,
 }
 
@@ -96,6 +97,19 @@ impl LocalRunPod {
     /// `status` calls answered so far.
     pub fn status_calls(&self) -> u64 {
         self.0.counters.status_calls.load(Ordering::Relaxed)
+    }
+
+    /// `stream` calls answered so far.
+    pub fn stream_calls(&self) -> u64 {
+        self.0.counters.stream_calls.load(Ordering::Relaxed)
+    }
+
+    /// When each chunk of the newest streaming job was written.
+    pub fn newest_chunk_times(&self) -> Vec<tokio::time::Instant> {
+        let jobs = self.0.jobs.lock().unwrap();
+        let newest = jobs.values().filter(|j| !j.chunk_times.is_empty());
+        let newest = newest.max_by_key(|j| j.submitted);
+        newest.map(|j| j.chunk_times.clone()).unwrap_or_default()
     }
 
     /// `cancel` calls answered so far.

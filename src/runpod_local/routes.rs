@@ -110,6 +110,7 @@ async fn stream(
 ) -> Answer {
     rp.admit(&headers, &endpoint)?;
     rp.purge_expired();
+    rp.0.counters.stream_calls.fetch_add(1, Ordering::Relaxed);
     rp.stream_view(&job).map(Json).ok_or_else(not_found)
 }
 
