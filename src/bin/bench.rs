@@ -129,9 +129,9 @@ async fn functions(app: &App) -> Vec<Function> {
             keyed_send_event(json!({ "message": text })),
             200,
         ),
-        // The local endpoint writes the development reply in 14 chunks.
+        // The local endpoint writes the development reply in 16 chunks.
         row(
-            "stream-message (new conversation, 14 chunks)",
+            "stream-message (new conversation, 16 chunks)",
             "stream-message",
             stream_event(json!({ "message": text })),
             200,
@@ -181,8 +181,8 @@ async fn sweep(bench: &Bench, app: &App, bin: &str) -> (String, Value) {
     (name, Value::Object(points))
 }
 
-/// Chunk-to-client delays against an endpoint that writes the 14 chunks
-/// 100 ms apart.
+/// Chunk-to-client delays against an endpoint that writes the 16 chunks
+/// 87.5 ms apart (1.4 s of execution).
 async fn stream_delays(bench: &Bench) -> Value {
     eprintln!("stream-message: delay from a chunk at RunPod to its delta");
     let slow = LocalRunPod::new(Settings {

@@ -213,3 +213,26 @@ async fn a_stop_ends_a_pending_reply_and_nothing_to_stop_is_409() {
     let unknown = chat.stop(&alice(), ConversationId::new(), deadline).await;
     assert!(matches!(unknown, Err(ChatError::NotFound)));
 }
+
+/// On paused time: a job that writes nothing for a minute.
+#[tokio::test(start_paused = true)]
+async fn silence_gets_keep_alives_and_the_deadline_ends_the_stream_leaving_the_reply_pending() {
+    let chat = streaming(vec!["Sort "], Ending::Never);
+    let started = start(&chat, None).await;
+    let id = started.conversation_id;
+    let client = Client::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    chat.relay(started, &mut client.clone(), deadline).await;
+    let events = std::mem::take(&mut *client.events.lock().unwrap());
+    let keep_alives = events
+        .iter()
+        .filter(|e| matches!(e, StreamEvent::KeepAlive))
+        .count();
+    // One at least every 15 s of the ~60 s of silence.
+    assert!((4..=6).contains(&keep_alives), "{events:?}");
+    assert!(
+        matches!(events.last(), Some(StreamEvent::KeepAlive)),
+        "no last event at the deadline: {events:?}"
+    );
+    assert!(chat.store().messages(&alice(), id)[1].is_pending());
+}
