@@ -373,6 +373,31 @@ impl Usage {
     }
 }
 
+/// Token counts reported piece by piece (the entries of an output, a
+/// stream's chunks): unknown until a piece reports some, and unknown again
+/// for good if the worker's numbers overflow when added (they are not
+/// trusted to be sane).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UsageSum {
+    total: Option<Usage>,
+    overflowed: bool,
+}
+
+impl UsageSum {
+    /// Adds what one more piece reports.
+    pub fn add(&mut self, more: Option<Usage>) {
+        if let (Some(more), false) = (more, self.overflowed) {
+            self.total = self.total.unwrap_or_default().checked_add(more);
+            self.overflowed = self.total.is_none();
+        }
+    }
+
+    /// The sum so far.
+    pub fn total(&self) -> Option<Usage> {
+        self.total
+    }
+}
+
 /// Token counts reported by the model worker, when it reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Usage {

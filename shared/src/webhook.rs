@@ -119,17 +119,23 @@ impl Webhooks {
 
     /// The reply a token names, if this server issued it and it has not expired.
     pub fn verify(&self, token: &str) -> Result<WebhookTarget, WebhookTokenError> {
-        let invalid = |_| WebhookTokenError::Invalid;
-        let payload = self.signer.open(SCOPE, token).map_err(invalid)?;
-        let t: Target = serde_json::from_slice(&payload).map_err(|_| WebhookTokenError::Invalid)?;
-        if Utc::now().timestamp() > t.e {
+        let (target, expires) = self.open(token).ok_or(WebhookTokenError::Invalid)?;
+        if Utc::now().timestamp() > expires {
             return Err(WebhookTokenError::Expired);
         }
-        Ok(WebhookTarget {
-            user: UserId::parse(&t.u).map_err(|_| WebhookTokenError::Invalid)?,
-            conversation: ConversationId::parse(&t.c).map_err(|_| WebhookTokenError::Invalid)?,
-            message: MessageId::parse(&t.m).map_err(|_| WebhookTokenError::Invalid)?,
-        })
+        Ok(target)
+    }
+
+    /// The target and expiry a token seals, if this server sealed it.
+    fn open(&self, token: &str) -> Option<(WebhookTarget, i64)> {
+        let payload = self.signer.open(SCOPE, token).ok()?;
+        let t: Target = serde_json::from_slice(&payload).ok()?;
+        let target = WebhookTarget {
+            user: UserId::parse(&t.u).ok()?,
+            conversation: ConversationId::parse(&t.c).ok()?,
+            message: MessageId::parse(&t.m).ok()?,
+        };
+        Some((target, t.e))
     }
 }
 

@@ -89,11 +89,9 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             .model
             .submit(&turn.history, webhook.as_deref(), times.deadline)
             .await;
-        let job_id = match submitted {
-            Ok(job_id) => job_id,
-            Err(e) => return Err(self.released(user, conversation, reply_id, e.into()).await),
-        };
-        tracing::info!(job_id, "model job submitted");
+        let job_id = self
+            .job_or_released(user, conversation, reply_id, submitted)
+            .await?;
         let waited = self.model.wait(&job_id, times.wait_until).await;
         let reply = pending_reply(reply_id, job_id);
         let reply = self
@@ -289,9 +287,27 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
         Ok(())
     }
 
+    /// The job a send submitted; a submission that failed frees the
+    /// conversation the send claimed and is the send's error.
+    pub(super) async fn job_or_released(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: MessageId,
+        submitted: Result<String, ModelError>,
+    ) -> Result<String, ChatError> {
+        match submitted {
+            Ok(job_id) => {
+                tracing::info!(job_id, "model job submitted");
+                Ok(job_id)
+            }
+            Err(e) => Err(self.released(user, conversation, reply, e.into()).await),
+        }
+    }
+
     /// Frees the conversation a failed send claimed; `error` is the send's
     /// answer either way (a claim that cannot be released lapses).
-    pub(super) async fn released(
+    async fn released(
         &self,
         user: &UserId,
         conversation: ConversationId,

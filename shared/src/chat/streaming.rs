@@ -16,7 +16,7 @@ use super::{
     StreamEnd, StreamStep,
 };
 use crate::{
-    domain::{ConversationId, Message, MessageId, MessageStatus, ReplyOutcome, Usage, UserId},
+    domain::{ConversationId, Message, MessageId, MessageStatus, ReplyOutcome, UsageSum, UserId},
     store::{ConversationStore, FinishResult, PageRequest, PendingReply},
 };
 
@@ -82,7 +82,9 @@ pub struct StreamingReply {
 #[derive(Default)]
 struct Written {
     text: String,
-    usage: Option<Usage>,
+    /// `text`'s length in characters, kept rather than counted per piece.
+    chars: usize,
+    usage: UsageSum,
     /// Pieces were cut or dropped: the reply is longer than the longest kept.
     cut: bool,
 }
@@ -108,15 +110,9 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             .model
             .submit_streaming(&history, webhook.as_deref(), times.deadline)
             .await;
-        let job_id = match submitted {
-            Ok(job_id) => job_id,
-            Err(e) => {
-                return Err(self
-                    .released(user, conversation_id, reply_id, e.into())
-                    .await)
-            }
-        };
-        tracing::info!(job_id, "streaming job submitted");
+        let job_id = self
+            .job_or_released(user, conversation_id, reply_id, submitted)
+            .await?;
         let reply = pending_reply(reply_id, job_id);
         self.record_pending(user, conversation_id, &reply, times.deadline)
             .await?;
@@ -168,7 +164,7 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             if !self.relay_pieces(step.pieces, &mut written, sink) {
                 return; // The client left; the reply stays pending.
             }
-            written.usage = add_usage(written.usage, step.usage);
+            written.usage.add(step.usage);
             if let Some(end) = step.end {
                 let event = self.ended(&streaming, job_id, end, written).await;
                 sink.send(event);
@@ -198,12 +194,13 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
         sink: &mut impl EventSink,
     ) -> bool {
         for piece in pieces {
-            let room = self.limits.max_reply_chars - written.text.chars().count();
+            let room = self.limits.max_reply_chars - written.chars;
             let kept: String = piece.chars().take(room).collect();
             written.cut |= kept.len() < piece.len();
             if kept.is_empty() {
                 continue;
             }
+            written.chars += kept.chars().count();
             written.text.push_str(&kept);
             if !sink.send(StreamEvent::Delta(kept)) {
                 return false;
@@ -230,7 +227,7 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             StreamEnd::Completed => {
                 let completion = Completion {
                     text: written.text.clone(),
-                    usage: written.usage,
+                    usage: written.usage.total(),
                 };
                 let mut outcome = completion.kept(self.limits.max_reply_chars);
                 if let ReplyOutcome::Complete { truncated, .. } = &mut outcome {
@@ -363,12 +360,5 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
         let mut stopped = reply.clone();
         stopped.settle(outcome);
         Ok(stopped)
-    }
-}
-
-fn add_usage(total: Option<Usage>, more: Option<Usage>) -> Option<Usage> {
-    match (total, more) {
-        (Some(t), Some(m)) => t.checked_add(m).or(Some(t)),
-        (t, m) => t.or(m),
     }
 }

@@ -22,7 +22,7 @@ pub use output::{parse_chunk, parse_output, OutputError};
 
 use crate::{
     config::RunPodConfig,
-    domain::{Completion, Message},
+    domain::{Completion, Message, UsageSum},
 };
 
 /// The client, built once per cold start; its connection pool is reused.
@@ -304,23 +304,17 @@ impl RunPodClient {
                 Idempotent::Yes,
             )
             .await?;
-        let mut poll = StreamPoll {
-            pieces: Vec::new(),
-            usage: None,
-            end: None,
-        };
+        let (mut pieces, mut usage) = (Vec::new(), UsageSum::default());
         for chunk in job.stream.iter().flatten() {
             let output = chunk.get("output").unwrap_or(chunk);
-            let (text, usage) = parse_chunk(output).map_err(|source| RunPodError::Output {
+            let (text, reported) = parse_chunk(output).map_err(|source| RunPodError::Output {
                 job_id: job_id.to_owned(),
                 source,
             })?;
-            poll.pieces.push(text);
-            if let Some(u) = usage {
-                poll.usage = Some(poll.usage.unwrap_or_default().checked_add(u).unwrap_or(u));
-            }
+            pieces.push(text);
+            usage.add(reported);
         }
-        poll.end = match job.state()? {
+        let end = match job.state()? {
             JobState::Queued | JobState::Running => None,
             JobState::Completed => Some(StreamEnd::Completed),
             JobState::Cancelled => Some(StreamEnd::Cancelled),
@@ -332,7 +326,11 @@ impl RunPodClient {
                 Ok(_) => Some(StreamEnd::Completed),
             },
         };
-        Ok(poll)
+        Ok(StreamPoll {
+            pieces,
+            usage: usage.total(),
+            end,
+        })
     }
 
     /// `POST cancel`: stops the job (a job already final stays as it is).

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::domain::{Completion, Usage};
+use crate::domain::{Completion, Usage, UsageSum};
 
 /// A completed job's output that holds no usable reply.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -33,19 +33,13 @@ pub fn parse_output(output: Option<&Value>) -> Result<Completion, OutputError> {
     let (text, usage) = match output {
         Value::Array(entries) if !entries.is_empty() => {
             let mut text = String::new();
-            // Unknown until an entry reports some; unknown again (and for
-            // good) if the worker's numbers overflow when added.
-            let mut usage: Option<Usage> = None;
-            let mut overflowed = false;
+            let mut usage = UsageSum::default();
             for entry in entries {
                 let (t, u) = parse_entry(entry)?;
                 text.push_str(&t);
-                if let (Some(u), false) = (u, overflowed) {
-                    usage = usage.unwrap_or_default().checked_add(u);
-                    overflowed = usage.is_none();
-                }
+                usage.add(u);
             }
-            (text, usage)
+            (text, usage.total())
         }
         other => parse_entry(other)?,
     };
