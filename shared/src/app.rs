@@ -34,8 +34,8 @@ pub enum Role {
 
 /// The AWS configuration the functions use. The endpoint, region and
 /// credentials come from the standard AWS configuration
-/// (`AWS_ENDPOINT_URL_DYNAMODB` points it at DynamoDB Local); the HTTPS
-/// client is the SDK's own with compiled-in roots ([`crate::tls`]).
+/// (`AWS_ENDPOINT_URL_DYNAMODB` points it at DynamoDB Local); the HTTP
+/// client is hyper over rustls with compiled-in roots ([`crate::tls`]).
 pub async fn load_aws_config() -> SdkConfig {
     let loader =
         aws_config::defaults(BehaviorVersion::latest()).http_client(crate::tls::aws_http_client());
