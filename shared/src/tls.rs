@@ -61,11 +61,13 @@ pub fn aws_http_client() -> SharedHttpClient {
 /// rustls, as the SDK's default client is (but for the trust store and
 /// HTTP/2, which DynamoDB and Secrets Manager do not use). The SDK asks for
 /// a connector before every attempt, with the settings of its timeout
-/// configuration; the connector for the settings last asked for is kept.
+/// configuration; one connector (one pool) is kept per settings asked for,
+/// so clients with different timeouts on one configuration (Secrets
+/// Manager's defaults, DynamoDB's own) do not take turns rebuilding it.
 #[derive(Debug)]
 pub struct SdkHttpClient {
     tls: rustls::ClientConfig,
-    connector: Mutex<Option<(Timeouts, SharedHttpConnector)>>,
+    connectors: Mutex<Vec<(Timeouts, SharedHttpConnector)>>,
 }
 
 /// What of [`HttpConnectorSettings`] a connector is built with.
@@ -80,7 +82,7 @@ impl SdkHttpClient {
     pub fn new(tls: rustls::ClientConfig) -> Self {
         Self {
             tls,
-            connector: Mutex::new(None),
+            connectors: Mutex::new(Vec::new()),
         }
     }
 }
@@ -95,15 +97,13 @@ impl HttpClient for SdkHttpClient {
             connect: settings.connect_timeout(),
             read: settings.read_timeout(),
         };
-        let mut kept = self.connector.lock().unwrap_or_else(|e| e.into_inner());
-        match &*kept {
-            Some((built_for, connector)) if *built_for == timeouts => connector.clone(),
-            _ => {
-                let connector = SharedHttpConnector::new(Connector::new(&self.tls, timeouts));
-                *kept = Some((timeouts, connector.clone()));
-                connector
-            }
+        let mut kept = self.connectors.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, connector)) = kept.iter().find(|(built_for, _)| *built_for == timeouts) {
+            return connector.clone();
         }
+        let connector = SharedHttpConnector::new(Connector::new(&self.tls, timeouts));
+        kept.push((timeouts, connector.clone()));
+        connector
     }
 }
 
