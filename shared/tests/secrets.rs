@@ -14,8 +14,11 @@ const JWT_ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:chat
 const SIGNING_ARN: &str =
     "arn:aws:secretsmanager:eu-west-1:123456789012:secret:chat/signing-AbCdEf";
 
+/// The configuration the functions load, but for the endpoint and
+/// credentials: the same HTTP client ([`chat_shared::tls::aws_http_client`]).
 async fn aws(server: &MockServer) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(chat_shared::tls::aws_http_client())
         .region(Region::new("eu-west-1"))
         .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
         .endpoint_url(server.uri())
