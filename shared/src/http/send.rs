@@ -96,28 +96,20 @@ pub(super) fn send_request(body: SendBody, max_chars: usize) -> Result<SendReque
 }
 
 fn respond(outcome: SendOutcome) -> Response<Body> {
-    let SendOutcome {
-        conversation_id,
-        user_message,
-        reply,
-    } = outcome;
+    let reply = &outcome.reply;
     if reply.status != MessageStatus::Complete {
         return json_response(
             StatusCode::ACCEPTED,
             &PendingResponse {
-                conversation_id: conversation_id.to_string(),
+                conversation_id: outcome.conversation_id.to_string(),
                 message_id: reply.id.to_string(),
-                user_message_id: user_message.id.to_string(),
+                user_message_id: outcome.user_message.id.to_string(),
                 status: reply.status.as_str(),
                 timestamp: format_timestamp(reply.created_at),
             },
         );
     }
-    ok_json(&SendResponse::from(SendOutcome {
-        conversation_id,
-        user_message,
-        reply,
-    }))
+    ok_json(&SendResponse::from(outcome))
 }
 
 impl From<SendOutcome> for SendResponse {
