@@ -1,5 +1,7 @@
 //! Bearer JWT (HS256 with `JWT_SECRET`) to [`UserId`].
 
+use std::{collections::HashMap, sync::Mutex};
+
 use http::HeaderMap;
 use jsonwebtoken::{
     decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation,
@@ -15,7 +17,25 @@ pub struct Authenticator {
     validation: Validation,
     /// Keys the pseudonyms users appear under in the logs.
     log_ids: Signer,
+    /// Tokens that passed the whole check, by their text, with the subject
+    /// and expiry: a client sends the same token on every request until it
+    /// expires. The same text under the same key and settings always checks
+    /// the same way but for time, so a hit is only taken before its `exp`.
+    verified: Mutex<HashMap<Box<str>, Verified>>,
 }
+
+/// A token that passed the whole check.
+struct Verified {
+    user: UserId,
+    /// Its `exp`, in seconds since the epoch.
+    exp: f64,
+}
+
+/// Most tokens kept verified: one Lambda instance serves a few users at a
+/// time, and a full cache is emptied rather than searched for the oldest.
+const VERIFIED_MAX: usize = 64;
+/// Longer tokens are checked every time, so the cache stays small.
+const VERIFIED_TOKEN_MAX_BYTES: usize = 2048;
 
 /// Why a request was not authenticated.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +72,9 @@ pub enum AuthError {
 #[derive(Debug, Deserialize)]
 struct Subject {
     sub: String,
+    /// Required and checked by jsonwebtoken; read again (a JSON number,
+    /// integer or not) to know until when the token may be taken as checked.
+    exp: Option<f64>,
 }
 
 /// The claims `issue_token` signs.
@@ -96,6 +119,7 @@ impl Authenticator {
                 .map(|s| DecodingKey::from_secret(s.expose().as_bytes())),
             validation,
             log_ids: Signer::derive(signing_key, "log-ids"),
+            verified: Mutex::new(HashMap::new()),
         }
     }
 
@@ -118,12 +142,43 @@ impl Authenticator {
             return Err(AuthError::NotBearer);
         }
         let key = self.key.as_ref().ok_or(AuthError::NoUserTokens)?;
-        let data =
-            decode::<Subject>(token.trim(), key, &self.validation).map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::Invalid(e),
-            })?;
-        UserId::parse(&data.claims.sub).map_err(|_| AuthError::BadSubject)
+        let token = token.trim();
+        let now = jsonwebtoken::get_current_timestamp() as f64;
+        if let Some(user) = self.verified_before(token, now) {
+            return Ok(user);
+        }
+        let data = decode::<Subject>(token, key, &self.validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            _ => AuthError::Invalid(e),
+        })?;
+        let user = UserId::parse(&data.claims.sub).map_err(|_| AuthError::BadSubject)?;
+        if let Some(exp) = data.claims.exp {
+            self.remember(token, &user, exp, now);
+        }
+        Ok(user)
+    }
+
+    /// The subject of `token` if it passed the check before and its `exp`
+    /// has not come (past it, within the leeway, the full check decides).
+    fn verified_before(&self, token: &str, now: f64) -> Option<UserId> {
+        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        let hit = verified.get(token)?;
+        (now <= hit.exp).then(|| hit.user.clone())
+    }
+
+    fn remember(&self, token: &str, user: &UserId, exp: f64, now: f64) {
+        if token.len() > VERIFIED_TOKEN_MAX_BYTES || now > exp {
+            return;
+        }
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= VERIFIED_MAX {
+            verified.retain(|_, v| now <= v.exp);
+            if verified.len() >= VERIFIED_MAX {
+                verified.clear();
+            }
+        }
+        let user = user.clone();
+        verified.insert(token.into(), Verified { user, exp });
     }
 }
 
@@ -328,6 +383,91 @@ mod tests {
         );
         assert!(check(&auth, &token(now + 10)).is_ok(), "within the leeway");
         assert!(check(&auth, &token(now - 60)).is_ok());
+    }
+
+    fn remembered(auth: &Authenticator, token: &str) -> bool {
+        auth.verified.lock().unwrap().contains_key(token)
+    }
+
+    #[test]
+    fn a_checked_token_is_remembered_until_its_exp() {
+        let auth = checker(&config(None, None));
+        let token = issue_token(SECRET, "alice", 600, None, None);
+        assert!(!remembered(&auth, &token));
+        assert_eq!(check(&auth, &token).unwrap().as_str(), "alice");
+        assert!(remembered(&auth, &token));
+        assert_eq!(check(&auth, &token).unwrap().as_str(), "alice");
+
+        let exp = auth.verified.lock().unwrap()[token.as_str()].exp;
+        assert_eq!(auth.verified_before(&token, exp).unwrap().as_str(), "alice");
+        assert!(
+            auth.verified_before(&token, exp + 1.0).is_none(),
+            "past exp"
+        );
+    }
+
+    #[test]
+    fn only_the_same_text_is_taken_as_checked() {
+        let auth = checker(&config(None, None));
+        let token = issue_token(SECRET, "alice", 600, None, None);
+        check(&auth, &token).unwrap();
+        // Same header and claims, another signature.
+        let (signed, _) = token.rsplit_once('.').unwrap();
+        let forged = format!("{signed}.{}", URL_SAFE_NO_PAD.encode([7u8; 32]));
+        assert!(matches!(check(&auth, &forged), Err(AuthError::Invalid(_))));
+        assert!(!remembered(&auth, &forged));
+        let other = sign_raw(
+            json!({"alg": "HS256", "typ": "JWT"}),
+            json!({"sub": "alice", "exp": future()}),
+            "another-secret-another-secret",
+        );
+        assert!(matches!(check(&auth, &other), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn refused_and_leeway_tokens_are_not_remembered() {
+        let auth = checker(&config(None, None));
+        let now = jsonwebtoken::get_current_timestamp();
+        // Past its exp, within the 30 s leeway: accepted, but checked each time.
+        let late = sign_raw(
+            json!({"alg": "HS256", "typ": "JWT"}),
+            json!({"sub": "alice", "exp": now - 10}),
+            SECRET,
+        );
+        assert!(check(&auth, &late).is_ok());
+        assert!(!remembered(&auth, &late));
+        let bad_sub = issue_token(SECRET, "", 600, None, None);
+        assert!(check(&auth, &bad_sub).is_err());
+        assert!(!remembered(&auth, &bad_sub));
+    }
+
+    #[test]
+    fn a_fractional_exp_is_read() {
+        let auth = checker(&config(None, None));
+        let token = sign_raw(
+            json!({"alg": "HS256", "typ": "JWT"}),
+            json!({"sub": "alice", "exp": future() as f64 + 0.5}),
+            SECRET,
+        );
+        assert_eq!(check(&auth, &token).unwrap().as_str(), "alice");
+        assert!(remembered(&auth, &token));
+    }
+
+    #[test]
+    fn the_remembered_tokens_stay_few() {
+        let auth = checker(&config(None, None));
+        for i in 0..(VERIFIED_MAX * 2 + 3) {
+            let token = issue_token(SECRET, &format!("user-{i}"), 600, None, None);
+            check(&auth, &token).unwrap();
+            assert!(auth.verified.lock().unwrap().len() <= VERIFIED_MAX);
+        }
+        let long = sign_raw(
+            json!({"alg": "HS256", "typ": "JWT"}),
+            json!({"sub": "alice", "exp": future(), "pad": "x".repeat(VERIFIED_TOKEN_MAX_BYTES)}),
+            SECRET,
+        );
+        check(&auth, &long).unwrap();
+        assert!(!remembered(&auth, &long));
     }
 }
 
