@@ -30,7 +30,7 @@ use chat_shared::{
     domain::{Claim, Conversation, Message, MessageContent, MessageId, Role, Title, UserId},
     http::CONVERSATIONS_PAGE_DEFAULT,
     runpod::{JobPoll, RunPodClient},
-    store::{ConversationStore, PageRequest, Quota},
+    store::{ConversationStore, PageRequest},
     App,
 };
 use lambda_http::{
@@ -99,18 +99,15 @@ impl Floor {
         let (app, user) = (&self.app, &self.user);
         let (store, model) = (app.chat.store(), app.chat.model());
         let deadline = Instant::now() + Duration::from_secs(25);
-        let first = Message::new(Role::User, "hello".into(), chrono::Utc::now());
+        let content = MessageContent::parse("hello".into(), 100)?;
+        let first = Message::new(Role::User, content.as_str().to_owned(), chrono::Utc::now());
         let claim = Claim {
             reply: MessageId::new(),
             until: hold_lapses(deadline),
         };
-        let title = Title::from_first_message(&MessageContent::parse("hello".into(), 100)?);
+        let title = Title::from_first_message(&content);
         let conversation = Conversation::started_with(title, &first).claimed(&claim);
-        let quota = Quota {
-            day: first.created_at.date_naive(),
-            message_limit: app.config.user_daily_message_limit,
-            token_limit: app.config.user_daily_token_limit,
-        };
+        let quota = app.chat.quota().at(first.created_at);
         let (dynamodb, runpod) = (self.skip != "dynamodb", self.skip != "runpod");
         if dynamodb {
             store

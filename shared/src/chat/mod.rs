@@ -108,6 +108,11 @@ impl<S, M> Chat<S, M> {
         &self.model
     }
 
+    /// The per-user daily quotas a send counts against.
+    pub fn quota(&self) -> QuotaLimits {
+        self.quota
+    }
+
     /// The signer of webhook URLs, which also verifies their tokens.
     pub fn webhooks(&self) -> &Webhooks {
         &self.webhooks
