@@ -5,7 +5,10 @@
 #  2. the end-to-end tests (tests/integration/e2e.rs) over HTTP against the whole stack:
 #     cargo lambda watch serving the functions, the local RunPod endpoint;
 #  3. the API contract against that stack (scripts/contract.sh: lint, docs
-#     page up to date, Schemathesis, the docs page in headless Chromium).
+#     page up to date, Schemathesis, the docs page in headless Chromium);
+#  4. the deployability of template.yaml (tests/deploy/check_template.py):
+#     translated by the SAM translator, references and cycles, CORS, and
+#     each function's role against the DynamoDB calls it made in 2 and 3.
 # Everything it starts is stopped when it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +41,10 @@ export SEND_WAIT_SECONDS=0.5
 RUNPOD_LOCAL_EXEC_MS=1500 RUNPOD_LOCAL_PORT=$rp_port target/debug/runpod-local 2>.local/test-runpod-local.log &
 STARTED_PIDS+=($!)
 wait_for_port "$rp_port" "the local RunPod endpoint" 30
+# Every DynamoDB call the functions make, as IAM actions, for the
+# deployability check below (shared/src/call_log.rs).
+export AWS_CALL_LOG="$PWD/.local/aws-calls.jsonl"
+rm -f "$AWS_CALL_LOG"
 api_port=$(free_port)
 export WEBHOOK_BASE_URL="http://127.0.0.1:$api_port/api/chat/runpod/webhook"
 cargo lambda watch --ignore-changes -A 127.0.0.1 -P "$api_port" >.local/test-watch.log 2>&1 &
@@ -61,3 +68,6 @@ CHAT_API_URL="http://127.0.0.1:$api_port" CHAT_API_LOG=.local/test-watch.log \
 
 echo "== the API contract against the same stack" >&2
 scripts/contract.sh "http://127.0.0.1:$api_port"
+
+echo "== deployability: template.yaml translated, its roles against the calls recorded above" >&2
+python3 tests/deploy/check_template.py --calls "$AWS_CALL_LOG" --self-test

@@ -77,7 +77,12 @@ pub fn dynamodb_config(aws: &SdkConfig, config: &Config) -> aws_sdk_dynamodb::co
         .operation_attempt_timeout(config.dynamodb_attempt_timeout)
         .operation_timeout(config.dynamodb_timeout)
         .build();
-    aws_sdk_dynamodb::config::Builder::from(aws).timeout_config(timeouts)
+    let builder = aws_sdk_dynamodb::config::Builder::from(aws).timeout_config(timeouts);
+    // Tests only: every call recorded as the IAM actions it needs.
+    match crate::call_log::CallLog::from_env() {
+        Some(log) => builder.interceptor(log),
+        None => builder,
+    }
 }
 
 impl App {

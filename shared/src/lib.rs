@@ -17,11 +17,13 @@
 //! - [`app`]: what a function builds once per cold start.
 //! - [`telemetry`]: tracing setup (JSON on Lambda).
 //! - [`tls`]: both HTTP clients' TLS, with compiled-in root certificates.
+//! - [`call_log`]: every DynamoDB call as the IAM actions it needs (`AWS_CALL_LOG`; tests only).
 
 #![warn(missing_docs)]
 
 pub mod app;
 pub mod auth;
+pub mod call_log;
 pub mod chat;
 pub mod config;
 pub mod deadline;

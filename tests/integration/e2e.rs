@@ -6,6 +6,7 @@
 //! Ignored in the plain `cargo test` run, which has no such stack;
 //! `scripts/test.sh` runs them with `--ignored` once the stack is up.
 
+mod lifecycle;
 mod streaming;
 
 use crate::common;

@@ -37,7 +37,8 @@ fn documented() -> Routes {
 
 /// The HttpApi events of every function in `template.yaml`, and the route
 /// of a function served through its URL (`Metadata.Route`), which the
-/// CloudFront distribution must send to that function's origin.
+/// CloudFront distribution must send to that function's origin unless only
+/// RunPod calls it (`Metadata.CalledBy: RunPod`, the webhook).
 fn deployed() -> Routes {
     let template = yaml("template.yaml");
     let resources = template["Resources"].as_mapping().unwrap();
@@ -62,6 +63,15 @@ fn deployed() -> Routes {
         let Some(route) = resource["Metadata"]["Route"].as_str() else {
             continue;
         };
+        routes.insert(route.to_owned());
+        if resource["Metadata"]["CalledBy"] == "RunPod" {
+            // Not a client's route: RunPod posts to the function's URL.
+            assert!(
+                resource["Properties"]["FunctionUrlConfig"].is_mapping(),
+                "{route} ({name:?}) has no function URL"
+            );
+            continue;
+        }
         let path = route.split_once(' ').unwrap().1;
         let sent_there = behaviors
             .as_sequence()
@@ -72,7 +82,6 @@ fn deployed() -> Routes {
             sent_there,
             "{route} ({name:?}) has no CloudFront behavior to its URL"
         );
-        routes.insert(route.to_owned());
     }
     routes
 }

@@ -1,14 +1,19 @@
 //! A send whose reply is relayed piece by piece as the model writes it, and
 //! the stop that ends a reply early.
 //!
-//! The reply is stored `pending` with its job before the first event, so a
-//! stream that breaks (the client leaves, the function times out) loses
-//! nothing: the webhook or the next read completes it, as after a 202.
+//! The first event goes out as soon as the user's message is stored, before
+//! the job is submitted: RunPod's `run` may answer 429 for a while, and a
+//! proxy in front (CloudFront cuts an origin silent for 30 s) must see the
+//! stream start. Keep-alives then go out while the submission and every
+//! look at the job are in flight. The reply is stored `pending` with its
+//! job right after the submission, so a stream that breaks (the client
+//! leaves, the function times out) loses nothing: the webhook or the next
+//! read completes it, as after a 202.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
-use chrono::Utc;
-use tokio::time::{sleep, Instant};
+use chrono::{DateTime, Utc};
+use tokio::time::{sleep, sleep_until, Instant};
 
 use super::{
     send::{pending_reply, Turn},
@@ -33,14 +38,16 @@ const POLL_SLOW: Duration = Duration::from_millis(1_000);
 /// of `Delta`s and `KeepAlive`s, then at most one of the last three.
 #[derive(Debug)]
 pub enum StreamEvent {
-    /// The user's message is stored and the job submitted.
+    /// The user's message is stored; the reply's job is being submitted.
     Created {
         /// The conversation, new or continued.
         conversation_id: ConversationId,
         /// The user's message as stored.
         user_message: Message,
-        /// The reply being written, stored pending.
-        reply: Message,
+        /// The reply's id, claimed in the conversation.
+        reply_id: MessageId,
+        /// When the reply was begun.
+        created_at: DateTime<Utc>,
     },
     /// The next piece of the reply.
     Delta(String),
@@ -65,7 +72,8 @@ pub trait EventSink: Send {
     fn send(&mut self, event: StreamEvent) -> bool;
 }
 
-/// A streamed reply once its job is submitted and recorded.
+/// A streamed send once the user's message is stored and the conversation
+/// claimed for the reply; its job is not submitted yet.
 #[derive(Debug)]
 pub struct StreamingReply {
     /// The owner.
@@ -74,8 +82,38 @@ pub struct StreamingReply {
     pub conversation_id: ConversationId,
     /// The user's message as stored.
     pub user_message: Message,
-    /// The reply, stored pending with its job.
+    /// The reply, pending once its job is submitted (its job id empty until then).
     pub reply: Message,
+    /// What goes to the model, oldest first.
+    history: Vec<Message>,
+}
+
+/// Whether the client is still there, and when it last heard from us.
+struct Client {
+    here: bool,
+    last_event: Instant,
+}
+
+impl Client {
+    /// `work`'s output, with a keep-alive every [`KEEP_ALIVE`] of silence
+    /// while it runs (a `run` retrying 429s, a slow look at the job, the
+    /// pause between looks) for as long as the client is there.
+    async fn keep_alive_while<T>(
+        &mut self,
+        work: impl Future<Output = T>,
+        sink: &mut impl EventSink,
+    ) -> T {
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                () = sleep_until(self.last_event + KEEP_ALIVE), if self.here => {
+                    self.here = sink.send(StreamEvent::KeepAlive);
+                    self.last_event = Instant::now();
+                }
+            }
+        }
+    }
 }
 
 /// The text relayed so far and what the chunks said of tokens.
@@ -90,9 +128,10 @@ struct Written {
 }
 
 impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
-    /// The first half of a streamed send: the user's message stored, the
-    /// job submitted and the reply recorded pending. Everything that can
-    /// refuse the send happens here, before any event.
+    /// The first half of a streamed send: the user's message stored with
+    /// the conversation claimed for the reply. Everything that can refuse
+    /// the send before it is stored happens here, before any event; what
+    /// can fail after (the submission) is the stream's `error` event.
     pub async fn start_streaming(
         &self,
         user: &UserId,
@@ -105,51 +144,74 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             user_message,
             reply_id,
         } = self.begin(user, request, times).await?;
-        let webhook = self.webhooks.url_for(user, conversation_id, reply_id);
-        let submitted = self
-            .model
-            .submit_streaming(&history, webhook.as_deref(), times.deadline)
-            .await;
-        let job_id = self
-            .job_or_released(user, conversation_id, reply_id, submitted)
-            .await?;
-        let reply = pending_reply(reply_id, job_id);
-        self.record_pending(user, conversation_id, &reply, times.deadline)
-            .await?;
         Ok(StreamingReply {
             user: user.clone(),
             conversation_id,
             user_message,
-            reply,
+            reply: pending_reply(reply_id, String::new()),
+            history,
         })
     }
 
-    /// The second half: relays the job's pieces to `sink` until the job
-    /// ends (the last event says how), the client leaves, or `deadline`
-    /// comes (the stream then just ends; the reply stays pending and
-    /// completes through the webhook or a read).
+    /// The second half: says the message is stored, submits the job and
+    /// records the reply pending (whether or not the client stays: the
+    /// question is stored and deserves its reply), then relays the job's
+    /// pieces to `sink` until the job ends (the last event says how), the
+    /// client leaves, or `deadline` comes (the stream then just ends; the
+    /// reply stays pending and completes through the webhook or a read).
     pub async fn relay(
         &self,
-        streaming: StreamingReply,
+        mut streaming: StreamingReply,
         sink: &mut impl EventSink,
         deadline: Instant,
     ) {
+        let (user, conversation) = (&streaming.user, streaming.conversation_id);
         let created = StreamEvent::Created {
-            conversation_id: streaming.conversation_id,
+            conversation_id: conversation,
             user_message: streaming.user_message.clone(),
-            reply: streaming.reply.clone(),
+            reply_id: streaming.reply.id,
+            created_at: streaming.reply.created_at,
         };
-        if !sink.send(created) {
+        let mut client = Client {
+            here: sink.send(created),
+            last_event: Instant::now(),
+        };
+        let webhook = self
+            .webhooks
+            .url_for(user, conversation, streaming.reply.id);
+        let submit = self
+            .model
+            .submit_streaming(&streaming.history, webhook.as_deref(), deadline);
+        let submitted = client.keep_alive_while(submit, sink).await;
+        let recorded = match self
+            .job_or_released(user, conversation, streaming.reply.id, submitted)
+            .await
+        {
+            Ok(job_id) => {
+                streaming.reply.status = MessageStatus::Pending { job_id };
+                let reply = &streaming.reply;
+                let record = self.record_pending(user, conversation, reply, deadline);
+                client.keep_alive_while(record, sink).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
+            if client.here {
+                sink.send(StreamEvent::Failed(e));
+            }
             return;
+        }
+        if !client.here {
+            return; // The reply is pending; the webhook or a read completes it.
         }
         let MessageStatus::Pending { job_id } = &streaming.reply.status else {
             return;
         };
         let mut written = Written::default();
         let mut delay = POLL_FAST;
-        let mut last_event = Instant::now();
         while Instant::now() < deadline {
-            let step = match self.model.stream(job_id, deadline).await {
+            let look = self.model.stream(job_id, deadline);
+            let step = match client.keep_alive_while(look, sink).await {
                 Ok(step) => step,
                 Err(ModelError::UnknownJob(e)) => StreamStep {
                     end: Some(StreamEnd::Failed(ModelError::UnknownJob(e))),
@@ -160,6 +222,9 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
                     StreamStep::default()
                 }
             };
+            if !client.here {
+                return; // The client left; the reply stays pending.
+            }
             let before = written.text.len();
             if !self.relay_pieces(step.pieces, &mut written, sink) {
                 return; // The client left; the reply stays pending.
@@ -171,17 +236,15 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
                 return;
             }
             if written.text.len() > before {
-                (delay, last_event) = (POLL_FAST, Instant::now());
+                (delay, client.last_event) = (POLL_FAST, Instant::now());
             } else {
                 delay = (delay * 2).min(POLL_SLOW);
             }
-            if last_event.elapsed() >= KEEP_ALIVE {
-                if !sink.send(StreamEvent::KeepAlive) {
-                    return;
-                }
-                last_event = Instant::now();
+            let pause = sleep(delay.min(deadline.saturating_duration_since(Instant::now())));
+            client.keep_alive_while(pause, sink).await;
+            if !client.here {
+                return;
             }
-            sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
         }
     }
 

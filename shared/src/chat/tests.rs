@@ -53,6 +53,8 @@ struct ScriptedModel {
     next: Mutex<Option<Script>>,
     /// Whether `submit` itself fails.
     refuse_submit: bool,
+    /// How long `submit_streaming` takes (a `run` retrying 429s).
+    submit_delay: Duration,
     jobs: Mutex<HashMap<String, Script>>,
     /// The history of every submitted job.
     submitted: Mutex<Vec<Vec<String>>>,
@@ -138,6 +140,7 @@ impl ChatModel for ScriptedModel {
         webhook: Option<&str>,
         deadline: Instant,
     ) -> Result<String, ModelError> {
+        tokio::time::sleep(self.submit_delay).await;
         let id = self.submit(history, webhook, deadline).await?;
         let (pieces, ending) = self
             .stream_next

@@ -105,14 +105,15 @@ impl EventSink for Sse {
             StreamEvent::Created {
                 conversation_id,
                 user_message,
-                reply,
+                reply_id,
+                created_at,
             } => self.data(
                 "message.created",
                 &json!({
                     "conversation_id": conversation_id.to_string(),
                     "user_message_id": user_message.id.to_string(),
-                    "message_id": reply.id.to_string(),
-                    "timestamp": format_timestamp(reply.created_at),
+                    "message_id": reply_id.to_string(),
+                    "timestamp": format_timestamp(created_at),
                 }),
             ),
             StreamEvent::Delta(text) => self.data("message.delta", &json!({ "text": text })),

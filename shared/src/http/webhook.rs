@@ -15,6 +15,21 @@ use crate::{
     webhook::WebhookTokenError,
 };
 
+/// Where RunPod posts: the path under the webhook base URL.
+const WEBHOOK_PATH: &str = "/api/chat/runpod/webhook/";
+
+/// The token of the request's path: the route's `{token}` behind the HTTP
+/// API or `cargo lambda watch`, else the path's last segment, as a
+/// function URL (which routes nothing) delivers it. Anything else is
+/// empty, which no token check accepts.
+fn webhook_token(req: &Request) -> &str {
+    if let Some(token) = path_param(req, "token") {
+        return token;
+    }
+    let tail = req.uri().path().strip_prefix(WEBHOOK_PATH);
+    tail.filter(|t| !t.contains('/')).unwrap_or_default()
+}
+
 #[derive(Serialize)]
 struct WebhookResponse {
     /// Whether the reply is now final.
@@ -27,7 +42,7 @@ struct WebhookResponse {
 /// checked before any read or write.
 pub async fn runpod_webhook<M: ChatModel>(app: &App<M>, req: Request) -> Response<Body> {
     handle("runpod-webhook", app, req, |req, meta| async move {
-        let token = path_param(&req, "token").unwrap_or_default();
+        let token = webhook_token(&req);
         let target = app.chat.webhooks().verify(token).map_err(|e| {
             ApiError::Unauthorized(match e {
                 WebhookTokenError::Expired => AuthError::ExpiredWebhookToken,

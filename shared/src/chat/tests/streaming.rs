@@ -69,10 +69,9 @@ async fn pieces_arrive_in_order_and_add_up_to_the_stored_reply() {
     let chat = streaming(vec!["Sort ", "them ", "by patient."], Ending::Completes);
     let started = start(&chat, None).await;
     let id = started.conversation_id;
-    assert!(
-        chat.store().messages(&alice(), id)[1].is_pending(),
-        "the reply is recorded pending before the first event"
-    );
+    let stored = chat.store().messages(&alice(), id);
+    assert_eq!(stored.len(), 1, "the question is stored before any event");
+    assert!(chat.model().submitted().is_empty(), "no job yet");
     let client = Client::default();
     relay(&chat, started, &client).await;
     let written = client.deltas();
@@ -235,4 +234,101 @@ async fn silence_gets_keep_alives_and_the_deadline_ends_the_stream_leaving_the_r
         "no last event at the deadline: {events:?}"
     );
     assert!(chat.store().messages(&alice(), id)[1].is_pending());
+}
+
+/// On paused time: RunPod's `run` answers 429 for 40 s. The client hears
+/// `message.created` at once, then a keep-alive at least every 15 s.
+#[tokio::test(start_paused = true)]
+async fn a_slow_submission_starts_the_stream_at_once_and_keeps_it_alive() {
+    let model = ScriptedModel {
+        submit_delay: Duration::from_secs(40),
+        ..ScriptedModel::default()
+    };
+    *model.stream_next.lock().unwrap() = Some((vec!["Sort them."], Ending::Completes));
+    let chat = chat(model);
+    let started = start(&chat, None).await;
+    let begun = Instant::now();
+    let client = Stamped::default();
+    let deadline = begun + Duration::from_secs(120);
+    chat.relay(started, &mut client.clone(), deadline).await;
+    let events = std::mem::take(&mut *client.events.lock().unwrap());
+    let (first_at, first) = &events[0];
+    assert!(matches!(first, StreamEvent::Created { .. }), "{events:?}");
+    assert_eq!(*first_at, Duration::ZERO, "created before the submission");
+    let mut last = Duration::ZERO;
+    for (at, _) in &events {
+        assert!(
+            *at - last <= Duration::from_secs(15),
+            "silent from {last:?} to {at:?}: {events:?}"
+        );
+        last = *at;
+    }
+    let keep_alives = events
+        .iter()
+        .filter(|(_, e)| matches!(e, StreamEvent::KeepAlive));
+    assert_eq!(keep_alives.count(), 4, "every 10 s of the 40 s: {events:?}");
+    assert!(
+        matches!(events.last(), Some((_, StreamEvent::Completed(_)))),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_gone_at_created_still_gets_its_reply_submitted_and_recorded() {
+    let chat = streaming(vec!["Sort them."], Ending::Completes);
+    let started = start(&chat, None).await;
+    let id = started.conversation_id;
+    let client = Client {
+        leave_after: Some(1),
+        ..Client::default()
+    };
+    relay(&chat, started, &client).await;
+    assert_eq!(client.count(), 1);
+    assert_eq!(chat.model().submitted().len(), 1);
+    assert!(chat.store().messages(&alice(), id)[1].is_pending());
+}
+
+#[tokio::test]
+async fn a_refused_submission_is_an_error_event_after_created_and_frees_the_conversation() {
+    let chat = chat(ScriptedModel {
+        refuse_submit: true,
+        ..ScriptedModel::default()
+    });
+    let started = start(&chat, None).await;
+    let id = started.conversation_id;
+    let client = Client::default();
+    relay(&chat, started, &client).await;
+    let events = std::mem::take(&mut *client.events.lock().unwrap());
+    assert!(
+        matches!(events[0], StreamEvent::Created { .. }),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events.last(), Some(StreamEvent::Failed(_))),
+        "{events:?}"
+    );
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(
+        chat.store().messages(&alice(), id).len(),
+        1,
+        "the question is kept"
+    );
+    // The claim is released: the next send is not refused as pending.
+    let next = send(&chat, Some(id), "again").await;
+    assert!(matches!(next, Err(ChatError::Model(_))), "{next:?}");
+}
+
+/// Events with the (paused) time each arrived after the first.
+#[derive(Clone, Default)]
+struct Stamped {
+    events: Arc<Mutex<Vec<(Duration, StreamEvent)>>>,
+    start: Arc<Mutex<Option<Instant>>>,
+}
+
+impl EventSink for Stamped {
+    fn send(&mut self, event: StreamEvent) -> bool {
+        let start = *self.start.lock().unwrap().get_or_insert_with(Instant::now);
+        self.events.lock().unwrap().push((start.elapsed(), event));
+        true
+    }
 }

@@ -1,0 +1,138 @@
+//! The rest of a conversation's life over HTTP, and the purge function
+//! invoked through `cargo lambda watch` as the table's stream would: every
+//! function of the template makes its calls here at least once, so the
+//! calls recorded under `AWS_CALL_LOG` (`tests/deploy/check_template.py`)
+//! cover every role.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chat_shared::{
+    domain::{ConversationId, UserId},
+    store::keys,
+};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use super::{base, get, send, wait_for_webhook};
+use crate::common;
+
+/// Items left in a conversation's partition, read straight from the table.
+async fn partition_items(user: &str, id: &str) -> i32 {
+    let table = std::env::var("TABLE_NAME").expect("scripts/test.sh sets TABLE_NAME");
+    let pk = keys::conversation_pk(
+        &UserId::parse(user).unwrap(),
+        ConversationId::parse(id).unwrap(),
+    );
+    common::dynamo()
+        .await
+        .query()
+        .table_name(table)
+        .key_condition_expression("#pk = :pk")
+        .expression_attribute_names("#pk", keys::PK)
+        .expression_attribute_values(":pk", AttributeValue::S(pk))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .count()
+}
+
+/// A conversation with its first reply complete (by webhook).
+async fn conversation(http: &reqwest::Client, token: &str, text: &str) -> String {
+    let (status, first) = send(http, token, json!({ "message": text })).await;
+    assert_eq!(status, 202, "{first}");
+    wait_for_webhook(http, token, text).await;
+    first["conversation_id"].as_str().unwrap().to_owned()
+}
+
+async fn call(req: reqwest::RequestBuilder) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let resp = req.send().await.unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack; scripts/test.sh runs it"]
+async fn rename_usage_idempotent_retries_delete_and_the_purge() {
+    let http = reqwest::Client::new();
+    let user = format!("e2e-life-{}", uuid::Uuid::new_v4());
+    let token = common::token(&user);
+    let id = conversation(&http, &token, "Where do referrals go?").await;
+
+    let rename = http
+        .patch(format!("{}/api/chat/conversations/{id}", base()))
+        .bearer_auth(&token)
+        .json(&json!({"title": "Referrals"}));
+    let (status, _, renamed) = call(rename).await;
+    assert_eq!(status, 200, "{renamed}");
+    assert_eq!(renamed["title"], "Referrals");
+
+    let (status, usage) = get(&http, Some(&token), "/api/chat/usage").await;
+    assert_eq!(status, 200, "{usage}");
+    assert_eq!(usage["messages"], 1, "{usage}");
+
+    // A send under a key, its retry (the first answer again), and another
+    // key refused while that reply is pending: a refusal stores nothing,
+    // so its key is freed for a later try.
+    let keyed = |key: &str, text: &str| {
+        http.post(format!("{}/api/chat/send", base()))
+            .bearer_auth(&token)
+            .header("idempotency-key", key)
+            .json(&json!({"message": text, "conversation_id": id}))
+    };
+    let (status, _, first) = call(keyed("k-1", "And lab results?")).await;
+    assert_eq!(status, 202, "{first}");
+    let (status, headers, again) = call(keyed("k-1", "And lab results?")).await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(again["message_id"], first["message_id"]);
+    let (status, _, refused) = call(keyed("k-2", "Hello?")).await;
+    assert_eq!(status, 409, "{refused}");
+    wait_for_webhook(&http, &token, "And lab results?").await;
+
+    let delete = http
+        .delete(format!("{}/api/chat/conversations/{id}", base()))
+        .bearer_auth(&token);
+    let (status, _, body) = call(delete).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(partition_items(&user, &id).await, 0);
+
+    // A delete cut short leaves messages behind its removed conversation
+    // item; the table's stream then hands the removal to the purge.
+    let id = conversation(&http, &token, "Who sees the billing notes?").await;
+    let pk = keys::conversation_pk(
+        &UserId::parse(&user).unwrap(),
+        ConversationId::parse(&id).unwrap(),
+    );
+    let table = std::env::var("TABLE_NAME").unwrap();
+    common::dynamo()
+        .await
+        .delete_item()
+        .table_name(&table)
+        .key(keys::PK, AttributeValue::S(pk.clone()))
+        .key(keys::SK, AttributeValue::S(keys::CONVERSATION_SK.into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        partition_items(&user, &id).await,
+        2,
+        "the two messages are left"
+    );
+    let mut record: Value =
+        serde_json::from_str(include_str!("../../../events/purge-stream.json")).unwrap();
+    record["Records"][0]["dynamodb"]["Keys"]["PK"]["S"] = json!(pk);
+    let invoke = http
+        .post(format!(
+            "{}/2015-03-31/functions/purge-conversation/invocations",
+            base()
+        ))
+        .json(&record);
+    let (status, _, body) = call(invoke).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(partition_items(&user, &id).await, 0, "purged");
+}
