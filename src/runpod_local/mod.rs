@@ -37,10 +37,13 @@ struct Counters {
     status_calls: AtomicU64,
     stream_calls: AtomicU64,
     cancels: AtomicU64,
+    throttled_runs: AtomicU64,
 }
 
 struct Inner {
     settings: Settings,
+    /// When the endpoint was made (the `run` throttle counts from here).
+    started: std::time::Instant,
     jobs: Mutex<HashMap<String, jobs::Job>>,
     counters: Counters,
     http: reqwest::Client,
@@ -55,6 +58,7 @@ impl LocalRunPod {
     pub fn new(settings: Settings) -> Self {
         Self(Arc::new(Inner {
             settings,
+            started: std::time::Instant::now(),
             jobs: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             http: reqwest::Client::builder()
@@ -110,6 +114,11 @@ impl LocalRunPod {
         let newest = jobs.values().filter(|j| !j.chunk_times.is_empty());
         let newest = newest.max_by_key(|j| j.submitted);
         newest.map(|j| j.chunk_times.clone()).unwrap_or_default()
+    }
+
+    /// `run` calls refused with 429 by the throttle so far.
+    pub fn throttled_runs(&self) -> u64 {
+        self.0.counters.throttled_runs.load(Ordering::Relaxed)
     }
 
     /// `cancel` calls answered so far.

@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 use axum::{
     body::Bytes,
     extract::{Path, State},
-    http::{HeaderMap, StatusCode},
+    http::{header::RETRY_AFTER, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
@@ -84,10 +85,16 @@ async fn run(
     Path(endpoint): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Answer {
-    rp.admit(&headers, &endpoint)?;
+) -> Result<Json<Value>, Response> {
+    rp.admit(&headers, &endpoint)
+        .map_err(IntoResponse::into_response)?;
+    if rp.0.started.elapsed() < rp.0.settings.run_throttle {
+        rp.0.counters.throttled_runs.fetch_add(1, Ordering::Relaxed);
+        let refusal = refuse(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
+        return Err(([(RETRY_AFTER, "5")], refusal).into_response());
+    }
     rp.purge_expired();
-    let (input, webhook) = job_input(&body)?;
+    let (input, webhook) = job_input(&body).map_err(IntoResponse::into_response)?;
     let id = rp.submit(input, webhook);
     Ok(Json(json!({"id": id, "status": "IN_QUEUE"})))
 }

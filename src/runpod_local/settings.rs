@@ -43,6 +43,11 @@ pub struct Settings {
     pub status_sequence: Option<Vec<String>>,
     /// Jobs stay `IN_PROGRESS` until `POST /_control/release/{job_id}`.
     pub hold: bool,
+    /// For this long after the endpoint starts, `run` answers `429 Too Many
+    /// Requests` with `Retry-After: 5` and queues nothing: the endpoint's
+    /// `run` rate limit reached (RunPod's docs, "Send API requests": per
+    /// endpoint, `run` 1 000 requests / 10 s; past it, 429).
+    pub run_throttle: Duration,
     /// How long a final job's result stays readable.
     pub result_ttl: Duration,
     /// Pause between webhook delivery attempts (RunPod: 10 s).
@@ -62,6 +67,7 @@ impl Default for Settings {
             failure_rate: 0.0,
             status_sequence: None,
             hold: false,
+            run_throttle: Duration::ZERO,
             result_ttl: Duration::from_secs(30 * 60),
             webhook_retry_delay: Duration::from_secs(10),
             responder: Responder::Development,
@@ -91,6 +97,7 @@ impl Settings {
             hold: vars
                 .text("RUNPOD_LOCAL_HOLD")
                 .is_some_and(|v| v == "1" || v == "true"),
+            run_throttle: ms("RUNPOD_LOCAL_RUN_THROTTLE_MS")?.unwrap_or_default(),
             result_ttl: Duration::from_secs(
                 vars.number("RUNPOD_LOCAL_RESULT_TTL_SECS")?
                     .unwrap_or(30 * 60),
@@ -191,9 +198,11 @@ mod tests {
             ("RUNPOD_LOCAL_FAILURE_RATE", "0.25"),
             ("RUNPOD_LOCAL_RESULT_TTL_SECS", "7"),
             ("RUNPOD_LOCAL_STATUS_SEQUENCE", "IN_QUEUE, FAILED"),
+            ("RUNPOD_LOCAL_RUN_THROTTLE_MS", "40000"),
         ]))
         .unwrap();
         assert_eq!(s.queue_delay, Duration::from_millis(20));
+        assert_eq!(s.run_throttle, Duration::from_secs(40));
         assert_eq!(s.execution_timeout, Some(Duration::from_millis(1500)));
         assert_eq!(s.failure_rate, 0.25);
         assert_eq!(s.result_ttl, Duration::from_secs(7));
@@ -211,6 +220,7 @@ mod tests {
             "RUNPOD_LOCAL_EXECUTION_TIMEOUT_MS",
             "RUNPOD_LOCAL_FAILURE_RATE",
             "RUNPOD_LOCAL_RESULT_TTL_SECS",
+            "RUNPOD_LOCAL_RUN_THROTTLE_MS",
         ] {
             let err = Settings::from_vars(&Vars::of(&[(name, "soon")])).unwrap_err();
             assert!(err.starts_with(&format!("{name}=\"soon\"")), "{err}");

@@ -7,6 +7,7 @@
 mod common;
 mod e2e;
 mod events;
+mod first_bytes;
 mod handlers;
 mod openapi;
 mod paging;
