@@ -374,27 +374,59 @@ impl Usage {
 }
 
 /// Token counts reported piece by piece (the entries of an output, a
-/// stream's chunks): unknown until a piece reports some, and unknown again
-/// for good if the worker's numbers overflow when added (they are not
-/// trusted to be sane).
+/// stream's chunks), counted once per reply: unknown until a piece reports
+/// some.
+///
+/// Workers report in one of two ways, told apart by the reports
+/// themselves:
+///
+/// - **running totals**: RunPod's vLLM worker (`worker-vllm`,
+///   `src/engine.py`, `_generate_vllm`) puts `{"input": <prompt tokens>,
+///   "output": <output tokens so far>}` on every streamed batch: the prompt
+///   the same each time, the output never going down. The reply's usage is
+///   the last report; adding them would count the prompt once per batch.
+/// - **deltas**: each piece reports its own tokens (the prompt, if at all,
+///   on one piece only); the reply's usage is their sum.
+///
+/// Reports are taken as running totals while every one repeats the first
+/// one's non-zero prompt count and none has fewer output tokens than the
+/// one before; any other report makes them deltas. One report is both.
+/// A sum that overflows is unknown for good (the numbers are not trusted to
+/// be sane); running totals do not add and cannot overflow.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UsageSum {
-    total: Option<Usage>,
+    sum: Option<Usage>,
     overflowed: bool,
+    last: Option<Usage>,
+    /// Every report so far could be a running total.
+    running: bool,
 }
 
 impl UsageSum {
-    /// Adds what one more piece reports.
+    /// Takes what one more piece reports.
     pub fn add(&mut self, more: Option<Usage>) {
-        if let (Some(more), false) = (more, self.overflowed) {
-            self.total = self.total.unwrap_or_default().checked_add(more);
-            self.overflowed = self.total.is_none();
+        let Some(more) = more else { return };
+        self.running = match self.last {
+            None => more.input_tokens > 0,
+            Some(last) => {
+                self.running
+                    && more.input_tokens == last.input_tokens
+                    && more.output_tokens >= last.output_tokens
+            }
+        };
+        self.last = Some(more);
+        if !self.overflowed {
+            self.sum = self.sum.unwrap_or_default().checked_add(more);
+            self.overflowed = self.sum.is_none();
         }
     }
 
-    /// The sum so far.
+    /// The reply's usage from the reports so far.
     pub fn total(&self) -> Option<Usage> {
-        self.total
+        if self.running {
+            return self.last;
+        }
+        self.sum
     }
 }
 
@@ -728,5 +760,48 @@ mod tests {
         let title = Title::from_first_message(&content);
         assert_eq!(title.as_str(), "Files for [31mpatients please");
         assert_eq!(preview(content.as_str()), title.as_str());
+    }
+
+    fn usage(input_tokens: u64, output_tokens: u64) -> Option<Usage> {
+        Some(Usage {
+            input_tokens,
+            output_tokens,
+        })
+    }
+
+    #[test]
+    fn running_totals_count_once_as_the_vllm_worker_reports_them() {
+        // worker-vllm: a 3 000-token prompt, 1 000 tokens out in 20 batches,
+        // each batch saying the prompt and the output so far.
+        let mut sum = UsageSum::default();
+        for batch in 1..=20 {
+            sum.add(usage(3_000, batch * 50));
+        }
+        assert_eq!(sum.total(), usage(3_000, 1_000));
+    }
+
+    #[test]
+    fn deltas_are_added() {
+        let mut sum = UsageSum::default();
+        for (input, output) in [(12, 3), (0, 4), (0, 5)] {
+            sum.add(usage(input, output));
+        }
+        assert_eq!(sum.total(), usage(12, 12));
+        // Per-piece counts that repeat the prompt but shrink are deltas too.
+        let mut sum = UsageSum::default();
+        sum.add(usage(7, 5));
+        sum.add(usage(7, 2));
+        assert_eq!(sum.total(), usage(14, 7));
+    }
+
+    #[test]
+    fn one_report_is_the_reply_and_none_is_unknown() {
+        let mut sum = UsageSum::default();
+        assert_eq!(sum.total(), None);
+        sum.add(None);
+        assert_eq!(sum.total(), None);
+        sum.add(usage(9, 4));
+        sum.add(None);
+        assert_eq!(sum.total(), usage(9, 4));
     }
 }

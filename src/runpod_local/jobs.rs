@@ -189,11 +189,16 @@ impl LocalRunPod {
         let whole = chat_shared::runpod::parse_output(Some(output)).ok()?;
         let pieces: Vec<&str> = whole.text.split_inclusive(' ').collect();
         let pause = over / pieces.len().max(1) as u32;
-        for (i, piece) in pieces.iter().enumerate() {
+        let n = pieces.len() as u64;
+        for (i, piece) in (1..).zip(&pieces) {
             tokio::time::sleep(pause).await;
             let mut chunk = json!({"choices": [{"tokens": [piece]}]});
-            if let (Some(u), true) = (whole.usage, i + 1 == pieces.len()) {
-                chunk["usage"] = json!({"input": u.input_tokens, "output": u.output_tokens});
+            // As the vLLM worker streams (worker-vllm, src/engine.py,
+            // _generate_vllm): every batch carries running totals, the
+            // prompt's tokens and the output's so far, the last one whole.
+            if let Some(u) = whole.usage {
+                let so_far = u.output_tokens * i / n;
+                chunk["usage"] = json!({"input": u.input_tokens, "output": so_far});
             }
             let mut jobs = self.0.jobs.lock().unwrap();
             let job = jobs.get_mut(id).filter(|j| !j.status.is_final())?;

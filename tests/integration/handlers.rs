@@ -515,6 +515,21 @@ async fn a_reply_too_large_to_store_fails_cleanly() {
     assert_eq!(status, 200);
 }
 
+/// A daily limit of 0 means no sends at all, not one.
+#[tokio::test]
+async fn a_daily_limit_of_zero_admits_no_send() {
+    for limit in ["USER_DAILY_MESSAGE_LIMIT", "USER_DAILY_TOKEN_LIMIT"] {
+        let h = Harness::with(&[(limit, "0")]).await;
+        h.replies("Sorted by patient.").await;
+        let event = Event::send(r#"{"message": "How?"}"#, Some(token("alice")));
+        let (status, body) = read(http::send_message(&h.app, event.request()).await);
+        assert_eq!(error_code(status, &body, 429), "quota_exceeded", "{limit}");
+        assert!(h.job_inputs().await.is_empty(), "{limit}: no job");
+        let (_, list) = h.list(Event::list(Some(token("alice")))).await;
+        assert_eq!(list["conversations"], serde_json::json!([]), "{limit}");
+    }
+}
+
 /// Issue 13: a user over the daily message limit gets 429 with Retry-After
 /// until midnight UTC, nothing is stored or submitted, other users go on,
 /// and `GET /api/chat/usage` reports the day.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chat_service_dev::runpod_local::{LocalRunPod, Settings, DEV_REPLY_PREFIX};
 use chat_shared::{
-    domain::{Completion, Message, Role},
+    domain::{Completion, Message, Role, Usage, UsageSum},
     runpod::{JobPoll, RunPodClient, RunPodError},
 };
 use serde_json::{json, Value};
@@ -215,4 +215,46 @@ async fn results_expire() {
     )
     .await;
     assert_eq!(status, 404);
+}
+
+/// The local endpoint streams usage as the vLLM worker does, running
+/// totals on every chunk; the relay's way (every `stream` call's chunks)
+/// and the poll's (the final output, every chunk) both count it once.
+#[tokio::test]
+async fn a_streamed_jobs_running_totals_are_counted_once_both_ways() {
+    let (_, url) = start(Settings {
+        execution_time: Duration::from_millis(400),
+        ..Settings::default()
+    })
+    .await;
+    let client = client_of(&url);
+    let text = "How do I organize patient files by date and by doctor?";
+    let job = client
+        .submit_streaming(&history(text), None, secs(10))
+        .await
+        .unwrap();
+    let (mut relayed, mut calls, mut chunks) = (UsageSum::default(), 0, 0);
+    loop {
+        let step = client.stream(&job, secs(10)).await.unwrap();
+        chunks += step.pieces.len();
+        relayed.add(step.usage);
+        calls += 1;
+        if step.end.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let reply_words = format!("{DEV_REPLY_PREFIX} You said: {text}")
+        .split_whitespace()
+        .count() as u64;
+    let whole = Usage {
+        input_tokens: text.split_whitespace().count() as u64,
+        output_tokens: reply_words,
+    };
+    assert!(chunks > 10 && calls > 3, "{chunks} chunks in {calls} calls");
+    assert_eq!(relayed.total(), Some(whole), "relayed");
+    let JobPoll::Done(polled) = client.wait(&job, secs(10)).await.unwrap() else {
+        panic!("the job is final")
+    };
+    assert_eq!(polled.unwrap().usage, Some(whole), "polled");
 }

@@ -67,7 +67,7 @@ pub struct JobDelivery {
 pub struct StreamStep {
     /// The pieces written since, in order (some may be empty).
     pub pieces: Vec<String>,
-    /// The token counts they report, added up.
+    /// The token counts they report, counted once (`UsageSum`).
     pub usage: Option<Usage>,
     /// `None` while the job runs.
     pub end: Option<StreamEnd>,

@@ -119,7 +119,7 @@ pub struct Job {
 pub struct StreamPoll {
     /// Each chunk's text (possibly empty), in order.
     pub pieces: Vec<String>,
-    /// The token counts these chunks report, added up.
+    /// The token counts these chunks report, counted once ([`UsageSum`]).
     pub usage: Option<crate::domain::Usage>,
     /// `None` while queued or running.
     pub end: Option<StreamEnd>,

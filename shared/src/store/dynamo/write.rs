@@ -129,6 +129,11 @@ impl DynamoStore {
     /// Counts one send on the quota's day, refused at its limits
     /// (an atomic ADD with a condition: never read-then-write).
     fn count_send(&self, user: &UserId, quota: &Quota) -> Result<TransactWriteItem, StoreError> {
+        // A limit of 0 admits nothing, and needs no read to say so: the
+        // conditions below admit a day with no count yet whatever the limit.
+        if quota.message_limit == Some(0) || quota.token_limit == Some(0) {
+            return Err(StoreError::QuotaExceeded);
+        }
         let mut limits = vec![];
         let mut update = self
             .usage_update(user, quota.day)
