@@ -230,6 +230,35 @@ async fn an_answer_over_the_byte_cap_is_refused() {
     assert_eq!(text.len(), 5_000);
 }
 
+/// An error answer is read only as far as its start: one that claims 100 MB
+/// and then stalls gives its first bytes at once, not a read that waits for
+/// the rest until the request's timeout (and would hold what came).
+#[tokio::test]
+async fn an_error_answer_is_read_only_to_its_start() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = [0u8; 4096];
+        let _ = socket.read(&mut request).await;
+        let head = "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 100000000\r\n\r\n";
+        socket.write_all(head.as_bytes()).await.unwrap();
+        socket.write_all(&[b'x'; 8192]).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await; // the rest never comes
+    });
+    let server = MockServer::start().await;
+    let err = client(&server, &[("RUNPOD_BASE_URL", &base)])
+        .submit(&history(), None, deadline(10))
+        .await
+        .unwrap_err();
+    let RunPodError::Status { status, body } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*status, 500);
+    assert!(body.starts_with("xxxxxxxxxx"), "{err:?}");
+}
+
 #[tokio::test]
 async fn client_errors_are_not_retried() {
     let server = MockServer::start().await;

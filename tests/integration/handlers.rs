@@ -283,6 +283,38 @@ async fn bad_bodies_are_400_and_bad_messages_422() {
     assert_eq!(h.job_inputs().await.len(), 1);
 }
 
+/// A typo in a field's name is refused, naming the field, rather than read
+/// as a send to a new conversation (a new GPU job) or a rename to nothing.
+#[tokio::test]
+async fn unknown_fields_are_400_naming_the_field() {
+    let h = Harness::new().await;
+    h.replies("unused").await;
+    let t = || Some(token("alice"));
+    let body = r#"{"message": "hi", "conversationId": "3f1c2b9e-8a7d-4c55-9e21-6d0b7a4e5f10"}"#;
+    let (status, resp) = h.send(Event::send(body, t())).await;
+    assert_eq!(error_code(status, &resp, 400), "invalid_request");
+    let message = resp["error"]["message"].as_str().unwrap();
+    assert!(message.contains("conversationId"), "{message}");
+    assert!(h.job_inputs().await.is_empty(), "no job started");
+    let (_, list) = h.list(Event::list(t())).await;
+    assert_eq!(
+        list["conversations"],
+        serde_json::json!([]),
+        "nothing stored"
+    );
+
+    let (status, sent) = h.send(Event::send(r#"{"message": "hi"}"#, t())).await;
+    assert_eq!(status, 200, "{sent}");
+    let id = sent["conversation_id"].as_str().unwrap();
+    let rename = Event::rename(id, r#"{"title": "Files", "tilte": "x"}"#, t());
+    let (status, resp) = read(http::rename_conversation(&h.app, rename.request()).await);
+    assert_eq!(error_code(status, &resp, 400), "invalid_request");
+    assert!(
+        resp["error"]["message"].as_str().unwrap().contains("tilte"),
+        "{resp}"
+    );
+}
+
 #[tokio::test]
 async fn bad_tokens_are_401_with_a_bearer_challenge() {
     let h = Harness::new().await;

@@ -93,7 +93,9 @@ struct ConversationResponse {
     next_cursor: Option<String>,
 }
 
+/// Unknown fields are refused, as on the send.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RenameBody {
     title: String,
 }

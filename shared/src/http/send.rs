@@ -14,7 +14,11 @@ use crate::{
     domain::{format_timestamp, ConversationId, DomainError, MessageContent, MessageStatus, Usage},
 };
 
+/// A field this does not name is refused (400 `invalid_request` naming
+/// it): a typo such as `conversationId` would otherwise start a new
+/// conversation and a new GPU job.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct SendBody {
     message: String,
     #[serde(default)]

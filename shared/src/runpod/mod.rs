@@ -386,7 +386,7 @@ impl RunPodClient {
                 Ok(resp) => {
                     let status = resp.status();
                     let retry_after = parse_retry_after(resp.headers().get(RETRY_AFTER));
-                    let body = resp.text().await.unwrap_or_default();
+                    let body = read_prefix(resp, ERROR_BODY_BYTES).await;
                     let error = RunPodError::Status {
                         status: status.as_u16(),
                         body: truncate(&body, 200).to_owned(),
@@ -434,6 +434,22 @@ impl RunPodClient {
 
 /// The body of `resp`, refused once it passes `cap` bytes (checked against
 /// `Content-Length` first, then as it arrives).
+/// The most bytes of an error answer read: its start says what went wrong
+/// (200 characters are kept), and a gateway's error page can be any size.
+const ERROR_BODY_BYTES: usize = 4 * 1024;
+
+/// The first `cap` bytes of an answer (as text), the rest never read.
+async fn read_prefix(mut resp: reqwest::Response, cap: usize) -> String {
+    let mut body = Vec::new();
+    while body.len() < cap {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(cap - body.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, RunPodError> {
     let too_large = || RunPodError::InvalidResponse(format!("an answer over {cap} bytes"));
     if resp.content_length().is_some_and(|n| n > cap as u64) {
