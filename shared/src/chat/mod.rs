@@ -138,6 +138,10 @@ pub enum ChatError {
     /// A stop with no reply being written.
     #[error("no reply is being written in this conversation")]
     NoReplyInProgress,
+    /// The user stopped the reply while the send waited for it; the user's
+    /// message is stored, the reply `cancelled`.
+    #[error("the reply was stopped")]
+    ReplyCancelled,
     /// The model failed; the user's message is stored.
     #[error(transparent)]
     Model(#[from] ModelError),

@@ -97,6 +97,16 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
         let reply = self
             .settle(user, conversation, reply, waited, times.deadline)
             .await?;
+        // A send answers with a reply, or says it is pending: a reply that
+        // ended otherwise while it waited (its job failed, a stop) is that
+        // ending's error, never a "pending" answer that is not.
+        match &reply.status {
+            MessageStatus::Failed { error } => {
+                return Err(ModelError::Failed(error.clone().into()).into());
+            }
+            MessageStatus::Cancelled => return Err(ChatError::ReplyCancelled),
+            MessageStatus::Complete | MessageStatus::Pending { .. } => {}
+        }
         Ok(SendOutcome {
             conversation_id: conversation,
             user_message: turn.user_message,

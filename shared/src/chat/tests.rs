@@ -55,6 +55,8 @@ struct ScriptedModel {
     refuse_submit: bool,
     /// How long `submit_streaming` takes (a `run` retrying 429s).
     submit_delay: Duration,
+    /// What the job becomes right after a send's wait looked at it.
+    after_wait: Mutex<Option<Script>>,
     jobs: Mutex<HashMap<String, Script>>,
     /// The history of every submitted job.
     submitted: Mutex<Vec<Vec<String>>>,
@@ -127,7 +129,11 @@ impl ChatModel for ScriptedModel {
     }
 
     async fn wait(&self, job_id: &str, _until: Instant) -> Result<Generation, ModelError> {
-        self.state(job_id)
+        let state = self.state(job_id);
+        if let Some(next) = self.after_wait.lock().unwrap().take() {
+            self.set(job_id, next);
+        }
+        state
     }
 
     async fn poll(&self, job_id: &str, _deadline: Instant) -> Result<Generation, ModelError> {
@@ -428,7 +434,13 @@ async fn a_pending_reply_that_is_too_old_or_forgotten_becomes_failed() {
         (Script::Forgotten, Duration::from_secs(3600), vec![]),
     ] {
         let chat = chat_with(ScriptedModel::with(Script::Running), max_age);
-        let id = send(&chat, None, "hello").await.unwrap().conversation_id;
+        // Expired at once (max age 0), the send's own look after its
+        // pending write finds it so: the send's answer is that failure.
+        let sent = send(&chat, None, "hello").await;
+        assert_eq!(sent.is_err(), max_age.is_zero(), "{sent:?}");
+        let page = first_page(10);
+        let listed = chat.list_conversations(&alice(), &page).await.unwrap();
+        let id = listed.items[0].id;
         chat.model().set("job-1", script);
         let messages = read(&chat, id).await;
         assert_eq!(
@@ -663,4 +675,16 @@ async fn deleting_a_conversation_cancels_its_pending_job() {
         .await
         .unwrap();
     assert_eq!(chat.model().cancelled(), ["job-2"]);
+}
+
+/// A send answers with the reply or says it is pending: a job that failed
+/// just after the wait (found by the look after the pending write) is the
+/// send's model error, never a "pending" answer whose reply is failed.
+#[tokio::test]
+async fn a_job_that_fails_after_the_wait_is_the_sends_error_not_a_pending_answer() {
+    let model = ScriptedModel::with(Script::Running);
+    *model.after_wait.lock().unwrap() = Some(Script::Fails);
+    let chat = chat(model);
+    let out = send(&chat, None, "hello").await;
+    assert!(matches!(out, Err(ChatError::Model(_))), "{out:?}");
 }

@@ -105,6 +105,22 @@ impl ApiError {
         }
     }
 
+    /// Whether the user's message was stored (and a job started) before
+    /// this error: the model's failures and timeouts, a reply stopped while
+    /// the send waited. A retry under the same Idempotency-Key must then
+    /// get this answer again, not store the message twice.
+    pub fn stored_something(&self) -> bool {
+        matches!(
+            self,
+            Self::BadGateway(_)
+                | Self::GatewayTimeout(_)
+                | Self::Conflict {
+                    code: "reply_cancelled",
+                    ..
+                }
+        )
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -218,6 +234,10 @@ impl From<ChatError> for ApiError {
             ChatError::NoReplyInProgress => Self::conflict(
                 "no_reply_in_progress",
                 "no reply is being written in this conversation",
+            ),
+            ChatError::ReplyCancelled => Self::conflict(
+                "reply_cancelled",
+                "the reply was stopped before it was written; your message was saved",
             ),
             ChatError::QuotaExceeded => {
                 let now = chrono::Utc::now();

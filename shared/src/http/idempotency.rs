@@ -45,7 +45,8 @@ pub(super) fn key_of(req: &Request) -> Result<Option<String>, ApiError> {
 /// gets the first answer again (with `Idempotent-Replayed: true`); the
 /// same key with another body is 422, while the first still runs 409.
 /// Only answers after which something was stored or started are kept
-/// (200, 202, 502, 504); after any other the key is freed, so a retry runs.
+/// (200, 202, and the errors [`ApiError::stored_something`] names); after
+/// any other the key is freed, so a retry runs.
 pub(super) async fn once<M, Fut>(
     app: &App<M>,
     user: &UserId,
@@ -80,10 +81,12 @@ where
             })
         }
     }
-    let response = run()
-        .await
-        .unwrap_or_else(|e| e.into_response(&meta.request_id));
-    let kept = matches!(response.status().as_u16(), 200 | 202 | 502 | 504);
+    let answered = run().await;
+    let kept = match &answered {
+        Ok(response) => matches!(response.status().as_u16(), 200 | 202),
+        Err(e) => e.stored_something(),
+    };
+    let response = answered.unwrap_or_else(|e| e.into_response(&meta.request_id));
     let recorded = match std::str::from_utf8(response.body().as_ref()) {
         Ok(body) if kept => {
             store
