@@ -259,6 +259,29 @@ async fn an_error_answer_is_read_only_to_its_start() {
     assert!(body.starts_with("xxxxxxxxxx"), "{err:?}");
 }
 
+/// A job id RunPod never gives (a path, a query) never becomes part of a
+/// URL: no request is made, and it is no such job.
+#[tokio::test]
+async fn a_job_id_runpod_never_gives_is_not_put_in_a_url() {
+    let server = MockServer::start().await;
+    let client = client(&server, &[]);
+    for id in [
+        "../../other-endpoint/status/x",
+        "job?x=1",
+        "",
+        &"a".repeat(129),
+    ] {
+        let err = client.poll(id, deadline(5)).await.unwrap_err();
+        assert!(
+            matches!(err, RunPodError::Status { status: 404, .. }),
+            "{id:?}: {err:?}"
+        );
+        assert!(client.cancel(id, deadline(5)).await.is_err(), "{id:?}");
+    }
+    let requests = server.received_requests().await.unwrap();
+    assert!(requests.is_empty(), "{requests:?}");
+}
+
 #[tokio::test]
 async fn client_errors_are_not_retried() {
     let server = MockServer::start().await;

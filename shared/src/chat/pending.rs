@@ -46,7 +46,21 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
         if !delivery.finished {
             return Ok(WebhookResult::NotFinal);
         }
-        let job_id = delivery.job_id.as_str();
+        // The delivery's job id is the body's word: match it against the
+        // stored reply's before it goes anywhere near a RunPod URL, and ask
+        // RunPod about the stored one. A reply already final needs nothing
+        // more (a repeated delivery costs no RunPod call).
+        let (user, conversation) = (&target.user, target.conversation);
+        let stored = self
+            .store
+            .message(user, conversation, target.message)
+            .await?;
+        let job_id = match stored.map(|m| m.status) {
+            Some(MessageStatus::Pending { job_id }) if job_id == delivery.job_id => job_id,
+            Some(MessageStatus::Pending { .. }) | None => return Err(ChatError::NotFound),
+            Some(_) => return Ok(WebhookResult::Stored),
+        };
+        let job_id = job_id.as_str();
         let outcome = match self.model.poll(job_id, deadline).await {
             Ok(Generation::Done(result)) => self.final_outcome(result, job_id),
             Ok(Generation::Running) => return Ok(WebhookResult::NotFinal),

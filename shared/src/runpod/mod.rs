@@ -219,6 +219,17 @@ impl RunPodClient {
         )
     }
 
+    /// The URL of `op` (`status`, `stream`, `cancel`) on `job_id`, or
+    /// `None` for an id that is not one RunPod gives (letters, digits, `-`
+    /// and `_`, at most 128): it never becomes part of a path.
+    fn job_url(&self, op: &str, job_id: &str) -> Option<String> {
+        let valid = (1..=128).contains(&job_id.len())
+            && job_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        valid.then(|| self.url(&format!("{op}/{job_id}")))
+    }
+
     /// `POST run`: queues the job and returns its id at once. With a
     /// `webhook`, RunPod posts the finished job there.
     pub async fn submit(
@@ -295,7 +306,9 @@ impl RunPodClient {
     /// One `GET stream` call: the chunks produced since the last one. A
     /// chunk of no known shape fails the call, like unusable output.
     pub async fn stream(&self, job_id: &str, deadline: Instant) -> Result<StreamPoll, RunPodError> {
-        let url = self.url(&format!("stream/{job_id}"));
+        let url = self
+            .job_url("stream", job_id)
+            .ok_or_else(|| not_a_job(job_id))?;
         let job = self
             .call(
                 || self.http.request(Method::GET, &url),
@@ -335,7 +348,9 @@ impl RunPodClient {
 
     /// `POST cancel`: stops the job (a job already final stays as it is).
     pub async fn cancel(&self, job_id: &str, deadline: Instant) -> Result<(), RunPodError> {
-        let url = self.url(&format!("cancel/{job_id}"));
+        let url = self
+            .job_url("cancel", job_id)
+            .ok_or_else(|| not_a_job(job_id))?;
         self.call(
             || self.http.post(&url),
             self.config.request_timeout,
@@ -347,7 +362,9 @@ impl RunPodClient {
     }
 
     async fn status(&self, job_id: &str, deadline: Instant) -> Result<Job, RunPodError> {
-        let url = self.url(&format!("status/{job_id}"));
+        let url = self
+            .job_url("status", job_id)
+            .ok_or_else(|| not_a_job(job_id))?;
         self.call(
             || self.http.request(Method::GET, &url),
             self.config.request_timeout,
@@ -434,6 +451,14 @@ impl RunPodClient {
 
 /// The body of `resp`, refused once it passes `cap` bytes (checked against
 /// `Content-Length` first, then as it arrives).
+/// A job id RunPod never gives: no such job (a 404, as RunPod would say).
+fn not_a_job(job_id: &str) -> RunPodError {
+    RunPodError::Status {
+        status: 404,
+        body: format!("{:?} is not a RunPod job id", truncate(job_id, 40)),
+    }
+}
+
 /// The most bytes of an error answer read: its start says what went wrong
 /// (200 characters are kept), and a gateway's error page can be any size.
 const ERROR_BODY_BYTES: usize = 4 * 1024;

@@ -266,7 +266,13 @@ async fn a_slow_submission_starts_the_stream_at_once_and_keeps_it_alive() {
     let keep_alives = events
         .iter()
         .filter(|(_, e)| matches!(e, StreamEvent::KeepAlive));
-    assert_eq!(keep_alives.count(), 4, "every 10 s of the 40 s: {events:?}");
+    // At 10, 20 and 30 s; at 40 s the submission and the next one are due
+    // together, and either may go first.
+    let keep_alives = keep_alives.count();
+    assert!(
+        (3..=4).contains(&keep_alives),
+        "every 10 s of the 40 s: {events:?}"
+    );
     assert!(
         matches!(events.last(), Some((_, StreamEvent::Completed(_)))),
         "{events:?}"
