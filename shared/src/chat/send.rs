@@ -141,6 +141,7 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             }
         };
         bound_history(&mut turn.history, self.limits.max_chars);
+        merge_consecutive_user_turns(&mut turn.history);
         Ok(turn)
     }
 
@@ -351,9 +352,49 @@ fn bound_history(history: &mut Vec<Message>, max_chars: usize) {
     }
 }
 
+/// Joins user messages that follow one another (a failed or stopped reply
+/// between them is not history) into one turn, so the model sees roles
+/// that alternate: chat templates such as Mistral's and Gemma's under vLLM
+/// refuse two user turns in a row, and would fail every later turn.
+fn merge_consecutive_user_turns(history: &mut Vec<Message>) {
+    let mut merged: Vec<Message> = Vec::with_capacity(history.len());
+    for message in history.drain(..) {
+        match merged.last_mut() {
+            Some(last) if last.role == Role::User && message.role == Role::User => {
+                last.content.push_str("\n\n");
+                last.content.push_str(&message.content);
+            }
+            _ => merged.push(message),
+        }
+    }
+    *history = merged;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consecutive_user_turns_are_merged_so_roles_alternate() {
+        let mut history = vec![
+            msg(Role::User, "Hi"),
+            msg(Role::Assistant, "Hello!"),
+            msg(Role::User, "How do I organize patient files?"),
+            msg(Role::User, "By date?"),
+            msg(Role::User, "Or by doctor?"),
+        ];
+        merge_consecutive_user_turns(&mut history);
+        assert_eq!(
+            texts(&history),
+            [
+                "Hi",
+                "Hello!",
+                "How do I organize patient files?\n\nBy date?\n\nOr by doctor?"
+            ]
+        );
+        let roles: Vec<_> = history.iter().map(|m| m.role).collect();
+        assert_eq!(roles, [Role::User, Role::Assistant, Role::User]);
+    }
 
     fn msg(role: Role, text: &str) -> Message {
         Message::new(role, text.into(), Utc::now())

@@ -297,8 +297,9 @@ async fn a_continued_conversation_sends_its_complete_history_only() {
     assert!(send(&chat, Some(id), "two").await.is_err());
     *chat.model().next.lock().unwrap() = Some(Script::Reply("ok"));
     send(&chat, Some(id), "three").await.unwrap();
-    // "two" was stored and is sent; the failed reply to it stored nothing.
-    assert_eq!(chat.model().submitted()[2], ["one", "ok", "two", "three"]);
+    // "two" was stored and is sent; the failed reply to it stored nothing,
+    // so "two" and "three" are one user turn (roles must alternate).
+    assert_eq!(chat.model().submitted()[2], ["one", "ok", "two\n\nthree"]);
 }
 
 #[tokio::test]
