@@ -233,9 +233,19 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
     ) -> Result<Message, ChatError> {
         match waited {
             Ok(Generation::Done(Ok(completion))) => {
+                let pending = reply.clone();
                 reply.settle(completion.kept(self.limits.max_reply_chars));
                 return match self.store.add_reply(user, conversation, &reply).await {
                     Ok(()) => Ok(reply),
+                    // A paid reply is not dropped because the table is busy:
+                    // recorded pending with its job, the next read or the
+                    // webhook stores it (RunPod keeps a run's result 30 min).
+                    Err(e @ StoreError::Unavailable { .. }) => {
+                        tracing::warn!(error = %e, "the reply could not be stored now; leaving it pending");
+                        self.record_pending(user, conversation, &pending, deadline)
+                            .await?;
+                        Ok(pending)
+                    }
                     // Like a failed job: nothing stored, the conversation freed.
                     Err(e @ StoreError::Backend { .. }) => {
                         tracing::error!(error = %e, "the reply could not be stored");

@@ -689,3 +689,21 @@ async fn a_job_that_fails_after_the_wait_is_the_sends_error_not_a_pending_answer
     let out = send(&chat, None, "hello").await;
     assert!(matches!(out, Err(ChatError::Model(_))), "{out:?}");
 }
+
+/// DynamoDB throttling the write of a finished reply must not lose a reply
+/// the GPU already paid for: it stays pending with its job, and the next
+/// read stores it.
+#[tokio::test]
+async fn a_finished_reply_the_table_refuses_for_load_stays_pending_for_a_read_to_store() {
+    let chat = chat(ScriptedModel::replying("Sorted by patient."));
+    chat.store().refuse_replies_for_load(1);
+    let out = send(&chat, None, "hello").await.unwrap();
+    assert!(out.reply.is_pending(), "{:?}", out.reply.status);
+    let messages = read(&chat, out.conversation_id).await;
+    assert_eq!(messages[1].status, MessageStatus::Complete);
+    assert_eq!(messages[1].content, "Sorted by patient.");
+    assert!(
+        chat.model().cancelled().is_empty(),
+        "the paid job is not cancelled"
+    );
+}

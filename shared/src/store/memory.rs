@@ -3,7 +3,13 @@
 //! run in milliseconds and can reach branches that are slow or awkward to
 //! set up over DynamoDB Local.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
+};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use tokio::time::Instant;
@@ -31,6 +37,8 @@ pub struct MemoryStore {
     partitions: Mutex<HashMap<(UserId, ConversationId), Partition>>,
     usage: Mutex<HashMap<(UserId, NaiveDate), DailyUsage>>,
     keyed: Mutex<HashMap<(UserId, String), Keyed>>,
+    /// Writes of complete replies still to refuse for load (tests).
+    refuse_replies: AtomicUsize,
 }
 
 /// An idempotency record.
@@ -43,6 +51,27 @@ struct Keyed {
 }
 
 impl MemoryStore {
+    /// The next `n` writes of a complete reply fail as DynamoDB's do when
+    /// it throttles a transaction ([`StoreError::Unavailable`]).
+    pub fn refuse_replies_for_load(&self, n: usize) {
+        self.refuse_replies.store(n, Ordering::SeqCst);
+    }
+
+    /// Whether this complete-reply write is one to refuse.
+    fn refused_for_load(&self) -> Result<(), StoreError> {
+        let take = |n: usize| n.checked_sub(1);
+        match self
+            .refuse_replies
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, take)
+        {
+            Ok(_) => Err(StoreError::Unavailable {
+                context: "a reply write refused for load (test)",
+                source: "ThrottlingError".into(),
+            }),
+            Err(_) => Ok(()),
+        }
+    }
+
     /// Counts a send on its day unless that passes the quota's limits.
     fn count_send(&self, user: &UserId, quota: &Quota) -> Result<(), StoreError> {
         let mut usage = self.usage.lock().unwrap();
@@ -242,6 +271,7 @@ impl ConversationStore for MemoryStore {
         conversation: ConversationId,
         reply: &Message,
     ) -> Result<(), StoreError> {
+        self.refused_for_load()?;
         self.with(user, conversation, |c, messages| {
             held_by(c, reply.id)?;
             moved_to(c, messages, reply);
@@ -315,6 +345,9 @@ impl ConversationStore for MemoryStore {
         outcome: &ReplyOutcome,
         at: DateTime<Utc>,
     ) -> Result<FinishResult, StoreError> {
+        if matches!(outcome, ReplyOutcome::Complete { .. }) {
+            self.refused_for_load()?;
+        }
         let PendingReply {
             user,
             conversation,

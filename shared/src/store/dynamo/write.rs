@@ -121,7 +121,7 @@ impl DynamoStore {
             .await
             .map_err(|e| match failed_conditions(&e) {
                 Some(reasons) if quota_refused(&reasons) => StoreError::QuotaExceeded,
-                _ => backend("TransactWriteItems create conversation")(e),
+                _ => transaction_failed("TransactWriteItems create conversation")(e),
             })?;
         Ok(())
     }
@@ -367,7 +367,7 @@ impl DynamoStore {
                     StoreError::ReplyPending
                 }
                 Some(_) => StoreError::NotFound,
-                None => backend("TransactWriteItems add message")(e),
+                None => transaction_failed("TransactWriteItems add message")(e),
             })?;
         Ok(())
     }
@@ -417,7 +417,7 @@ impl DynamoStore {
             Ok(_) => Ok(FinishResult::Written),
             Err(e) => match failed_conditions(&e) {
                 Some(reasons) => Ok(finish_refused(reasons.first())),
-                None => Err(backend("TransactWriteItems finish reply")(e)),
+                None => Err(transaction_failed("TransactWriteItems finish reply")(e)),
             },
         }
     }
@@ -651,6 +651,55 @@ async fn transact(
     }
 }
 
+/// Cancellation reasons that say "not now" rather than "not this": the
+/// table or an item throttled, or a conflict with another transaction
+/// that outlasted [`transact`]'s retries (DynamoDB API reference,
+/// TransactWriteItems, "CancellationReasons").
+const LOAD_REASONS: [&str; 4] = [
+    "ThrottlingError",
+    "ProvisionedThroughputExceeded",
+    "RequestLimitExceeded",
+    "TransactionConflict",
+];
+
+/// A transaction's failure: [`StoreError::Unavailable`] when it was
+/// cancelled for load (no condition failed), as [`backend`] sorts any
+/// other. A client then hears 503 with `Retry-After`, and a finished reply
+/// is kept for a later try instead of being failed for good.
+fn transaction_failed<R>(
+    context: &'static str,
+) -> impl FnOnce(SdkError<TransactWriteItemsError, R>) -> StoreError
+where
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    move |e| {
+        if cancelled_for_load(&e) {
+            return StoreError::Unavailable {
+                context,
+                source: Box::new(e),
+            };
+        }
+        backend(context)(e)
+    }
+}
+
+/// Whether a transaction was cancelled for load alone: some reason is a
+/// load reason and none a failed condition.
+fn cancelled_for_load<R>(err: &SdkError<TransactWriteItemsError, R>) -> bool {
+    match err.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
+            let codes: Vec<&str> = e
+                .cancellation_reasons()
+                .iter()
+                .filter_map(|r| r.code())
+                .collect();
+            codes.iter().any(|c| LOAD_REASONS.contains(c))
+                && !codes.contains(&"ConditionalCheckFailed")
+        }
+        _ => false,
+    }
+}
+
 /// Whether a transaction was cancelled only for conflicts, not conditions.
 fn is_conflict<R>(err: &SdkError<TransactWriteItemsError, R>) -> bool {
     match err.as_service_error() {
@@ -730,6 +779,28 @@ mod tests {
             .set_cancellation_reasons(Some(reasons))
             .build();
         SdkError::service_error(TransactWriteItemsError::TransactionCanceledException(e), ())
+    }
+
+    #[test]
+    fn a_cancellation_for_throttling_or_lasting_conflict_is_unavailability() {
+        for codes in [
+            &["None", "ThrottlingError"][..],
+            &["TransactionConflict", "None"],
+            &["ProvisionedThroughputExceeded"],
+        ] {
+            let e = transaction_failed("test")(cancelled(codes));
+            assert!(
+                matches!(e, StoreError::Unavailable { .. }),
+                "{codes:?}: {e:?}"
+            );
+        }
+        for codes in [
+            &["ConditionalCheckFailed", "ThrottlingError"][..],
+            &["ValidationError"],
+        ] {
+            let e = transaction_failed("test")(cancelled(codes));
+            assert!(matches!(e, StoreError::Backend { .. }), "{codes:?}: {e:?}");
+        }
     }
 
     #[test]
