@@ -326,8 +326,10 @@ def as_list(v):
     return v if isinstance(v, list) else [v]
 
 
-def matches(pattern, value):
-    return fnmatch.fnmatchcase(value.lower() if pattern.startswith(("dynamodb:", "secretsmanager:", "sqs:", "logs:")) else value, pattern.lower() if pattern.startswith(("dynamodb:", "secretsmanager:", "sqs:", "logs:")) else pattern)
+def matches(pattern, action):
+    """Whether an Action pattern covers `action` (IAM action names are
+    case-insensitive; `*` and `?` are wildcards)."""
+    return fnmatch.fnmatchcase(action.lower(), pattern.lower())
 
 
 def allowed(stmts, action, resource):
@@ -423,11 +425,10 @@ def check_iam(sam, cfn, calls, params, failures, report):
                     report.append(f"  {name}: {a} unused by the tests, kept: {why}")
                 else:
                     failures.add(f"{name} ({binary}): its role allows {a} on {as_list(s['Resource'])} but no recorded call or rule needs it: remove it or justify it in UNUSED_BUT_NEEDED")
-        report.append(f"  {name} ({binary}): {len(wanted)} DynamoDB actions recorded, all allowed" if not any(binary in f for f in failures) else f"  {name} ({binary}): see failures")
-    unknown = seen_binaries - set(binaries)
-    for b in sorted(unknown):
-        if b not in ("integration",):
-            report.append(f"  calls of {b!r}, which is no function of the template (ignored)")
+        ok = not any(f"({binary})" in f for f in failures)
+        report.append(f"  {name} ({binary}): {len(wanted)} DynamoDB actions recorded" + (", all allowed" if ok else ": see below"))
+    for b in sorted(seen_binaries - set(binaries)):
+        report.append(f"  calls of {b!r}, which is no function of the template (ignored)")
 
 
 # --- CORS ------------------------------------------------------------------
