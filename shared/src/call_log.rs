@@ -64,12 +64,8 @@ pub fn iam_actions(target: &str, body: &Value) -> Vec<(String, String, Option<St
     let table = |v: &Value| v["TableName"].as_str().unwrap_or_default().to_owned();
     match operation {
         "TransactWriteItems" | "TransactGetItems" => {
-            let items = body["TransactItems"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
+            let items = body["TransactItems"].as_array().into_iter().flatten();
             items
-                .iter()
                 .filter_map(|item| {
                     let (kind, inner) = item.as_object()?.iter().next()?;
                     let action = match kind.as_str() {
@@ -85,13 +81,9 @@ pub fn iam_actions(target: &str, body: &Value) -> Vec<(String, String, Option<St
                 .collect()
         }
         "BatchWriteItem" | "BatchGetItem" => {
-            let tables = body["RequestItems"]
-                .as_object()
-                .cloned()
-                .unwrap_or_default();
+            let tables = body["RequestItems"].as_object().into_iter().flatten();
             tables
-                .keys()
-                .map(|t| (format!("dynamodb:{operation}"), t.clone(), None))
+                .map(|(t, _)| (format!("dynamodb:{operation}"), t.clone(), None))
                 .collect()
         }
         _ => {

@@ -122,10 +122,15 @@ pub fn idle_model() -> RunPodClient {
 /// Items in a conversation's partition (the conversation and its
 /// messages), read straight from the table.
 pub async fn partition_items<M>(app: &App<M>, user: &UserId, conversation: ConversationId) -> i32 {
+    partition_items_in(&app.config.table_name, user, conversation).await
+}
+
+/// Items in a conversation's partition of `table`, read straight from it.
+pub async fn partition_items_in(table: &str, user: &UserId, conversation: ConversationId) -> i32 {
     dynamo()
         .await
         .query()
-        .table_name(&app.config.table_name)
+        .table_name(table)
         .key_condition_expression("#pk = :pk")
         .expression_attribute_names("#pk", keys::PK)
         .expression_attribute_values(

@@ -114,6 +114,13 @@ impl Client {
             }
         }
     }
+
+    /// Ends the stream with `error`, if the client is still there to hear it.
+    fn fail(&self, sink: &mut impl EventSink, error: ChatError) {
+        if self.here {
+            sink.send(StreamEvent::Failed(error));
+        }
+    }
 }
 
 /// The text relayed so far and what the chunks said of tokens.
@@ -183,30 +190,25 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             .model
             .submit_streaming(&streaming.history, webhook.as_deref(), deadline);
         let submitted = client.keep_alive_while(submit, sink).await;
-        let recorded = match self
-            .job_or_released(user, conversation, streaming.reply.id, submitted)
+        let reply_id = streaming.reply.id;
+        let job_id = match self
+            .job_or_released(user, conversation, reply_id, submitted)
             .await
         {
-            Ok(job_id) => {
-                streaming.reply.status = MessageStatus::Pending { job_id };
-                let reply = &streaming.reply;
-                let record = self.record_pending(user, conversation, reply, deadline);
-                client.keep_alive_while(record, sink).await
-            }
-            Err(e) => Err(e),
+            Ok(job_id) => job_id,
+            Err(e) => return client.fail(sink, e),
         };
-        if let Err(e) = recorded {
-            if client.here {
-                sink.send(StreamEvent::Failed(e));
-            }
-            return;
+        streaming.reply.status = MessageStatus::Pending {
+            job_id: job_id.clone(),
+        };
+        let record = self.record_pending(user, conversation, &streaming.reply, deadline);
+        if let Err(e) = client.keep_alive_while(record, sink).await {
+            return client.fail(sink, e);
         }
         if !client.here {
             return; // The reply is pending; the webhook or a read completes it.
         }
-        let MessageStatus::Pending { job_id } = &streaming.reply.status else {
-            return;
-        };
+        let job_id = job_id.as_str();
         let mut written = Written::default();
         let mut delay = POLL_FAST;
         while Instant::now() < deadline {

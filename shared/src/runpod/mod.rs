@@ -449,8 +449,6 @@ impl RunPodClient {
     }
 }
 
-/// The body of `resp`, refused once it passes `cap` bytes (checked against
-/// `Content-Length` first, then as it arrives).
 /// A job id RunPod never gives: no such job (a 404, as RunPod would say).
 fn not_a_job(job_id: &str) -> RunPodError {
     RunPodError::Status {
@@ -475,6 +473,8 @@ async fn read_prefix(mut resp: reqwest::Response, cap: usize) -> String {
     String::from_utf8_lossy(&body).into_owned()
 }
 
+/// The body of `resp`, refused once it passes `cap` bytes (checked against
+/// `Content-Length` first, then as it arrives).
 async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, RunPodError> {
     let too_large = || RunPodError::InvalidResponse(format!("an answer over {cap} bytes"));
     if resp.content_length().is_some_and(|n| n > cap as u64) {

@@ -15,25 +15,18 @@ use serde_json::{json, Value};
 use super::{base, get, send, wait_for_webhook};
 use crate::common;
 
+/// The table of the stack `scripts/test.sh` started.
+fn table() -> String {
+    std::env::var("TABLE_NAME").expect("scripts/test.sh sets TABLE_NAME")
+}
+
 /// Items left in a conversation's partition, read straight from the table.
 async fn partition_items(user: &str, id: &str) -> i32 {
-    let table = std::env::var("TABLE_NAME").expect("scripts/test.sh sets TABLE_NAME");
-    let pk = keys::conversation_pk(
-        &UserId::parse(user).unwrap(),
+    let (user, id) = (
+        UserId::parse(user).unwrap(),
         ConversationId::parse(id).unwrap(),
     );
-    common::dynamo()
-        .await
-        .query()
-        .table_name(table)
-        .key_condition_expression("#pk = :pk")
-        .expression_attribute_names("#pk", keys::PK)
-        .expression_attribute_values(":pk", AttributeValue::S(pk))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap()
-        .count()
+    common::partition_items_in(&table(), &user, id).await
 }
 
 /// A conversation with its first reply complete (by webhook).
@@ -108,11 +101,10 @@ async fn rename_usage_idempotent_retries_delete_and_the_purge() {
         &UserId::parse(&user).unwrap(),
         ConversationId::parse(&id).unwrap(),
     );
-    let table = std::env::var("TABLE_NAME").unwrap();
     common::dynamo()
         .await
         .delete_item()
-        .table_name(&table)
+        .table_name(table())
         .key(keys::PK, AttributeValue::S(pk.clone()))
         .key(keys::SK, AttributeValue::S(keys::CONVERSATION_SK.into()))
         .send()

@@ -683,33 +683,29 @@ where
     }
 }
 
+/// The reasons a cancelled transaction gives for its items, leaving out
+/// the items that were fine (`None`); empty for any other failure.
+fn cancellation_codes<R>(err: &SdkError<TransactWriteItemsError, R>) -> Vec<&str> {
+    match err.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
+            let codes = e.cancellation_reasons().iter().filter_map(|r| r.code());
+            codes.filter(|c| *c != "None").collect()
+        }
+        _ => vec![],
+    }
+}
+
 /// Whether a transaction was cancelled for load alone: some reason is a
 /// load reason and none a failed condition.
 fn cancelled_for_load<R>(err: &SdkError<TransactWriteItemsError, R>) -> bool {
-    match err.as_service_error() {
-        Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
-            let codes: Vec<&str> = e
-                .cancellation_reasons()
-                .iter()
-                .filter_map(|r| r.code())
-                .collect();
-            codes.iter().any(|c| LOAD_REASONS.contains(c))
-                && !codes.contains(&"ConditionalCheckFailed")
-        }
-        _ => false,
-    }
+    let codes = cancellation_codes(err);
+    codes.iter().any(|c| LOAD_REASONS.contains(c)) && !codes.contains(&"ConditionalCheckFailed")
 }
 
 /// Whether a transaction was cancelled only for conflicts, not conditions.
 fn is_conflict<R>(err: &SdkError<TransactWriteItemsError, R>) -> bool {
-    match err.as_service_error() {
-        Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
-            let codes = e.cancellation_reasons().iter().filter_map(|r| r.code());
-            let codes: Vec<&str> = codes.filter(|c| *c != "None").collect();
-            !codes.is_empty() && codes.iter().all(|c| *c == "TransactionConflict")
-        }
-        _ => false,
-    }
+    let codes = cancellation_codes(err);
+    !codes.is_empty() && codes.iter().all(|c| *c == "TransactionConflict")
 }
 
 /// Whether the send's count, the third item of a message write (after the
