@@ -362,6 +362,77 @@ pub fn tokens_used(text: &str, usage: Option<Usage>) -> u64 {
     }
 }
 
+/// The tokens a reply holds of its user's daily token quota from the send
+/// that admitted it until it settles: what the job could count at most
+/// (the prompt's upper bound and the reply's `max_tokens`), so parallel
+/// sends cannot all pass a quota that each alone is under. Kept with the
+/// pending reply, since its settler may be another request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    /// The UTC day the send was admitted on, which the reply counts on.
+    pub day: chrono::NaiveDate,
+    /// What is held until the reply settles.
+    pub tokens: u64,
+    /// The prompt's estimate ([`CHARS_PER_TOKEN`]), which a stopped reply
+    /// counts (with what it wrote) since the worker reported nothing.
+    pub prompt: u64,
+}
+
+/// What a job for a history can count: [`Reservation`]'s figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenBounds {
+    /// The most tokens the job can count, prompt and reply.
+    pub most: u64,
+    /// The prompt's estimate.
+    pub prompt: u64,
+}
+
+/// How a reply's settlement changes its day's counts: `tokens` is what it
+/// counts, `held` what the quota check sees (counted tokens plus the
+/// reservations of replies not settled yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Settlement {
+    /// The day.
+    pub day: chrono::NaiveDate,
+    /// Added to the day's tokens.
+    pub tokens: u64,
+    /// Added to the day's held tokens (negative: a reservation let go).
+    pub held: i64,
+}
+
+impl Settlement {
+    /// A reply that counts `tokens` and lets its reservation go; counted on
+    /// the reservation's day, or on `day` for a reply admitted without one.
+    pub fn of(reserved: Option<Reservation>, tokens: u64, day: chrono::NaiveDate) -> Self {
+        let (day, reserved) = reserved.map_or((day, 0), |r| (r.day, r.tokens));
+        let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        Self {
+            day,
+            tokens,
+            held: signed(tokens).saturating_sub(signed(reserved)),
+        }
+    }
+
+    /// Whether it changes nothing (no write needed).
+    pub fn is_empty(&self) -> bool {
+        self.tokens == 0 && self.held == 0
+    }
+}
+
+/// What a reply that ended with `outcome` counts: a complete one what the
+/// worker reported (or its estimate), a stopped one its prompt's estimate
+/// (its text, written before the stop, is counted when the stream that
+/// wrote it keeps it), a failed one nothing.
+pub fn outcome_tokens(outcome: &ReplyOutcome, reserved: Option<Reservation>) -> u64 {
+    match outcome {
+        ReplyOutcome::Complete { text, usage, .. } => tokens_used(text, *usage),
+        ReplyOutcome::Cancelled { text } => {
+            reserved.map_or(0, |r| r.prompt) + tokens_used(text, None)
+        }
+        ReplyOutcome::Failed { .. } => 0,
+    }
+}
+
 impl Usage {
     /// Both counts added, or `None` if either overflows (a worker's
     /// numbers are not trusted to be sane).
@@ -498,6 +569,8 @@ pub struct Message {
     /// The reply was longer than the service keeps (`MAX_REPLY_CHARS`) and
     /// `content` is its beginning.
     pub truncated: bool,
+    /// What a reply holds of the daily token quota until it settles.
+    pub reserved: Option<Reservation>,
 }
 
 impl Message {
@@ -538,6 +611,7 @@ impl Message {
             usage: None,
             status: MessageStatus::Complete,
             truncated: false,
+            reserved: None,
         }
     }
 }

@@ -1,9 +1,12 @@
-//! Opaque tokens signed with HMAC-SHA256: page cursors and webhook URLs.
+//! Tokens signed with HMAC-SHA256 (page cursors) or encrypted with
+//! AES-256-GCM (webhook URLs, which must not show whose reply they complete).
 //!
-//! A token is `base64url(payload).base64url(tag)`, the tag covering a scope
-//! and the payload. A token altered, truncated, or issued for another scope
-//! fails [`Signer::open`].
+//! A signed token is `base64url(payload).base64url(tag)`, the tag covering a
+//! scope and the payload. An encrypted one is `base64url(nonce ‖ ciphertext
+//! ‖ tag)`, the scope as associated data. A token altered, truncated, or
+//! issued for another scope fails [`Signer::open`] / [`Signer::open_secret`].
 
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -62,6 +65,67 @@ impl Signer {
             URL_SAFE_NO_PAD.encode(payload),
             URL_SAFE_NO_PAD.encode(tag)
         )
+    }
+
+    /// `payload`, encrypted and authenticated for `scope`, as URL-safe text
+    /// that tells nothing of it. Deterministic (the same payload gives the
+    /// same token, as a signed one does): the nonce is a MAC of the scope
+    /// and payload, the synthetic-IV construction (RFC 5297), so a nonce
+    /// repeats only for a repeated payload, which then reveals no more
+    /// than that it repeated.
+    pub fn seal_secret(&self, scope: &str, payload: &[u8]) -> String {
+        let nonce = self.synthetic_nonce(scope, payload);
+        let mut sealed = payload.to_vec();
+        self.aead()
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(scope.as_bytes()),
+                &mut sealed,
+            )
+            .expect("AES-GCM seals payloads of any size a URL can carry");
+        let mut token = nonce.to_vec();
+        token.extend_from_slice(&sealed);
+        URL_SAFE_NO_PAD.encode(token)
+    }
+
+    /// The payload of a token [`Self::seal_secret`] made for this scope.
+    pub fn open_secret(&self, scope: &str, token: &str) -> Result<Vec<u8>, SignatureError> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| SignatureError::Malformed)?;
+        if bytes.len() < NONCE_LEN + 16 {
+            return Err(SignatureError::Malformed);
+        }
+        let (nonce, sealed) = bytes.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| SignatureError::Malformed)?;
+        let mut sealed = sealed.to_vec();
+        let payload = self
+            .aead()
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(scope.as_bytes()),
+                &mut sealed,
+            )
+            .map_err(|_| SignatureError::BadSignature)?
+            .to_vec();
+        if self.synthetic_nonce(scope, &payload) != nonce {
+            return Err(SignatureError::BadSignature);
+        }
+        Ok(payload)
+    }
+
+    /// The encryption key: derived from this signer's, never the MAC key itself.
+    fn aead(&self) -> LessSafeKey {
+        let key = Self::derive(&self.key, "aes-256-gcm").key;
+        let key = UnboundKey::new(&AES_256_GCM, &key).expect("a 32-byte key");
+        LessSafeKey::new(key)
+    }
+
+    fn synthetic_nonce(&self, scope: &str, payload: &[u8]) -> [u8; NONCE_LEN] {
+        let tag = self.mac(scope, payload).finalize().into_bytes();
+        let mut nonce = [0; NONCE_LEN];
+        nonce.copy_from_slice(&tag[..NONCE_LEN]);
+        nonce
     }
 
     /// The payload, if the token was sealed by this signer for this scope.

@@ -1,7 +1,9 @@
 //! RunPod webhook URLs. RunPod does not sign its webhook calls, so each URL
 //! carries a token naming the reply it completes (user, conversation,
-//! message) and when it expires, sealed with a server key. A delivery is
-//! only a trigger: the service then asks RunPod itself how the job ended.
+//! message) and when it expires, encrypted with a server key: RunPod keeps
+//! the URL with the job, and must not learn whose reply it is (the user id
+//! is often an email address). A delivery is only a trigger: the service
+//! then asks RunPod itself how the job ended.
 
 use std::time::Duration;
 
@@ -62,7 +64,7 @@ impl Webhooks {
     pub fn new(base_url: Option<String>, secret: &[u8], lifetime: Duration) -> Self {
         Self {
             base_url,
-            signer: Signer::derive(secret, "chat-service/runpod-webhook/v2"),
+            signer: Signer::derive(secret, "chat-service/runpod-webhook/v3"),
             lifetime,
         }
     }
@@ -114,7 +116,7 @@ impl Webhooks {
 
     fn seal(&self, target: &Target) -> String {
         let payload = serde_json::to_vec(target).expect("strings and numbers serialize");
-        self.signer.seal(SCOPE, &payload)
+        self.signer.seal_secret(SCOPE, &payload)
     }
 
     /// The reply a token names, if this server issued it and it has not expired.
@@ -128,7 +130,7 @@ impl Webhooks {
 
     /// The target and expiry a token seals, if this server sealed it.
     fn open(&self, token: &str) -> Option<(WebhookTarget, i64)> {
-        let payload = self.signer.open(SCOPE, token).ok()?;
+        let payload = self.signer.open_secret(SCOPE, token).ok()?;
         let t: Target = serde_json::from_slice(&payload).ok()?;
         let target = WebhookTarget {
             user: UserId::parse(&t.u).ok()?,
@@ -141,6 +143,8 @@ impl Webhooks {
 
 #[cfg(test)]
 mod tests {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+
     use super::*;
 
     const HOUR: Duration = Duration::from_secs(3600);
@@ -168,6 +172,15 @@ mod tests {
         assert_eq!(other.verify(token), Err(WebhookTokenError::Invalid));
         assert_eq!(w.verify(&token[1..]), Err(WebhookTokenError::Invalid));
         assert_eq!(w.verify(""), Err(WebhookTokenError::Invalid));
+        // Opaque: nothing of the target shows, however the token is read.
+        let decoded = URL_SAFE_NO_PAD.decode(token).unwrap();
+        for part in [u.as_str().to_owned(), c.to_string(), m.to_string()] {
+            assert!(!token.contains(&part) && !String::from_utf8_lossy(&decoded).contains(&part));
+        }
+        let mut flipped = decoded.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        let flipped = URL_SAFE_NO_PAD.encode(flipped);
+        assert_eq!(w.verify(&flipped), Err(WebhookTokenError::Invalid));
         let unset = Webhooks::new(None, b"secret", HOUR);
         assert_eq!(unset.url_for(&u, c, m), None);
     }

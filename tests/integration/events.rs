@@ -148,6 +148,7 @@ async fn every_sample_event_gets_its_documented_status() {
                     job_id: "sample-job".into(),
                 },
                 truncated: false,
+                reserved: None,
             };
             // Claimed by the send that stored the question, as a send does.
             let question = Message::new(Role::User, "a question".into(), Utc::now());

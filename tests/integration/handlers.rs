@@ -621,6 +621,82 @@ async fn sends_over_the_daily_limit_are_429_and_usage_reports_the_day() {
         .ends_with("T00:00:00.000Z"));
 }
 
+async fn usage(h: &Harness, user: &str) -> Value {
+    read(http::get_usage(&h.app, Event::usage(Some(token(user))).request()).await).1
+}
+
+/// Issue 23: parallel sends cannot pass the token limit together. Each
+/// admitted send holds the most its reply can count until it settles, so
+/// forty sends at once to new conversations (their replies pending) admit
+/// only as many as the limit has room for; settled replies give the room
+/// back, and the day ends at most one reply past the limit.
+#[tokio::test]
+async fn parallel_sends_reserve_their_most_and_cannot_pass_the_token_limit_together() {
+    let limit = 3_000u64;
+    let h = Harness::with(&[
+        ("SEND_WAIT_SECONDS", "0.01"),
+        ("USER_DAILY_TOKEN_LIMIT", "3000"),
+    ])
+    .await;
+    h.jobs_end_as(json!({"id": "job-1", "status": "IN_PROGRESS"}))
+        .await;
+    let t = || Some(token("alice"));
+    let sends = (0..40).map(|_| h.send(Event::send(r#"{"message": "How?"}"#, t())));
+    let answers = futures::future::join_all(sends).await;
+    let admitted = answers.iter().filter(|(s, _)| *s == 202).count() as u64;
+    let refused = answers.iter().filter(|(s, _)| *s == 429).count() as u64;
+    assert_eq!(admitted + refused, 40, "{answers:?}");
+    let day = usage(&h, "alice").await;
+    let reserved = day["reserved_tokens"].as_u64().unwrap();
+    assert_eq!(day["tokens"], 0, "{day}");
+    assert_eq!(reserved % admitted, 0, "{day}");
+    // Each holds the prompt's bound and RUNPOD_MAX_TOKENS (1024).
+    let each = reserved / admitted;
+    assert!(each > 1024, "{day}");
+    assert_eq!(
+        admitted,
+        limit.div_ceil(each),
+        "admitted while held < limit: {day}"
+    );
+    assert!(admitted < 40);
+
+    // The replies finish (7 tokens each, as the worker reports) and are
+    // read: each settles to its real count and lets its reservation go.
+    h.runpod.reset().await;
+    h.replies("Sorted by patient.").await;
+    let (_, list) = h.list(Event::list(t()).query("limit", "100")).await;
+    for c in list["conversations"].as_array().unwrap() {
+        let (status, _) = h.get(Event::get(c["id"].as_str().unwrap(), t())).await;
+        assert_eq!(status, 200);
+    }
+    let day = usage(&h, "alice").await;
+    assert_eq!(day["tokens"], 7 * admitted, "{day}");
+    assert_eq!(day["reserved_tokens"], 0, "{day}");
+    // Room again: a send goes, and the day stays within one reply of the limit.
+    let (status, body) = h.send(Event::send(r#"{"message": "And now?"}"#, t())).await;
+    assert_eq!(status, 200, "{body}");
+    let tokens = usage(&h, "alice").await["tokens"].as_u64().unwrap();
+    assert!(tokens <= limit + each, "{tokens}");
+}
+
+/// Issue 23: a job that fails lets its reservation go and counts nothing.
+#[tokio::test]
+async fn a_failed_reply_lets_its_reservation_go() {
+    let h = Harness::with(&[("USER_DAILY_TOKEN_LIMIT", "3000")]).await;
+    h.jobs_end_as(json!({"id": "job-1", "status": "FAILED", "error": "boom"}))
+        .await;
+    let (status, body) = h
+        .send(Event::send(r#"{"message": "How?"}"#, Some(token("alice"))))
+        .await;
+    assert_eq!(error_code(status, &body, 502), "model_error");
+    let usage = usage(&h, "alice").await;
+    assert_eq!(
+        (usage["tokens"].as_u64(), usage["reserved_tokens"].as_u64()),
+        (Some(0), Some(0)),
+        "{usage}"
+    );
+}
+
 fn keyed(body: &str, user: &str, key: &str) -> lambda_http::Request {
     let mut req = Event::send(body, Some(token(user))).request();
     let value = lambda_http::http::HeaderValue::from_str(key).unwrap();

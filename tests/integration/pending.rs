@@ -360,6 +360,7 @@ async fn webhook_and_read_racing_write_once() {
         conversation: conv,
         message: reply,
         job_id: &job_id,
+        reserved: None,
     };
     let store = h.app.chat.store();
     let (a, b) = tokio::join!(

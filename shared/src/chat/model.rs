@@ -7,6 +7,7 @@ use std::{error::Error as StdError, future::Future};
 use tokio::time::Instant;
 
 pub use crate::domain::Completion;
+pub use crate::domain::TokenBounds;
 use crate::domain::{Message, Usage};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -86,6 +87,10 @@ pub enum StreamEnd {
 
 /// The model behind the chat.
 pub trait ChatModel: Sync {
+    /// What a job for `history` can count at most, and its prompt's
+    /// estimate: what a send reserves of a daily token quota.
+    fn token_bounds(&self, history: &[Message]) -> TokenBounds;
+
     /// Queues a job for `history` (oldest first, ending with the user's new
     /// message) and returns its id; the model's service posts the finished
     /// job to `webhook` when one is given.

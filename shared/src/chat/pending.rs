@@ -55,9 +55,11 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             .store
             .message(user, conversation, target.message)
             .await?;
-        let job_id = match stored.map(|m| m.status) {
-            Some(MessageStatus::Pending { job_id }) if job_id == delivery.job_id => job_id,
-            Some(MessageStatus::Pending { .. }) | None => return Err(ChatError::NotFound),
+        let (job_id, reserved) = match stored.map(|m| (m.status, m.reserved)) {
+            Some((MessageStatus::Pending { job_id }, reserved)) if job_id == delivery.job_id => {
+                (job_id, reserved)
+            }
+            Some((MessageStatus::Pending { .. }, _)) | None => return Err(ChatError::NotFound),
             Some(_) => return Ok(WebhookResult::Stored),
         };
         let job_id = job_id.as_str();
@@ -72,6 +74,7 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             conversation: target.conversation,
             message: target.message,
             job_id,
+            reserved,
         };
         match self.finish(reply, outcome).await?.0 {
             FinishResult::Written | FinishResult::AlreadyFinal => Ok(WebhookResult::Stored),
@@ -140,6 +143,7 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
                 conversation,
                 message: messages[i].id,
                 job_id,
+                reserved: messages[i].reserved,
             };
             // A reply that cannot be stored must not fail every read of
             // its conversation: the read answers, showing it as it stands.

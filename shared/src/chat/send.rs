@@ -9,7 +9,7 @@ use super::{Chat, ChatError, ChatModel, Generation, ModelError, PendingPolicy};
 use crate::{
     domain::{
         Claim, Conversation, ConversationId, Message, MessageContent, MessageId, MessageStatus,
-        Role, Title, UserId,
+        Reservation, Role, Title, UserId,
     },
     store::{ConversationStore, PageRequest, Quota, StoreError},
 };
@@ -56,10 +56,16 @@ pub(super) struct Turn {
     pub(super) user_message: Message,
     /// The reply the conversation is claimed for.
     pub(super) reply_id: MessageId,
+    /// What the reply holds of the day's token quota.
+    pub(super) reserved: Option<Reservation>,
 }
 
 /// The reply of `job_id`, as stored while it is generated.
-pub(super) fn pending_reply(id: MessageId, job_id: String) -> Message {
+pub(super) fn pending_reply(
+    id: MessageId,
+    job_id: String,
+    reserved: Option<Reservation>,
+) -> Message {
     Message {
         id,
         role: Role::Assistant,
@@ -68,6 +74,7 @@ pub(super) fn pending_reply(id: MessageId, job_id: String) -> Message {
         usage: None,
         status: MessageStatus::Pending { job_id },
         truncated: false,
+        reserved,
     }
 }
 
@@ -90,10 +97,10 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             .submit(&turn.history, webhook.as_deref(), times.deadline)
             .await;
         let job_id = self
-            .job_or_released(user, conversation, reply_id, submitted)
+            .job_or_released(user, conversation, reply_id, turn.reserved, submitted)
             .await?;
         let waited = self.model.wait(&job_id, times.wait_until).await;
-        let reply = pending_reply(reply_id, job_id);
+        let reply = pending_reply(reply_id, job_id, turn.reserved);
         let reply = self
             .settle(user, conversation, reply, waited, times.deadline)
             .await?;
@@ -129,20 +136,31 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             until: crate::deadline::hold_lapses(times.deadline),
         };
         let quota = self.quota.at(message.created_at);
-        let mut turn = match request.conversation_id {
+        match request.conversation_id {
             None => {
-                self.start(user, &request.content, message, &claim, &quota)
-                    .await?
+                self.start(user, &request.content, message, &claim, quota)
+                    .await
             }
             Some(id) => {
-                let hold = (&claim, &quota);
-                self.continue_with(user, id, message, hold, times.deadline)
-                    .await?
+                self.continue_with(user, id, message, (&claim, quota), times.deadline)
+                    .await
             }
-        };
-        bound_history(&mut turn.history, self.limits.max_chars);
-        merge_consecutive_user_turns(&mut turn.history);
-        Ok(turn)
+        }
+    }
+
+    /// What goes to the model, from the conversation's recent complete
+    /// messages and the new one, and what its reply reserves: known before
+    /// the write that admits the send, which holds the reservation.
+    fn prompt(
+        &self,
+        mut history: Vec<Message>,
+        quota: &mut Quota,
+    ) -> (Vec<Message>, Option<Reservation>) {
+        bound_history(&mut history, self.limits.max_chars);
+        merge_consecutive_user_turns(&mut history);
+        let reserved = self.reservation(&history, quota.day);
+        quota.reserve = reserved.tokens;
+        (history, Some(reserved))
     }
 
     /// A new conversation, titled after its first message, stored with it
@@ -153,19 +171,21 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
         content: &MessageContent,
         first: Message,
         claim: &Claim,
-        quota: &Quota,
+        mut quota: Quota,
     ) -> Result<Turn, ChatError> {
         let title = Title::from_first_message(content);
         let conversation = Conversation::started_with(title, &first).claimed(claim);
+        let (history, reserved) = self.prompt(vec![first.clone()], &mut quota);
         self.store
-            .start_conversation(user, &conversation, &first, quota)
+            .start_conversation(user, &conversation, &first, &quota)
             .await?;
         tracing::info!(conversation_id = %conversation.id, "conversation created");
         Ok(Turn {
             conversation_id: conversation.id,
-            user_message: first.clone(),
-            history: vec![first],
+            user_message: first,
+            history,
             reply_id: claim.reply,
+            reserved,
         })
     }
 
@@ -178,7 +198,7 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
         user: &UserId,
         id: ConversationId,
         message: Message,
-        (claim, quota): (&Claim, &Quota),
+        (claim, mut quota): (&Claim, Quota),
         deadline: Instant,
     ) -> Result<Turn, ChatError> {
         let recent = PageRequest {
@@ -203,20 +223,22 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
                 return Err(ChatError::ReplyPending);
             }
         }
-        self.store
-            .append_and_claim(user, id, &message, claim, quota)
-            .await?;
         let mut history: Vec<Message> = page
             .items
             .into_iter()
             .filter(|m| m.status == MessageStatus::Complete)
             .collect();
         history.push(message.clone());
+        let (history, reserved) = self.prompt(history, &mut quota);
+        self.store
+            .append_and_claim(user, id, &message, claim, &quota)
+            .await?;
         Ok(Turn {
             conversation_id: id,
             history,
             user_message: message,
             reply_id: claim.reply,
+            reserved,
         })
     }
 
@@ -251,14 +273,14 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
                         tracing::error!(error = %e, "the reply could not be stored");
                         let unstorable = ModelError::Failed(super::pending::UNSTORABLE.into());
                         Err(self
-                            .released(user, conversation, reply.id, unstorable.into())
+                            .released(user, conversation, &reply, unstorable.into())
                             .await)
                     }
                     Err(e) => Err(e.into()),
                 };
             }
             Ok(Generation::Done(Err(e))) => {
-                return Err(self.released(user, conversation, reply.id, e.into()).await)
+                return Err(self.released(user, conversation, &reply, e.into()).await)
             }
             Ok(Generation::Running) => {}
             Err(e) => {
@@ -315,6 +337,7 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
         user: &UserId,
         conversation: ConversationId,
         reply: MessageId,
+        reserved: Option<Reservation>,
         submitted: Result<String, ModelError>,
     ) -> Result<String, ChatError> {
         match submitted {
@@ -322,20 +345,27 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
                 tracing::info!(job_id, "model job submitted");
                 Ok(job_id)
             }
-            Err(e) => Err(self.released(user, conversation, reply, e.into()).await),
+            Err(e) => {
+                let reply = pending_reply(reply, String::new(), reserved);
+                Err(self.released(user, conversation, &reply, e.into()).await)
+            }
         }
     }
 
-    /// Frees the conversation a failed send claimed; `error` is the send's
-    /// answer either way (a claim that cannot be released lapses).
+    /// Frees the conversation a failed send claimed, and the reply's
+    /// reservation; `error` is the send's answer either way (a claim that
+    /// cannot be released lapses, its reservation held until the day ends).
     async fn released(
         &self,
         user: &UserId,
         conversation: ConversationId,
-        reply: MessageId,
+        reply: &Message,
         error: ChatError,
     ) -> ChatError {
-        if let Err(e) = self.store.release_claim(user, conversation, reply).await {
+        let release = self
+            .store
+            .release_claim(user, conversation, reply.id, reply.reserved);
+        if let Err(e) = release.await {
             tracing::warn!(error = %e, "could not release the claim; it lapses on its own");
         }
         error

@@ -150,12 +150,13 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             history,
             user_message,
             reply_id,
+            reserved,
         } = self.begin(user, request, times).await?;
         Ok(StreamingReply {
             user: user.clone(),
             conversation_id,
             user_message,
-            reply: pending_reply(reply_id, String::new()),
+            reply: pending_reply(reply_id, String::new(), reserved),
             history,
         })
     }
@@ -190,9 +191,9 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             .model
             .submit_streaming(&streaming.history, webhook.as_deref(), deadline);
         let submitted = client.keep_alive_while(submit, sink).await;
-        let reply_id = streaming.reply.id;
+        let (reply_id, reserved) = (streaming.reply.id, streaming.reply.reserved);
         let job_id = match self
-            .job_or_released(user, conversation, reply_id, submitted)
+            .job_or_released(user, conversation, reply_id, reserved, submitted)
             .await
         {
             Ok(job_id) => job_id,
@@ -287,6 +288,7 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             conversation: streaming.conversation_id,
             message: streaming.reply.id,
             job_id,
+            reserved: streaming.reply.reserved,
         };
         let (outcome, failure) = match end {
             StreamEnd::Completed => {
@@ -352,9 +354,12 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
         };
         match stored.status {
             MessageStatus::Cancelled => {
+                // Counted on the day its reservation was made (today without one).
+                let reserved = streaming.reply.reserved;
+                let day = reserved.map_or(Utc::now().date_naive(), |r| r.day);
                 let kept = self
                     .store
-                    .keep_cancelled_text(user, conversation, id, written)
+                    .keep_cancelled_text(user, conversation, id, written, day)
                     .await;
                 let content = match kept {
                     Ok(true) => written.to_owned(),
@@ -409,6 +414,7 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
             conversation,
             message: reply.id,
             job_id,
+            reserved: reply.reserved,
         };
         let outcome = ReplyOutcome::Cancelled {
             text: String::new(),

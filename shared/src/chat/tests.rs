@@ -105,7 +105,20 @@ impl ScriptedModel {
     }
 }
 
+/// The reply limit of every scripted job, in tokens.
+const SCRIPTED_MAX_TOKENS: u64 = 10;
+
 impl ChatModel for ScriptedModel {
+    /// A prompt's bound is its characters (every test text is ASCII); its
+    /// estimate one token per four.
+    fn token_bounds(&self, history: &[Message]) -> crate::domain::TokenBounds {
+        let chars: u64 = history.iter().map(|m| m.content.len() as u64).sum();
+        crate::domain::TokenBounds {
+            most: chars + SCRIPTED_MAX_TOKENS,
+            prompt: chars.div_ceil(4),
+        }
+    }
+
     async fn cancel(&self, job_id: &str, _deadline: Instant) -> Result<(), ModelError> {
         self.cancelled.lock().unwrap().push(job_id.into());
         Ok(())
@@ -373,7 +386,7 @@ async fn a_running_sends_claim_refuses_other_sends_until_it_lapses() {
         ..claim
     };
     chat.store()
-        .release_claim(&alice(), id, claim.reply)
+        .release_claim(&alice(), id, claim.reply, None)
         .await
         .unwrap();
     chat.store()

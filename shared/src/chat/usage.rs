@@ -4,9 +4,9 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::{Chat, ChatError};
+use super::{Chat, ChatError, ChatModel};
 use crate::{
-    domain::UserId,
+    domain::{Message, Reservation, UserId},
     store::{ConversationStore, DailyUsage, Quota},
 };
 
@@ -26,6 +26,7 @@ impl QuotaLimits {
             day: now.date_naive(),
             message_limit: self.messages,
             token_limit: self.tokens,
+            reserve: 0,
         }
     }
 }
@@ -47,6 +48,24 @@ pub struct UsageReport {
 pub fn next_midnight(now: DateTime<Utc>) -> DateTime<Utc> {
     let tomorrow = now.date_naive().succ_opt().unwrap_or(now.date_naive());
     tomorrow.and_hms_opt(0, 0, 0).map_or(now, |t| t.and_utc())
+}
+
+impl<S, M: ChatModel> Chat<S, M> {
+    /// What a send of `history` admitted on `day` holds of the day's token
+    /// quota until its reply settles (nothing without a token limit), and
+    /// the prompt's estimate, which a stopped reply counts.
+    pub(super) fn reservation(&self, history: &[Message], day: NaiveDate) -> Reservation {
+        let bounds = self.model.token_bounds(history);
+        Reservation {
+            day,
+            tokens: if self.quota.tokens.is_some() {
+                bounds.most.max(1)
+            } else {
+                0
+            },
+            prompt: bounds.prompt,
+        }
+    }
 }
 
 impl<S: ConversationStore, M> Chat<S, M> {

@@ -13,6 +13,7 @@ struct UsageResponse {
     messages: u64,
     message_limit: Option<u64>,
     tokens: u64,
+    reserved_tokens: u64,
     token_limit: Option<u64>,
     resets_at: String,
 }
@@ -24,6 +25,7 @@ impl From<UsageReport> for UsageResponse {
             messages: r.used.messages,
             message_limit: r.limits.messages,
             tokens: r.used.tokens,
+            reserved_tokens: r.used.reserved,
             token_limit: r.limits.tokens,
             resets_at: format_timestamp(r.resets_at),
         }

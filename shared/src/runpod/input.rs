@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use crate::{
     config::{InputFormat, RunPodConfig},
-    domain::{Message, Role},
+    domain::{Message, Role, TokenBounds, CHARS_PER_TOKEN},
 };
 
 /// `history` is the conversation so far, oldest first, ending with the
@@ -32,6 +32,42 @@ pub fn build_input(config: &RunPodConfig, history: &[Message]) -> Value {
         InputFormat::Prompt => {
             json!({ "prompt": render_prompt(config.system_prompt.as_deref(), history) })
         }
+    }
+}
+
+/// Template tokens a chat template adds around each message (role
+/// headers, end-of-turn markers: Llama 3's adds 4 or 5, ChatML's 5), with room.
+const TEMPLATE_TOKENS_PER_MESSAGE: u64 = 16;
+/// Tokens a template adds once (begin-of-text, the assistant's opening,
+/// a default system header such as Llama 3.1's dated one).
+const TEMPLATE_TOKENS_ONCE: u64 = 64;
+
+/// What a job for `history` can count at most, and its prompt's estimate.
+///
+/// The prompt's bound is its bytes: byte-level BPE tokenizers (GPT-2's,
+/// tiktoken's, Llama 3's, Qwen's) and SentencePiece with byte fallback
+/// never make a token of less than one byte, so a text has at most as many
+/// tokens as bytes; the template's own tokens are added. The reply's is
+/// `RUNPOD_MAX_TOKENS`, which the `messages` input sends as
+/// `sampling_params.max_tokens` (a `prompt` worker must be configured to
+/// the same limit). The estimate is the quota's usual one character in
+/// [`CHARS_PER_TOKEN`].
+pub fn token_bounds(config: &RunPodConfig, history: &[Message]) -> TokenBounds {
+    let texts = config
+        .system_prompt
+        .iter()
+        .map(String::as_str)
+        .chain(history.iter().map(|m| m.content.as_str()));
+    let (mut bytes, mut chars, mut count) = (0u64, 0u64, 0u64);
+    for text in texts {
+        bytes += text.len() as u64;
+        chars += text.chars().count() as u64;
+        count += 1;
+    }
+    let template = TEMPLATE_TOKENS_ONCE + count * TEMPLATE_TOKENS_PER_MESSAGE;
+    TokenBounds {
+        most: bytes + template + u64::from(config.max_tokens),
+        prompt: chars.div_ceil(CHARS_PER_TOKEN),
     }
 }
 

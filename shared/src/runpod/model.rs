@@ -6,7 +6,7 @@ use tokio::time::Instant;
 use super::{Job, JobPoll, JobState, RunPodClient, RunPodError, StreamEnd as RunPodEnd};
 use crate::{
     chat::{ChatModel, Generation, JobDelivery, ModelError, StreamEnd, StreamStep},
-    domain::Message,
+    domain::{Message, TokenBounds},
 };
 
 impl From<RunPodError> for ModelError {
@@ -44,6 +44,10 @@ impl TryFrom<Job> for JobDelivery {
 }
 
 impl ChatModel for RunPodClient {
+    fn token_bounds(&self, history: &[Message]) -> TokenBounds {
+        super::input::token_bounds(&self.config, history)
+    }
+
     async fn submit(
         &self,
         history: &[Message],

@@ -19,8 +19,8 @@ use super::{
     PendingReply, Quota, StoreError,
 };
 use crate::domain::{
-    preview, tokens_used, Claim, Conversation, ConversationId, Message, MessageId, MessageStatus,
-    ReplyOutcome, Title, UserId,
+    outcome_tokens, preview, tokens_used, Claim, Conversation, ConversationId, Message, MessageId,
+    MessageStatus, ReplyOutcome, Reservation, Settlement, Title, UserId,
 };
 
 /// A conversation's partition: the conversation item (gone once deleted)
@@ -77,17 +77,22 @@ impl MemoryStore {
         let mut usage = self.usage.lock().unwrap();
         let day = usage.entry((user.clone(), quota.day)).or_default();
         let over = |used: u64, limit: Option<u64>| limit.is_some_and(|l| used >= l);
-        if over(day.messages, quota.message_limit) || over(day.tokens, quota.token_limit) {
+        let held = day.tokens + day.reserved;
+        if over(day.messages, quota.message_limit) || over(held, quota.token_limit) {
             return Err(StoreError::QuotaExceeded);
         }
         day.messages += 1;
+        day.reserved += quota.reserve;
         Ok(())
     }
 
-    fn count_tokens(&self, user: &UserId, day: NaiveDate, tokens: u64) {
+    /// Applies a reply's settlement as the DynamoDB store's ADDs do.
+    fn settle(&self, user: &UserId, settlement: Settlement) {
         let mut usage = self.usage.lock().unwrap();
-        let day = usage.entry((user.clone(), day)).or_default();
-        day.tokens = day.tokens.saturating_add(tokens);
+        let day = usage.entry((user.clone(), settlement.day)).or_default();
+        let held = i64::try_from(day.tokens + day.reserved).unwrap_or(i64::MAX) + settlement.held;
+        day.tokens = day.tokens.saturating_add(settlement.tokens);
+        day.reserved = u64::try_from(held).unwrap_or(0).saturating_sub(day.tokens);
     }
 
     /// The messages stored for a conversation, oldest first (also after a delete).
@@ -280,7 +285,8 @@ impl ConversationStore for MemoryStore {
             Ok(())
         })?;
         let tokens = tokens_used(&reply.content, reply.usage);
-        self.count_tokens(user, reply.created_at.date_naive(), tokens);
+        let day = reply.created_at.date_naive();
+        self.settle(user, Settlement::of(reply.reserved, tokens, day));
         Ok(())
     }
 
@@ -289,17 +295,23 @@ impl ConversationStore for MemoryStore {
         user: &UserId,
         conversation: ConversationId,
         reply: MessageId,
+        reserved: Option<Reservation>,
     ) -> Result<(), StoreError> {
         let released = self.with(user, conversation, |c, _| {
-            if c.pending_reply == Some(reply) {
+            let held = c.pending_reply == Some(reply);
+            if held {
                 c.pending_reply = None;
                 c.claimed_until = None;
             }
-            Ok(())
+            Ok(held)
         });
         match released {
-            Err(StoreError::NotFound) => Ok(()),
-            other => other,
+            Ok(true) => {
+                self.settle(user, Settlement::of(reserved, 0, Utc::now().date_naive()));
+                Ok(())
+            }
+            Ok(false) | Err(StoreError::NotFound) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -353,6 +365,7 @@ impl ConversationStore for MemoryStore {
             conversation,
             message,
             job_id,
+            reserved,
         } = reply;
         let found = self.with(user, conversation, |c, messages| {
             let Some(m) = messages.iter_mut().find(|m| m.id == message) else {
@@ -364,9 +377,8 @@ impl ConversationStore for MemoryStore {
                     Ok(FinishResult::Missing)
                 }
                 MessageStatus::Pending { .. } => {
-                    if let ReplyOutcome::Complete { text, usage, .. } = outcome {
-                        self.count_tokens(user, at.date_naive(), tokens_used(text, *usage));
-                    }
+                    let counts = outcome_tokens(outcome, reserved);
+                    self.settle(user, Settlement::of(reserved, counts, at.date_naive()));
                     finish(c, outcome, at);
                     m.settle(outcome.clone());
                     Ok(FinishResult::Written)
@@ -420,15 +432,31 @@ impl ConversationStore for MemoryStore {
         conversation: ConversationId,
         message: MessageId,
         text: &str,
+        day: NaiveDate,
     ) -> Result<bool, StoreError> {
-        let mut partitions = self.partitions.lock().unwrap();
-        let Some(p) = partitions.get_mut(&(user.clone(), conversation)) else {
-            return Ok(false);
+        let kept = {
+            let mut partitions = self.partitions.lock().unwrap();
+            let Some(p) = partitions.get_mut(&(user.clone(), conversation)) else {
+                return Ok(false);
+            };
+            let cancelled = p.messages.iter_mut().find(|m| {
+                m.id == message && m.status == MessageStatus::Cancelled && m.content.is_empty()
+            });
+            cancelled.map(|m| m.content = text.to_owned()).is_some()
         };
-        let cancelled = p.messages.iter_mut().find(|m| {
-            m.id == message && m.status == MessageStatus::Cancelled && m.content.is_empty()
-        });
-        Ok(cancelled.map(|m| m.content = text.to_owned()).is_some())
+        if kept {
+            let written = tokens_used(text, None);
+            let held = i64::try_from(written).unwrap_or(i64::MAX);
+            self.settle(
+                user,
+                Settlement {
+                    day,
+                    tokens: written,
+                    held,
+                },
+            );
+        }
+        Ok(kept)
     }
 
     async fn purge_messages(

@@ -13,7 +13,8 @@ pub use cursor::{CursorCodec, CursorError};
 pub use dynamo::DynamoStore;
 
 use crate::domain::{
-    Claim, Conversation, ConversationId, Message, MessageId, ReplyOutcome, Title, UserId,
+    Claim, Conversation, ConversationId, Message, MessageId, ReplyOutcome, Reservation, Title,
+    UserId,
 };
 
 /// A send's day and the limits it must stay under, checked in the write
@@ -25,8 +26,11 @@ pub struct Quota {
     /// Sends a user may make that day; `None`: unlimited.
     pub message_limit: Option<u64>,
     /// Tokens a user may use that day; `None`: unlimited. A send is refused
-    /// once the day's tokens reached it (the reply that crosses it is kept).
+    /// once the day's held tokens (counted, plus what replies not settled
+    /// yet reserved) reached it; the reply that crosses it is kept.
     pub token_limit: Option<u64>,
+    /// What this send holds until its reply settles (0 without a token limit).
+    pub reserve: u64,
 }
 
 /// What a user used on one UTC day.
@@ -36,6 +40,8 @@ pub struct DailyUsage {
     pub messages: u64,
     /// Tokens of the replies, as the worker reported them or estimated.
     pub tokens: u64,
+    /// Tokens held for replies not settled yet ([`crate::domain::Reservation`]).
+    pub reserved: u64,
 }
 
 /// A request made under an `Idempotency-Key`, as its record names it.
@@ -137,6 +143,8 @@ pub struct PendingReply<'a> {
     pub message: MessageId,
     /// The RunPod job the reply waits for.
     pub job_id: &'a str,
+    /// What it holds of its day's token quota, let go when it settles.
+    pub reserved: Option<Reservation>,
 }
 
 /// What [`ConversationStore::finish_reply`] did.
@@ -228,8 +236,8 @@ pub trait ConversationStore: Sync {
     ) -> impl Future<Output = Result<DailyUsage, StoreError>> + Send;
 
     /// Stores the complete reply its claim was for and ends the claim,
-    /// moving `updated_at`, `last_message` and the count with it, and adds
-    /// its tokens to its day's usage.
+    /// moving `updated_at`, `last_message` and the count with it, and
+    /// settles its tokens on its day's usage (its reservation let go).
     fn add_reply(
         &self,
         user: &UserId,
@@ -238,12 +246,14 @@ pub trait ConversationStore: Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Ends the claim for `reply` without storing it (the job failed or was
-    /// never submitted). Nothing happens if the claim is not held.
+    /// never submitted) and lets its reservation go. Nothing happens if the
+    /// claim is not held.
     fn release_claim(
         &self,
         user: &UserId,
         conversation: ConversationId,
         reply: MessageId,
+        reserved: Option<Reservation>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The conversation and a page of messages: the newest `limit` before
@@ -266,8 +276,9 @@ pub trait ConversationStore: Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Completes or fails a pending reply, once: only a message still
-    /// pending for `job_id` changes, so concurrent finishers write once. A
-    /// completed reply's tokens count on the day of `at`.
+    /// pending for `job_id` changes, so concurrent finishers write once.
+    /// What it counts ([`crate::domain::outcome_tokens`]) settles on its
+    /// reservation's day (the day of `at` without one).
     fn finish_reply(
         &self,
         reply: PendingReply<'_>,
@@ -293,14 +304,15 @@ pub trait ConversationStore: Sync {
 
     /// Keeps `text` as a cancelled reply's content: what a stream had
     /// written when the user stopped it (the stop stores the reply before
-    /// that text is known). Only a cancelled reply without content changes;
-    /// returns whether this one did.
+    /// that text is known), and counts its tokens on `day`. Only a
+    /// cancelled reply without content changes; returns whether this one did.
     fn keep_cancelled_text(
         &self,
         user: &UserId,
         conversation: ConversationId,
         message: MessageId,
         text: &str,
+        day: chrono::NaiveDate,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// One message, if it is stored (its conversation may be deleted).

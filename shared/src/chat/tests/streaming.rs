@@ -185,6 +185,12 @@ async fn a_stop_during_a_stream_keeps_what_was_written_and_frees_the_conversatio
     let stored = read(&chat, id).await;
     assert_eq!(stored[1].status, MessageStatus::Cancelled);
     assert_eq!(stored[1].content, written);
+    // Issue 23: a stop does not dodge the count. The stopped reply counts
+    // its prompt (32 characters: 8 tokens by the estimate) and what it
+    // wrote before the stop, once.
+    let used = chat.usage(&alice()).await.unwrap().used;
+    let wrote = (written.len() as u64).div_ceil(4);
+    assert_eq!((used.tokens, used.reserved), (8 + wrote, 0), "{written:?}");
     // The next send goes, and the stopped reply is not in its history.
     chat.model()
         .next
@@ -209,6 +215,8 @@ async fn a_stop_ends_a_pending_reply_and_nothing_to_stop_is_409() {
     assert_eq!(stopped.status, MessageStatus::Cancelled);
     assert_eq!(chat.model().cancelled(), ["job-1"]);
     assert_eq!(read(&chat, id).await[1].status, MessageStatus::Cancelled);
+    // The prompt ("hello": 2 tokens by the estimate) counts; nothing was shown.
+    assert_eq!(chat.usage(&alice()).await.unwrap().used.tokens, 2);
     let again = chat.stop(&alice(), id, deadline).await;
     assert!(matches!(again, Err(ChatError::NoReplyInProgress)));
     let unknown = chat.stop(&alice(), ConversationId::new(), deadline).await;

@@ -11,7 +11,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::{
     domain::{
         format_timestamp, parse_timestamp, Conversation, ConversationId, Message, MessageId,
-        MessageStatus, Role, Title, Usage, UserId,
+        MessageStatus, Reservation, Role, Title, Usage, UserId,
     },
     store::{keys, StoreError},
 };
@@ -39,6 +39,10 @@ pub(super) mod attr {
     pub const MESSAGES: &str = "messages";
     /// A usage item's tokens of the day.
     pub const TOKENS: &str = "tokens";
+    /// A usage item's tokens plus the reservations of replies not settled
+    /// yet: what a send's quota condition reads (a condition cannot add
+    /// two attributes, so the sum is kept as one).
+    pub const HELD: &str = "held_tokens";
     /// When DynamoDB's TTL removes the item (epoch seconds).
     pub const EXPIRES_AT: &str = "expires_at";
     /// An idempotency record's digest of its request body.
@@ -104,6 +108,14 @@ pub(super) struct MessageItem {
     /// Present (true) only on a reply cut to `MAX_REPLY_CHARS`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     truncated: bool,
+    /// A pending reply's hold on its day's token quota: the day, the
+    /// tokens held, the prompt's estimate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reserved_on: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reserved_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reserved_prompt: Option<u64>,
 }
 
 impl ConversationItem {
@@ -157,6 +169,8 @@ impl MessageItem {
         conversation: ConversationId,
         m: &Message,
     ) -> Result<Item, StoreError> {
+        // Only a pending reply's settler needs its reservation.
+        let reserved = m.reserved.filter(|_| m.is_pending());
         let (status, job_id, error) = match &m.status {
             MessageStatus::Complete => (None, None, None),
             MessageStatus::Pending { job_id } => {
@@ -180,6 +194,9 @@ impl MessageItem {
             job_id,
             error,
             truncated: m.truncated,
+            reserved_on: reserved.map(|r| r.day.to_string()),
+            reserved_tokens: reserved.map(|r| r.tokens),
+            reserved_prompt: reserved.map(|r| r.prompt),
         })
     }
 
@@ -201,6 +218,14 @@ impl MessageItem {
             usage,
             status: status(i.status.as_deref(), i.job_id, i.error)?,
             truncated: i.truncated,
+            reserved: match (i.reserved_on, i.reserved_tokens) {
+                (Some(day), Some(tokens)) => Some(Reservation {
+                    day: day.parse().map_err(corrupt)?,
+                    tokens,
+                    prompt: i.reserved_prompt.unwrap_or(0),
+                }),
+                _ => None,
+            },
         })
     }
 }

@@ -19,7 +19,8 @@ use super::{
     PageRequest, PendingReply, Quota, StoreError,
 };
 use crate::domain::{
-    Claim, Conversation, ConversationId, Message, MessageId, ReplyOutcome, Title, UserId,
+    Claim, Conversation, ConversationId, Message, MessageId, ReplyOutcome, Reservation, Title,
+    UserId,
 };
 
 /// The DynamoDB store: one client, one table, built once per cold start.
@@ -182,8 +183,9 @@ impl ConversationStore for DynamoStore {
         user: &UserId,
         conversation: ConversationId,
         reply: MessageId,
+        reserved: Option<Reservation>,
     ) -> Result<(), StoreError> {
-        self.release(user, conversation, reply).await
+        self.release(user, conversation, reply, reserved).await
     }
 
     async fn conversation_page(
@@ -253,8 +255,10 @@ impl ConversationStore for DynamoStore {
         conversation: ConversationId,
         message: MessageId,
         text: &str,
+        day: chrono::NaiveDate,
     ) -> Result<bool, StoreError> {
-        self.keep_cancelled(user, conversation, message, text).await
+        self.keep_cancelled(user, conversation, message, text, day)
+            .await
     }
 
     async fn purge_messages(

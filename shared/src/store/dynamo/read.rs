@@ -88,9 +88,18 @@ impl DynamoStore {
                 .map_or(Ok(0), |v| v.parse::<u64>())
                 .map_err(|e| StoreError::Corrupt(format!("usage {name}: {e}")))
         };
+        let tokens = count(attr::TOKENS)?;
+        let held = out
+            .item
+            .as_ref()
+            .and_then(|i| i.get(attr::HELD))
+            .and_then(|v| v.as_n().ok())
+            .map_or(Ok(0), |v| v.parse::<i64>())
+            .map_err(|e| StoreError::Corrupt(format!("usage {}: {e}", attr::HELD)))?;
         Ok(DailyUsage {
             messages: count(attr::MESSAGES)?,
-            tokens: count(attr::TOKENS)?,
+            tokens,
+            reserved: u64::try_from(held).unwrap_or(0).saturating_sub(tokens),
         })
     }
 

@@ -26,8 +26,9 @@ use super::{
 };
 use crate::{
     domain::{
-        format_timestamp, preview, tokens_used, Claim, Conversation, ConversationId, Message,
-        MessageId, MessageStatus, ReplyOutcome, Title, UserId,
+        format_timestamp, outcome_tokens, preview, tokens_used, Claim, Conversation,
+        ConversationId, Message, MessageId, MessageStatus, ReplyOutcome, Reservation, Settlement,
+        Title, UserId,
     },
     store::{keys, FinishResult, PendingReply, Quota, StoreError},
 };
@@ -137,18 +138,29 @@ impl DynamoStore {
         let mut limits = vec![];
         let mut update = self
             .usage_update(user, quota.day)
-            .update_expression("SET #user = :user, #exp = :exp ADD #messages :one")
             .expression_attribute_names("#messages", attr::MESSAGES)
             .expression_attribute_values(":one", n(1));
+        update = if quota.reserve > 0 {
+            // The reservation goes in with the count: admitted sends hold
+            // their most until they settle, so parallel ones see each other.
+            update
+                .update_expression(
+                    "SET #user = :user, #exp = :exp ADD #messages :one, #held :reserve",
+                )
+                .expression_attribute_values(":reserve", n(quota.reserve))
+        } else {
+            update.update_expression("SET #user = :user, #exp = :exp ADD #messages :one")
+        };
         if let Some(max) = quota.message_limit {
             limits.push("(attribute_not_exists(#messages) OR #messages < :max_messages)");
             update = update.expression_attribute_values(":max_messages", n(max));
         }
+        if quota.token_limit.is_some() || quota.reserve > 0 {
+            update = update.expression_attribute_names("#held", attr::HELD);
+        }
         if let Some(max) = quota.token_limit {
-            limits.push("(attribute_not_exists(#tokens) OR #tokens < :max_tokens)");
-            update = update
-                .expression_attribute_names("#tokens", attr::TOKENS)
-                .expression_attribute_values(":max_tokens", n(max));
+            limits.push("(attribute_not_exists(#held) OR #held < :max_tokens)");
+            update = update.expression_attribute_values(":max_tokens", n(max));
         }
         if !limits.is_empty() {
             update = update.condition_expression(limits.join(" AND "));
@@ -156,19 +168,30 @@ impl DynamoStore {
         update_item(update)
     }
 
-    /// Adds a reply's tokens to its day's usage.
-    fn count_tokens(
+    /// Settles a reply on its day's usage: adds what it counts, and lets its
+    /// reservation go. `None` when nothing changes (no write needed).
+    fn settle_usage(
         &self,
         user: &UserId,
-        day: NaiveDate,
-        tokens: u64,
-    ) -> Result<TransactWriteItem, StoreError> {
+        settlement: Settlement,
+    ) -> Result<Option<TransactWriteItem>, StoreError> {
+        if settlement.is_empty() {
+            return Ok(None);
+        }
         update_item(
-            self.usage_update(user, day)
-                .update_expression("SET #user = :user, #exp = :exp ADD #tokens :tokens")
+            self.usage_update(user, settlement.day)
+                .update_expression(
+                    "SET #user = :user, #exp = :exp ADD #tokens :tokens, #held :held",
+                )
                 .expression_attribute_names("#tokens", attr::TOKENS)
-                .expression_attribute_values(":tokens", n(tokens)),
+                .expression_attribute_names("#held", attr::HELD)
+                .expression_attribute_values(":tokens", n(settlement.tokens))
+                .expression_attribute_values(
+                    ":held",
+                    AttributeValue::N(settlement.held.to_string()),
+                ),
         )
+        .map(Some)
     }
 
     /// An update of `user`'s counters of `day`, which expire two days after it.
@@ -223,16 +246,14 @@ impl DynamoStore {
         conversation: ConversationId,
         reply: &Message,
     ) -> Result<(), StoreError> {
+        let counts = tokens_used(&reply.content, reply.usage);
+        let day = reply.created_at.date_naive();
         self.add_message(
             user,
             conversation,
             reply,
             Guard::ClaimedBy(reply.id),
-            Some(self.count_tokens(
-                user,
-                reply.created_at.date_naive(),
-                tokens_used(&reply.content, reply.usage),
-            )?),
+            self.settle_usage(user, Settlement::of(reply.reserved, counts, day))?,
             |update| {
                 moved_to(update, conversation, reply)
                     .update_expression(format!("SET {MOVED} REMOVE #pending, #claimed"))
@@ -269,10 +290,9 @@ impl DynamoStore {
         user: &UserId,
         conversation: ConversationId,
         reply: MessageId,
+        reserved: Option<Reservation>,
     ) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .update_item()
+        let release = Update::builder()
             .table_name(&self.table)
             .key(keys::PK, s(keys::conversation_pk(user, conversation)))
             .key(keys::SK, s(keys::CONVERSATION_SK))
@@ -283,12 +303,23 @@ impl DynamoStore {
             .expression_attribute_names("#pending", attr::PENDING_REPLY)
             .expression_attribute_names("#claimed", attr::CLAIMED_UNTIL)
             .expression_attribute_values(":user", s(user.as_str()))
-            .expression_attribute_values(":guard", s(reply.to_string()))
-            .send()
-            .await;
-        match result.map_err(not_found_or_backend("UpdateItem release claim")) {
-            Ok(_) | Err(StoreError::NotFound) => Ok(()),
-            Err(e) => Err(e),
+            .expression_attribute_values(":guard", s(reply.to_string()));
+        // The reservation goes with the claim, in the same write: a claim
+        // released twice (or lapsed) cannot let it go twice.
+        // (One call either way; a transaction of one item when no
+        // reservation was made.)
+        let unreserved = Settlement::of(reserved, 0, Utc::now().date_naive());
+        let mut write = self
+            .client
+            .transact_write_items()
+            .transact_items(update_item(release)?);
+        if let Some(unreserved) = self.settle_usage(user, unreserved)? {
+            write = write.transact_items(unreserved);
+        }
+        match transact(write).await {
+            Ok(_) => Ok(()),
+            Err(e) if failed_conditions(&e).is_some() => Ok(()),
+            Err(e) => Err(transaction_failed("TransactWriteItems release claim")(e)),
         }
     }
 
@@ -299,10 +330,9 @@ impl DynamoStore {
         conversation: ConversationId,
         message: MessageId,
         text: &str,
+        day: NaiveDate,
     ) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
+        let keep = Update::builder()
             .table_name(&self.table)
             .key(keys::PK, s(keys::conversation_pk(user, conversation)))
             .key(keys::SK, s(keys::message_sk(message)))
@@ -311,13 +341,26 @@ impl DynamoStore {
             .expression_attribute_names("#status", attr::STATUS)
             .expression_attribute_values(":cancelled", s(MessageStatus::CANCELLED))
             .expression_attribute_values(":empty", s(""))
-            .expression_attribute_values(":text", s(text))
-            .send()
-            .await;
-        match result.map_err(not_found_or_backend("UpdateItem cancelled reply")) {
+            .expression_attribute_values(":text", s(text));
+        // The text written before the stop counts, once: with the write
+        // that keeps it, which only the first keeper makes.
+        let written = tokens_used(text, None);
+        let counted = Settlement {
+            day,
+            tokens: written,
+            held: i64::try_from(written).unwrap_or(i64::MAX),
+        };
+        let mut write = self
+            .client
+            .transact_write_items()
+            .transact_items(update_item(keep)?);
+        if let Some(counted) = self.settle_usage(user, counted)? {
+            write = write.transact_items(counted);
+        }
+        match transact(write).await {
             Ok(_) => Ok(true),
-            Err(StoreError::NotFound) => Ok(false),
-            Err(e) => Err(e),
+            Err(e) if failed_conditions(&e).is_some() => Ok(false),
+            Err(e) => Err(transaction_failed("TransactWriteItems cancelled reply")(e)),
         }
     }
 
@@ -383,6 +426,7 @@ impl DynamoStore {
             conversation,
             message,
             job_id,
+            reserved,
         } = reply;
         let pk = keys::conversation_pk(user, conversation);
         let msg = Update::builder()
@@ -408,9 +452,11 @@ impl DynamoStore {
             .transact_write_items()
             .transact_items(update_item(msg)?)
             .transact_items(update_item(conv)?);
-        if let ReplyOutcome::Complete { text, usage, .. } = outcome {
-            let tokens = tokens_used(text, *usage);
-            write = write.transact_items(self.count_tokens(user, at.date_naive(), tokens)?);
+        let counts = outcome_tokens(outcome, reserved);
+        if let Some(settled) =
+            self.settle_usage(user, Settlement::of(reserved, counts, at.date_naive()))?
+        {
+            write = write.transact_items(settled);
         }
         let result = transact(write).await;
         match result {
