@@ -139,6 +139,11 @@ impl App {
             chat: Chat::new(store, webhooks, limits, pending).with_quota(QuotaLimits {
                 messages: config.user_daily_message_limit,
                 tokens: config.user_daily_token_limit,
+                generations: config.user_max_concurrent_generations,
+                // A pending reply settles by this age (the read that finds
+                // it older fails it); a send's own claim by Lambda's 15 min.
+                generation_lifetime: config.pending_max_age
+                    + std::time::Duration::from_secs(15 * 60),
             }),
             config,
         }

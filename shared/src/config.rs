@@ -51,6 +51,9 @@ pub struct Config {
     pub user_daily_message_limit: Option<u64>,
     /// Tokens per user per UTC day (`USER_DAILY_TOKEN_LIMIT`); `None`: unlimited.
     pub user_daily_token_limit: Option<u64>,
+    /// Replies per user in the making at once
+    /// (`USER_MAX_CONCURRENT_GENERATIONS`, at least 1); `None`: unlimited.
+    pub user_max_concurrent_generations: Option<u32>,
     /// Most messages of a conversation sent to the model.
     pub history_max_messages: u32,
     /// Most characters of a conversation sent to the model.
@@ -165,6 +168,17 @@ impl Config {
             max_reply_chars: vars.number("MAX_REPLY_CHARS", 100_000)?,
             user_daily_message_limit: vars.optional_number("USER_DAILY_MESSAGE_LIMIT")?,
             user_daily_token_limit: vars.optional_number("USER_DAILY_TOKEN_LIMIT")?,
+            user_max_concurrent_generations: match vars
+                .optional_number("USER_MAX_CONCURRENT_GENERATIONS")?
+            {
+                Some(0) => {
+                    return Err(ConfigError::Invalid {
+                        name: "USER_MAX_CONCURRENT_GENERATIONS",
+                        reason: "must be at least 1 (unset it for no cap)".into(),
+                    })
+                }
+                cap => cap,
+            },
             history_max_messages: vars.number("HISTORY_MAX_MESSAGES", 20)?,
             history_max_chars: vars.number("HISTORY_MAX_CHARS", 24_000)?,
             deadline_margin: Duration::from_millis(vars.number("DEADLINE_MARGIN_MS", 2_000)?),
@@ -342,6 +356,13 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("MAX_MESSAGE_CHARS"));
+        // A cap of 0 generations would refuse every send: a typo, refused.
+        let err = Config::from_lookup(lookup(&[
+            ("TABLE_NAME", "t"),
+            ("USER_MAX_CONCURRENT_GENERATIONS", "0"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("USER_MAX_CONCURRENT_GENERATIONS"));
         let err = RunPodConfig::from_lookup(lookup(&[
             ("RUNPOD_ENDPOINT_ID", "ep"),
             ("RUNPOD_API_KEY", "k"),

@@ -96,6 +96,12 @@ impl MessageId {
             .map(Self)
             .map_err(|_| DomainError::InvalidMessageId)
     }
+
+    /// When the id was made (a UUID v7 carries its millisecond).
+    pub fn created_at(&self) -> Option<DateTime<Utc>> {
+        let (secs, nanos) = self.0.get_timestamp()?.to_unix();
+        DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos)
+    }
 }
 
 impl Default for MessageId {
@@ -376,6 +382,9 @@ pub struct Reservation {
     /// The prompt's estimate ([`CHARS_PER_TOKEN`]), which a stopped reply
     /// counts (with what it wrote) since the worker reported nothing.
     pub prompt: u64,
+    /// The reply was admitted as one of its user's live generations (under
+    /// `USER_MAX_CONCURRENT_GENERATIONS`), which its settlement ends.
+    pub live: bool,
 }
 
 /// What a job for a history can count: [`Reservation`]'s figures.

@@ -697,6 +697,106 @@ async fn a_failed_reply_lets_its_reservation_go() {
     );
 }
 
+/// Issue 23: one user cannot hold every instance by opening replies in new
+/// conversations: past USER_MAX_CONCURRENT_GENERATIONS a send is 429
+/// `too_many_generations`, stores nothing and starts no job; other users go
+/// on, and a reply that settles (here read complete) frees its place.
+#[tokio::test]
+async fn a_user_past_the_generation_cap_is_429_until_a_reply_settles() {
+    let h = Harness::with(&[
+        ("SEND_WAIT_SECONDS", "0.01"),
+        ("USER_MAX_CONCURRENT_GENERATIONS", "2"),
+    ])
+    .await;
+    h.jobs_end_as(json!({"id": "job-1", "status": "IN_PROGRESS"}))
+        .await;
+    let send = |user: &str| h.send(Event::send(r#"{"message": "How?"}"#, Some(token(user))));
+    assert_eq!(send("alice").await.0, 202);
+    assert_eq!(send("alice").await.0, 202);
+    let refused = http::send_message(
+        &h.app,
+        Event::send(r#"{"message": "How?"}"#, Some(token("alice"))).request(),
+    )
+    .await;
+    assert_eq!(refused.headers()["retry-after"], "5");
+    let (status, body) = read(refused);
+    assert_eq!(error_code(status, &body, 429), "too_many_generations");
+    assert_eq!(h.job_inputs().await.len(), 2, "no job for the refused send");
+    let (_, list) = h.list(Event::list(Some(token("alice")))).await;
+    assert_eq!(
+        list["conversations"].as_array().unwrap().len(),
+        2,
+        "nothing stored"
+    );
+    assert_eq!(send("bob").await.0, 202, "other users are unaffected");
+
+    h.runpod.reset().await;
+    h.replies("Sorted by patient.").await;
+    let first = list["conversations"][0]["id"].as_str().unwrap();
+    let (status, read_back) = h.get(Event::get(first, Some(token("alice")))).await;
+    assert_eq!(
+        (status, &read_back["messages"][1]["status"]),
+        (200, &json!("complete"))
+    );
+    assert_eq!(
+        send("alice").await.0,
+        200,
+        "the settled reply freed its place"
+    );
+}
+
+/// The cap's entries of sends that died before settling are cleared by the
+/// next send they would refuse, against DynamoDB Local's real conditions.
+#[tokio::test]
+async fn a_generation_whose_send_died_is_cleared_by_the_send_it_would_refuse() {
+    use chat_shared::{
+        domain::{Conversation, Message, Role, Title, UserId},
+        store::{ConversationStore, GenerationCap, Quota, StoreError},
+    };
+    let h = Harness::new().await;
+    let store = h.app.chat.store();
+    let alice = UserId::parse("alice").unwrap();
+    let now = chrono::Utc::now();
+    let quota = |stale_before| Quota {
+        day: now.date_naive(),
+        message_limit: None,
+        token_limit: None,
+        reserve: 0,
+        generations: Some(GenerationCap {
+            max: 1,
+            stale_before,
+        }),
+    };
+    let alice = &alice;
+    let start = |q: Quota| async move {
+        let first = Message::new(Role::User, "How?".into(), chrono::Utc::now());
+        let title = Title::from_stored("t".into());
+        let claim = chat_shared::domain::Claim {
+            reply: chat_shared::domain::MessageId::new(),
+            until: chrono::Utc::now() + chrono::Duration::seconds(60),
+        };
+        let conversation = Conversation::started_with(title, &first).claimed(&claim);
+        store
+            .start_conversation(alice, &conversation, &first, &q)
+            .await
+    };
+    let an_hour_ago = now - chrono::Duration::hours(1);
+    start(quota(an_hour_ago)).await.unwrap();
+    // The first send never settles: the next is refused while its entry is young…
+    let refused = start(quota(an_hour_ago)).await;
+    assert!(
+        matches!(refused, Err(StoreError::TooManyGenerations)),
+        "{refused:?}"
+    );
+    // …and admitted once it is older than any send can live.
+    let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+    start(quota(later)).await.unwrap();
+    assert!(matches!(
+        start(quota(an_hour_ago)).await,
+        Err(StoreError::TooManyGenerations)
+    ));
+}
+
 fn keyed(body: &str, user: &str, key: &str) -> lambda_http::Request {
     let mut req = Event::send(body, Some(token(user))).request();
     let value = lambda_http::http::HeaderValue::from_str(key).unwrap();

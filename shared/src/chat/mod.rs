@@ -131,6 +131,9 @@ pub enum ChatError {
     /// The user's daily quota is used up; nothing was stored.
     #[error("the daily quota is used up")]
     QuotaExceeded,
+    /// The user has as many replies in the making as they may; nothing was stored.
+    #[error("too many replies are being generated at once")]
+    TooManyGenerations,
     /// The store failed (the user's message may or may not be stored: the
     /// step that failed says which in the log).
     #[error(transparent)]
@@ -153,6 +156,7 @@ impl From<StoreError> for ChatError {
             StoreError::NotFound => ChatError::NotFound,
             StoreError::ReplyPending => ChatError::ReplyPending,
             StoreError::QuotaExceeded => ChatError::QuotaExceeded,
+            StoreError::TooManyGenerations => ChatError::TooManyGenerations,
             other => ChatError::Store(other),
         }
     }

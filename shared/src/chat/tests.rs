@@ -633,7 +633,7 @@ async fn a_reply_over_the_limit_is_stored_cut_and_marked_truncated() {
 async fn sends_over_the_daily_message_limit_are_refused_and_store_nothing() {
     let limits = QuotaLimits {
         messages: Some(2),
-        tokens: None,
+        ..QuotaLimits::default()
     };
     let chat = chat(ScriptedModel::replying("ok")).with_quota(limits);
     let id = send(&chat, None, "one").await.unwrap().conversation_id;
@@ -661,8 +661,8 @@ async fn sends_over_the_daily_message_limit_are_refused_and_store_nothing() {
 #[tokio::test]
 async fn a_user_past_the_token_limit_is_refused_until_the_day_ends() {
     let limits = QuotaLimits {
-        messages: None,
         tokens: Some(5),
+        ..QuotaLimits::default()
     };
     // 20 characters: 5 tokens by the estimate, when the worker reports none.
     let chat = chat(ScriptedModel::replying("twenty characters!!!")).with_quota(limits);

@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use super::{Chat, ChatError, ChatModel};
 use crate::{
     domain::{Message, Reservation, UserId},
-    store::{ConversationStore, DailyUsage, Quota},
+    store::{ConversationStore, DailyUsage, GenerationCap, Quota},
 };
 
 /// The limits of one user's UTC day; `None` is unlimited.
@@ -17,6 +17,11 @@ pub struct QuotaLimits {
     pub messages: Option<u64>,
     /// Tokens per user per day.
     pub tokens: Option<u64>,
+    /// Replies per user in the making at once.
+    pub generations: Option<u32>,
+    /// The longest a reply can stay unsettled (a pending reply's age limit
+    /// and a request's): a live generation older than this is a send that died.
+    pub generation_lifetime: std::time::Duration,
 }
 
 impl QuotaLimits {
@@ -27,6 +32,13 @@ impl QuotaLimits {
             message_limit: self.messages,
             token_limit: self.tokens,
             reserve: 0,
+            generations: self.generations.map(|max| GenerationCap {
+                max,
+                stale_before: chrono::TimeDelta::from_std(self.generation_lifetime)
+                    .ok()
+                    .and_then(|lifetime| now.checked_sub_signed(lifetime))
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC),
+            }),
         }
     }
 }
@@ -64,6 +76,7 @@ impl<S, M: ChatModel> Chat<S, M> {
                 0
             },
             prompt: bounds.prompt,
+            live: self.quota.generations.is_some(),
         }
     }
 }

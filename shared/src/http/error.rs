@@ -13,6 +13,10 @@ use serde::Serialize;
 use super::json_response;
 use crate::{auth::AuthError, chat::ChatError, store::StoreError};
 
+/// `Retry-After` of a send refused for the user's generations at once: a
+/// short reply's time.
+const GENERATION_RETRY_SECS: u64 = 5;
+
 /// Everything that can go wrong, mapped to a status in one place.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -53,6 +57,9 @@ pub enum ApiError {
         /// Seconds until the next UTC midnight, when it resets.
         retry_after_secs: u64,
     },
+    /// 429: the user has as many replies in the making as they may.
+    #[error("too many replies are being generated at once")]
+    TooManyGenerations,
     /// 422: well-formed, but the content is refused.
     #[error("{message}")]
     Unprocessable {
@@ -129,7 +136,7 @@ impl ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ReplyPending | Self::Conflict { .. } => StatusCode::CONFLICT,
-            Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::QuotaExceeded { .. } | Self::TooManyGenerations => StatusCode::TOO_MANY_REQUESTS,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -162,6 +169,10 @@ impl ApiError {
             Self::QuotaExceeded { .. } => (
                 "quota_exceeded",
                 "your daily quota is used up; it resets at midnight UTC",
+            ),
+            Self::TooManyGenerations => (
+                "too_many_generations",
+                "you have as many replies being written as you may at once; send again when one has finished",
             ),
             Self::BadGateway(_) => (
                 "model_error",
@@ -205,6 +216,7 @@ impl ApiError {
         let mut resp = json_response(status, &self.body(request_id));
         let retry_after = match &self {
             Self::QuotaExceeded { retry_after_secs } => Some(*retry_after_secs),
+            Self::TooManyGenerations => Some(GENERATION_RETRY_SECS),
             Self::Unavailable(_) => Some(1),
             _ => None,
         };
@@ -246,6 +258,7 @@ impl From<ChatError> for ApiError {
                     retry_after_secs: left.max(1) as u64,
                 }
             }
+            ChatError::TooManyGenerations => Self::TooManyGenerations,
             ChatError::Store(StoreError::InvalidCursor(_)) => {
                 Self::bad_request("invalid_cursor", "the cursor is not valid for this list")
             }

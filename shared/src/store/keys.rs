@@ -5,6 +5,7 @@
 //! conversation  USER#<user>#CONV#<conv>    ~CONV          USER#<user>   <updated_at>#<conv>
 //! message       USER#<user>#CONV#<conv>    MSG#<msg v7>   -             -
 //! daily usage   USER#<user>#USAGE          DAY#<yyyy-mm-dd>  -          -   (TTL: expires_at)
+//! generations   USER#<user>#USAGE          LIVE           -             -   (reply ids in the making)
 //! request key   USER#<user>#IDEM           KEY#<Idempotency-Key>  -     -   (TTL: expires_at)
 //! ```
 //!
@@ -62,6 +63,10 @@ pub fn message_sk(message: MessageId) -> String {
 pub fn usage_pk(user: &UserId) -> String {
     format!("USER#{user}#USAGE")
 }
+
+/// The sort key of the item listing a user's replies in the making (in
+/// the usage partition: one item per user, never per day).
+pub const LIVE_SK: &str = "LIVE";
 
 /// The sort key of one UTC day's counters.
 pub fn usage_sk(day: chrono::NaiveDate) -> String {

@@ -36,6 +36,8 @@ struct Partition {
 pub struct MemoryStore {
     partitions: Mutex<HashMap<(UserId, ConversationId), Partition>>,
     usage: Mutex<HashMap<(UserId, NaiveDate), DailyUsage>>,
+    /// Each user's replies in the making (under a generation cap).
+    live: Mutex<HashMap<UserId, std::collections::HashSet<MessageId>>>,
     keyed: Mutex<HashMap<(UserId, String), Keyed>>,
     /// Writes of complete replies still to refuse for load (tests).
     refuse_replies: AtomicUsize,
@@ -72,9 +74,21 @@ impl MemoryStore {
         }
     }
 
-    /// Counts a send on its day unless that passes the quota's limits.
-    fn count_send(&self, user: &UserId, quota: &Quota) -> Result<(), StoreError> {
+    /// Counts a send on its day, and its reply among the user's live
+    /// generations, unless that passes the quota's limits.
+    fn count_send(&self, user: &UserId, reply: MessageId, quota: &Quota) -> Result<(), StoreError> {
+        let mut live = self.live.lock().unwrap();
         let mut usage = self.usage.lock().unwrap();
+        if let Some(cap) = &quota.generations {
+            let running = live.entry(user.clone()).or_default();
+            // Entries of sends that died are cleared once the cap refuses.
+            if running.len() >= cap.max as usize {
+                running.retain(|id| id.created_at().is_some_and(|at| at >= cap.stale_before));
+            }
+            if running.len() >= cap.max as usize {
+                return Err(StoreError::TooManyGenerations);
+            }
+        }
         let day = usage.entry((user.clone(), quota.day)).or_default();
         let over = |used: u64, limit: Option<u64>| limit.is_some_and(|l| used >= l);
         let held = day.tokens + day.reserved;
@@ -83,7 +97,19 @@ impl MemoryStore {
         }
         day.messages += 1;
         day.reserved += quota.reserve;
+        if quota.generations.is_some() {
+            live.entry(user.clone()).or_default().insert(reply);
+        }
         Ok(())
+    }
+
+    /// Ends a settled reply's live generation, if it was one.
+    fn end_generation(&self, user: &UserId, reply: MessageId, reserved: Option<Reservation>) {
+        if reserved.is_some_and(|r| r.live) {
+            if let Some(running) = self.live.lock().unwrap().get_mut(user) {
+                running.remove(&reply);
+            }
+        }
     }
 
     /// Applies a reply's settlement as the DynamoDB store's ADDs do.
@@ -184,7 +210,8 @@ impl ConversationStore for MemoryStore {
         first: &Message,
         quota: &Quota,
     ) -> Result<(), StoreError> {
-        self.count_send(user, quota)?;
+        let reply = conversation.pending_reply.unwrap_or_default();
+        self.count_send(user, reply, quota)?;
         self.create_conversation(user, conversation, first).await
     }
 
@@ -261,7 +288,7 @@ impl ConversationStore for MemoryStore {
             }
             Ok(())
         })?;
-        self.count_send(user, quota)?;
+        self.count_send(user, claim.reply, quota)?;
         self.with(user, conversation, |c, messages| {
             moved_to(c, messages, message);
             c.pending_reply = Some(claim.reply);
@@ -287,6 +314,7 @@ impl ConversationStore for MemoryStore {
         let tokens = tokens_used(&reply.content, reply.usage);
         let day = reply.created_at.date_naive();
         self.settle(user, Settlement::of(reply.reserved, tokens, day));
+        self.end_generation(user, reply.id, reply.reserved);
         Ok(())
     }
 
@@ -308,6 +336,7 @@ impl ConversationStore for MemoryStore {
         match released {
             Ok(true) => {
                 self.settle(user, Settlement::of(reserved, 0, Utc::now().date_naive()));
+                self.end_generation(user, reply, reserved);
                 Ok(())
             }
             Ok(false) | Err(StoreError::NotFound) => Ok(()),
@@ -379,6 +408,7 @@ impl ConversationStore for MemoryStore {
                 MessageStatus::Pending { .. } => {
                     let counts = outcome_tokens(outcome, reserved);
                     self.settle(user, Settlement::of(reserved, counts, at.date_naive()));
+                    self.end_generation(user, message, reserved);
                     finish(c, outcome, at);
                     m.settle(outcome.clone());
                     Ok(FinishResult::Written)

@@ -31,6 +31,24 @@ pub struct Quota {
     pub token_limit: Option<u64>,
     /// What this send holds until its reply settles (0 without a token limit).
     pub reserve: u64,
+    /// The most generations the user may have running at once; `None`:
+    /// unlimited.
+    pub generations: Option<GenerationCap>,
+}
+
+/// How many replies one user may have in the making at once (streams
+/// holding a function instance, jobs pending at RunPod), enforced across
+/// instances by a set of reply ids on one item per user: a send adds its
+/// reply in the write that stores its question, refused at the cap, and
+/// the write that settles the reply removes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GenerationCap {
+    /// Most at once.
+    pub max: u32,
+    /// An entry older than this is a send that died before settling (the
+    /// longest a reply can stay unsettled has passed): a refused send
+    /// clears such entries and tries once more.
+    pub stale_before: chrono::DateTime<chrono::Utc>,
 }
 
 /// What a user used on one UTC day.
@@ -103,6 +121,9 @@ pub enum StoreError {
     /// The user's daily quota is used up; nothing was stored.
     #[error("the daily quota is used up")]
     QuotaExceeded,
+    /// The user has as many replies in the making as they may; nothing was stored.
+    #[error("too many replies are being generated at once")]
+    TooManyGenerations,
     /// A cursor this server did not issue for this list and user.
     #[error("invalid page cursor")]
     InvalidCursor(#[source] CursorError),

@@ -43,6 +43,8 @@ pub(super) mod attr {
     /// yet: what a send's quota condition reads (a condition cannot add
     /// two attributes, so the sum is kept as one).
     pub const HELD: &str = "held_tokens";
+    /// The live-generations item's set of reply ids in the making.
+    pub const LIVE: &str = "live";
     /// When DynamoDB's TTL removes the item (epoch seconds).
     pub const EXPIRES_AT: &str = "expires_at";
     /// An idempotency record's digest of its request body.
@@ -116,6 +118,9 @@ pub(super) struct MessageItem {
     reserved_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reserved_prompt: Option<u64>,
+    /// Present (true) on a pending reply counted among its user's live generations.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    reserved_live: bool,
 }
 
 impl ConversationItem {
@@ -197,6 +202,7 @@ impl MessageItem {
             reserved_on: reserved.map(|r| r.day.to_string()),
             reserved_tokens: reserved.map(|r| r.tokens),
             reserved_prompt: reserved.map(|r| r.prompt),
+            reserved_live: reserved.is_some_and(|r| r.live),
         })
     }
 
@@ -223,6 +229,7 @@ impl MessageItem {
                     day: day.parse().map_err(corrupt)?,
                     tokens,
                     prompt: i.reserved_prompt.unwrap_or(0),
+                    live: i.reserved_live,
                 }),
                 _ => None,
             },

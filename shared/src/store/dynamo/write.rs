@@ -30,7 +30,7 @@ use crate::{
         ConversationId, Message, MessageId, MessageStatus, ReplyOutcome, Reservation, Settlement,
         Title, UserId,
     },
-    store::{keys, FinishResult, PendingReply, Quota, StoreError},
+    store::{keys, FinishResult, GenerationCap, PendingReply, Quota, StoreError},
 };
 
 /// The conversation exists and is the user's (names `#pk`, `#user`; value `:user`).
@@ -81,6 +81,14 @@ impl Guard {
     }
 }
 
+/// What a message write does beyond the conversation and the message.
+struct Actions<'a> {
+    /// More actions in its transaction (a count, a settlement).
+    more: Vec<TransactWriteItem>,
+    /// The generation cap it admits a send under, if it does.
+    cap: Option<&'a GenerationCap>,
+}
+
 /// The values of [`MOVED`] for `message`.
 fn moved_to(
     update: UpdateBuilder,
@@ -115,16 +123,124 @@ impl DynamoStore {
             .transact_write_items()
             .transact_items(self.put_new(ConversationItem::of(user, conversation)?)?)
             .transact_items(self.put_new(MessageItem::of(user, conversation.id, first)?)?);
+        let mut cap = None;
         if let Some(quota) = quota {
             write = write.transact_items(self.count_send(user, quota)?);
+            if let (Some(limit), Some(reply)) = (&quota.generations, conversation.pending_reply) {
+                write = write.transact_items(self.begin_generation(user, reply, limit)?);
+                cap = Some(limit);
+            }
         }
-        transact(write)
+        self.transact_admitting(user, write, cap)
             .await
             .map_err(|e| match failed_conditions(&e) {
+                Some(reasons) if live_refused(&reasons) => StoreError::TooManyGenerations,
                 Some(reasons) if quota_refused(&reasons) => StoreError::QuotaExceeded,
                 _ => transaction_failed("TransactWriteItems create conversation")(e),
             })?;
         Ok(())
+    }
+
+    /// Counts `reply` among the user's live generations, refused at the cap.
+    fn begin_generation(
+        &self,
+        user: &UserId,
+        reply: MessageId,
+        cap: &GenerationCap,
+    ) -> Result<TransactWriteItem, StoreError> {
+        update_item(
+            self.live_update(user)
+                .update_expression("SET #user = :user ADD #live :reply")
+                .expression_attribute_names("#user", attr::USER_ID)
+                .condition_expression("attribute_not_exists(#live) OR size(#live) < :max")
+                // The set as it was, for [`Self::clear_stale`].
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .expression_attribute_values(":user", s(user.as_str()))
+                .expression_attribute_values(":reply", AttributeValue::Ss(vec![reply.to_string()]))
+                .expression_attribute_values(":max", n(u64::from(cap.max))),
+        )
+    }
+
+    /// Ends `reply`'s generation (removing an id the set lacks changes nothing).
+    fn end_generation(
+        &self,
+        user: &UserId,
+        reply: MessageId,
+    ) -> Result<TransactWriteItem, StoreError> {
+        update_item(
+            self.live_update(user)
+                .update_expression("DELETE #live :reply")
+                .expression_attribute_values(":reply", AttributeValue::Ss(vec![reply.to_string()])),
+        )
+    }
+
+    fn live_update(&self, user: &UserId) -> UpdateBuilder {
+        Update::builder()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::usage_pk(user)))
+            .key(keys::SK, s(keys::LIVE_SK))
+            .expression_attribute_names("#live", attr::LIVE)
+    }
+
+    /// Sends a transaction that admits a send. When the user's live
+    /// generations refused it and some of their entries are stale (sends
+    /// that died before settling), those are removed and it goes once more:
+    /// the happy path makes no extra call, a refusal at most two.
+    async fn transact_admitting(
+        &self,
+        user: &UserId,
+        write: TransactWriteItemsFluentBuilder,
+        cap: Option<&GenerationCap>,
+    ) -> Result<
+        TransactWriteItemsOutput,
+        SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
+    > {
+        let first = transact(write.clone()).await;
+        let (Err(e), Some(cap)) = (&first, cap) else {
+            return first;
+        };
+        let old = match failed_conditions(e) {
+            Some(reasons) if live_refused(&reasons) => reasons.get(3).and_then(|r| r.1.clone()),
+            _ => return first,
+        };
+        let stale: Vec<String> = old
+            .as_ref()
+            .and_then(|item| item.get(attr::LIVE))
+            .and_then(|v| v.as_ss().ok())
+            .into_iter()
+            .flatten()
+            .filter(|id| {
+                MessageId::parse(id)
+                    .ok()
+                    .and_then(|m| m.created_at())
+                    .is_none_or(|at| at < cap.stale_before)
+            })
+            .cloned()
+            .collect();
+        if stale.is_empty() {
+            return first;
+        }
+        tracing::warn!(stale = stale.len(), "clearing generations whose sends died");
+        let cleared = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::usage_pk(user)))
+            .key(keys::SK, s(keys::LIVE_SK))
+            .update_expression("DELETE #live :stale")
+            .expression_attribute_names("#live", attr::LIVE)
+            .expression_attribute_values(":stale", AttributeValue::Ss(stale))
+            .send()
+            .await;
+        match cleared {
+            Ok(_) => transact(write).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not clear stale generations");
+                first
+            }
+        }
     }
 
     /// Counts one send on the quota's day, refused at its limits
@@ -166,6 +282,24 @@ impl DynamoStore {
             update = update.condition_expression(limits.join(" AND "));
         }
         update_item(update)
+    }
+
+    /// What settling `reply` writes beyond the reply itself: its day's usage
+    /// (see [`Self::settle_usage`]) and, when it was one, the end of its
+    /// live generation. One or two more actions in the settling transaction.
+    fn settled(
+        &self,
+        user: &UserId,
+        reply: MessageId,
+        settlement: Settlement,
+        reserved: Option<Reservation>,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let mut items: Vec<TransactWriteItem> =
+            self.settle_usage(user, settlement)?.into_iter().collect();
+        if reserved.is_some_and(|r| r.live) {
+            items.push(self.end_generation(user, reply)?);
+        }
+        Ok(items)
     }
 
     /// Settles a reply on its day's usage: adds what it counts, and lets its
@@ -222,11 +356,21 @@ impl DynamoStore {
             None => Guard::Free,
             Some(_) => Guard::FreeOrLapsed(message.created_at),
         };
-        let counted = claim
-            .map(|(_, quota)| self.count_send(user, quota))
-            .transpose()?;
+        let mut admitted = vec![];
+        let mut cap = None;
+        if let Some((claim, quota)) = claim {
+            admitted.push(self.count_send(user, quota)?);
+            if let Some(limit) = &quota.generations {
+                admitted.push(self.begin_generation(user, claim.reply, limit)?);
+                cap = Some(limit);
+            }
+        }
         let claim = claim.map(|(claim, _)| claim);
-        self.add_message(user, conversation, message, guard, counted, |update| {
+        let actions = Actions {
+            more: admitted,
+            cap,
+        };
+        self.add_message(user, conversation, message, guard, actions, |update| {
             let update = moved_to(update, conversation, message);
             match claim {
                 None => update.update_expression(format!("SET {MOVED}")),
@@ -253,7 +397,15 @@ impl DynamoStore {
             conversation,
             reply,
             Guard::ClaimedBy(reply.id),
-            self.settle_usage(user, Settlement::of(reply.reserved, counts, day))?,
+            Actions {
+                more: self.settled(
+                    user,
+                    reply.id,
+                    Settlement::of(reply.reserved, counts, day),
+                    reply.reserved,
+                )?,
+                cap: None,
+            },
             |update| {
                 moved_to(update, conversation, reply)
                     .update_expression(format!("SET {MOVED} REMOVE #pending, #claimed"))
@@ -274,7 +426,10 @@ impl DynamoStore {
             conversation,
             reply,
             Guard::ClaimedBy(reply.id),
-            None,
+            Actions {
+                more: vec![],
+                cap: None,
+            },
             |update| {
                 update
                     .update_expression("SET message_count = message_count + :one REMOVE #claimed")
@@ -313,8 +468,8 @@ impl DynamoStore {
             .client
             .transact_write_items()
             .transact_items(update_item(release)?);
-        if let Some(unreserved) = self.settle_usage(user, unreserved)? {
-            write = write.transact_items(unreserved);
+        for item in self.settled(user, reply, unreserved, reserved)? {
+            write = write.transact_items(item);
         }
         match transact(write).await {
             Ok(_) => Ok(()),
@@ -374,7 +529,7 @@ impl DynamoStore {
         conversation: ConversationId,
         message: &Message,
         guard: Guard,
-        counted: Option<TransactWriteItem>,
+        Actions { more, cap }: Actions<'_>,
         change: impl FnOnce(UpdateBuilder) -> UpdateBuilder,
     ) -> Result<(), StoreError> {
         let guarded = guard.values(
@@ -398,12 +553,15 @@ impl DynamoStore {
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().update(update).build())
             .transact_items(self.put_new(MessageItem::of(user, conversation, message)?)?);
-        if let Some(counted) = counted {
-            write = write.transact_items(counted);
+        for item in more {
+            write = write.transact_items(item);
         }
-        transact(write)
+        self.transact_admitting(user, write, cap)
             .await
             .map_err(|e| match failed_conditions(&e) {
+                Some(reasons) if cap.is_some() && live_refused(&reasons) => {
+                    StoreError::TooManyGenerations
+                }
                 Some(reasons) if quota_refused(&reasons) => StoreError::QuotaExceeded,
                 // The conversation is there, so the condition that failed is the guard.
                 Some(reasons) if reasons.first().is_some_and(|(_, old)| old.is_some()) => {
@@ -453,10 +611,9 @@ impl DynamoStore {
             .transact_items(update_item(msg)?)
             .transact_items(update_item(conv)?);
         let counts = outcome_tokens(outcome, reserved);
-        if let Some(settled) =
-            self.settle_usage(user, Settlement::of(reserved, counts, at.date_naive()))?
-        {
-            write = write.transact_items(settled);
+        let settlement = Settlement::of(reserved, counts, at.date_naive());
+        for item in self.settled(user, message, settlement, reserved)? {
+            write = write.transact_items(item);
         }
         let result = transact(write).await;
         match result {
@@ -758,6 +915,12 @@ fn is_conflict<R>(err: &SdkError<TransactWriteItemsError, R>) -> bool {
 /// conversation's and the message's), is the condition that failed.
 fn quota_refused(reasons: &[(bool, Option<Item>)]) -> bool {
     reasons.get(2).is_some_and(|(failed, _)| *failed)
+}
+
+/// Whether the user's live generations, the fourth item of an admitting
+/// write (after the send's count), is the condition that failed.
+fn live_refused(reasons: &[(bool, Option<Item>)]) -> bool {
+    reasons.get(3).is_some_and(|(failed, _)| *failed)
 }
 
 /// A number attribute.
