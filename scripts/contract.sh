@@ -30,8 +30,11 @@ export CHAT_API_URL=$api
 CHAT_TOKEN=$(target/debug/mint-token schemathesis-"$(date +%s)")
 export CHAT_TOKEN
 rm -rf .local/schemathesis
+# A fresh seed each run (SCHEMATHESIS_SEED replays one), printed first.
+seed=${SCHEMATHESIS_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
+echo "== contract: Schemathesis seed $seed (SCHEMATHESIS_SEED=$seed replays this run)" >&2
 SCHEMATHESIS_HOOKS=tests.contract.hooks st --config-file tests/contract/schemathesis.toml \
-  run openapi.yaml --no-color --report junit --report-dir .local/schemathesis
+  run openapi.yaml --no-color --seed "$seed" --report junit --report-dir .local/schemathesis
 
 echo "== contract: the docs page in Chromium" >&2
 node tests/contract/docs_page.mjs "$api" .local/docs-page.png
