@@ -4,7 +4,6 @@
 
 use chat_shared::{
     domain::{Conversation, ConversationId, Message, Role, Title, UserId},
-    store::ConversationStore,
     App,
 };
 use futures::StreamExt;

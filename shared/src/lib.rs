@@ -5,15 +5,15 @@
 //!
 //! - [`config`]: `Config` / `RunPodConfig` from the environment, read once per cold start.
 //! - [`auth`]: Bearer JWT (HS256, `JWT_SECRET`) to a `UserId`.
-//! - [`domain`]: ids, validated message content, titles, conversations, messages.
-//! - [`store`]: the `ConversationStore` trait, its DynamoDB implementation,
+//! - [`domain`]: ids, validated message content, titles, conversations, messages, token usage.
+//! - [`store`]: the store traits by capability (`Store` is all of them), their DynamoDB implementation,
 //!   every key format (`store::keys`) and signed page cursors (`store::cursor`).
 //! - [`runpod`]: the RunPod serverless client: job input, polling, retries, output parsing.
-//! - [`signing`]: HMAC-signed opaque tokens (page cursors, webhook URLs).
+//! - [`signing`]: opaque tokens: HMAC-signed (page cursors), AES-GCM-encrypted (webhook URLs).
 //! - [`chat`]: the use cases (send, list, get, rename, delete) over the store and model traits.
 //! - [`http`]: request parsing, the handlers, the contract and its page (`docs`), and the one error-to-response mapping.
 //! - [`stream`]: the DynamoDB stream consumer that purges deleted conversations' messages.
-//! - [`webhook`]: signed RunPod webhook URLs for replies that outlast the request.
+//! - [`webhook`]: encrypted RunPod webhook URLs for replies that outlast the request.
 //! - [`app`]: what a function builds once per cold start.
 //! - [`telemetry`]: tracing setup (JSON on Lambda).
 //! - [`tls`]: both HTTP clients' TLS, with compiled-in root certificates.

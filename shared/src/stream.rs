@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::store::{keys, ConversationStore, StoreError};
+use crate::store::{keys, Store, StoreError};
 
 /// A batch of the table's stream records.
 #[derive(Debug, Deserialize)]
@@ -65,7 +65,7 @@ pub enum PurgeError {
 
 /// Purges the messages of every conversation removed in this batch. An
 /// error makes Lambda deliver the batch again; purging is idempotent.
-pub async fn purge_deleted<S: ConversationStore>(
+pub async fn purge_deleted<S: Store>(
     store: &S,
     event: &StreamEvent,
     until: Instant,

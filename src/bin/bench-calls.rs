@@ -29,7 +29,7 @@ use chat_shared::{
     config::{Config, RunPodConfig},
     domain::{ConversationId, Message, MessageId, Role, UserId},
     runpod::RunPodClient,
-    store::{keys, ConversationStore, PageRequest},
+    store::{keys, prelude::*, PageRequest},
     App,
 };
 use serde_json::{json, Value};

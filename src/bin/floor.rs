@@ -30,7 +30,7 @@ use chat_shared::{
     domain::{Claim, Conversation, Message, MessageContent, MessageId, Role, Title, UserId},
     http::CONVERSATIONS_PAGE_DEFAULT,
     runpod::{JobPoll, RunPodClient},
-    store::{ConversationStore, PageRequest},
+    store::{prelude::*, PageRequest},
     App,
 };
 use lambda_http::{

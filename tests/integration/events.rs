@@ -12,7 +12,7 @@ use chat_shared::{
     },
     http,
     runpod::RunPodClient,
-    store::{ConversationStore, PageRequest},
+    store::{prelude::*, PageRequest},
     stream::{self, StreamEvent},
 };
 use chrono::Utc;

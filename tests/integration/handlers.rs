@@ -751,7 +751,7 @@ async fn a_user_past_the_generation_cap_is_429_until_a_reply_settles() {
 async fn a_generation_whose_send_died_is_cleared_by_the_send_it_would_refuse() {
     use chat_shared::{
         domain::{Conversation, Message, Role, Title, UserId},
-        store::{ConversationStore, GenerationCap, Quota, StoreError},
+        store::{prelude::*, GenerationCap, Quota, StoreError},
     };
     let h = Harness::new().await;
     let store = h.app.chat.store();
@@ -843,7 +843,7 @@ async fn a_retried_send_with_the_same_key_is_answered_once() {
 
 #[tokio::test]
 async fn a_key_still_running_is_409_and_a_pending_answer_replays_as_202() {
-    use chat_shared::store::ConversationStore;
+    use chat_shared::store::prelude::*;
     use sha2::Digest;
     let h = Harness::with(&[("SEND_WAIT_SECONDS", "0.01")]).await;
     h.jobs_end_as(json!({"id": "job-1", "status": "IN_PROGRESS"}))

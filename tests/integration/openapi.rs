@@ -1,8 +1,11 @@
-//! The contract (`openapi.yaml`) names exactly the routes that are served:
-//! those of `template.yaml` (deployed) and of `cargo lambda watch`'s router
-//! in `Cargo.toml` (local). A route added to one and not the others fails here.
+//! The contract (`openapi.yaml`) is the list of routes, and every other
+//! list is checked against it: `template.yaml` (deployed) and `cargo lambda
+//! watch`'s router in `Cargo.toml` (local) serve exactly its routes, each
+//! with the same binary, and every binary is a crate under `functions/`.
+//! A route added to one and not the others fails here (README: "Adding a
+//! route").
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_yaml::Value;
 
@@ -40,21 +43,35 @@ fn documented() -> Routes {
 /// CloudFront distribution must send to that function's origin unless only
 /// RunPod calls it (`Metadata.CalledBy: RunPod`, the webhook).
 fn deployed() -> Routes {
+    deployed_binaries().into_keys().collect()
+}
+
+/// Each deployed route and the binary serving it
+/// (`Metadata.BuildProperties.Binary` of its function).
+fn deployed_binaries() -> BTreeMap<String, String> {
     let template = yaml("template.yaml");
     let resources = template["Resources"].as_mapping().unwrap();
-    let events = resources
+    let binary = |r: &Value| {
+        r["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let mut routes: BTreeMap<String, String> = resources
         .values()
-        .filter_map(|r| r["Properties"]["Events"].as_mapping());
-    let mut routes: Routes = events
-        .flat_map(|events| events.values())
-        .filter(|event| event["Type"] == "HttpApi")
-        .map(|event| {
-            let p = &event["Properties"];
-            format!(
-                "{} {}",
-                p["Method"].as_str().unwrap(),
-                p["Path"].as_str().unwrap()
-            )
+        .filter_map(|r| Some((r["Properties"]["Events"].as_mapping()?, binary(r)?)))
+        .flat_map(|(events, binary)| {
+            events
+                .values()
+                .filter(|event| event["Type"] == "HttpApi")
+                .map(move |event| {
+                    let p = &event["Properties"];
+                    let route = format!(
+                        "{} {}",
+                        p["Method"].as_str().unwrap(),
+                        p["Path"].as_str().unwrap()
+                    );
+                    (route, binary.clone())
+                })
         })
         .collect();
     let behaviors = &template["Resources"]["ApiDistribution"]["Properties"]["DistributionConfig"]
@@ -63,7 +80,8 @@ fn deployed() -> Routes {
         let Some(route) = resource["Metadata"]["Route"].as_str() else {
             continue;
         };
-        routes.insert(route.to_owned());
+        let served_by = binary(resource).unwrap_or_else(|| panic!("{name:?} names no binary"));
+        routes.insert(route.to_owned(), served_by);
         if resource["Metadata"]["CalledBy"] == "RunPod" {
             // Not a client's route: RunPod posts to the function's URL.
             assert!(
@@ -88,6 +106,11 @@ fn deployed() -> Routes {
 
 /// `[workspace.metadata.lambda.watch.router]` in `Cargo.toml`.
 fn served_locally() -> Routes {
+    served_locally_by().into_keys().collect()
+}
+
+/// Each route of the local router and the binary (function) serving it.
+fn served_locally_by() -> BTreeMap<String, String> {
     let manifest: toml::Table = read("Cargo.toml").parse().unwrap();
     let router = manifest["workspace"]["metadata"]["lambda"]["watch"]["router"]
         .as_table()
@@ -96,11 +119,29 @@ fn served_locally() -> Routes {
         .iter()
         .flat_map(|(path, routes)| {
             let routes = routes.as_array().unwrap();
-            routes
-                .iter()
-                .map(move |r| format!("{} {path}", r["method"].as_str().unwrap()))
+            routes.iter().map(move |r| {
+                let route = format!("{} {path}", r["method"].as_str().unwrap());
+                (route, r["function"].as_str().unwrap().to_owned())
+            })
         })
         .collect()
+}
+
+#[test]
+fn each_route_is_served_by_the_same_binary_deployed_and_locally_and_each_binary_is_a_crate() {
+    let deployed = deployed_binaries();
+    let local = served_locally_by();
+    for (route, binary) in &deployed {
+        if let Some(there) = local.get(route) {
+            assert_eq!(
+                there, binary,
+                "{route}: template.yaml and Cargo.toml's router name other binaries"
+            );
+        }
+        let manifest = format!("functions/{binary}/Cargo.toml");
+        let crate_name = read(&manifest).parse::<toml::Table>().unwrap()["package"]["name"].clone();
+        assert_eq!(crate_name.as_str(), Some(binary.as_str()), "{manifest}");
+    }
 }
 
 #[test]

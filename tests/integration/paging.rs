@@ -10,7 +10,7 @@ use chat_shared::{
     domain::{ConversationId, Message, MessageId, Role, UserId},
     http,
     runpod::RunPodClient,
-    store::{keys, ConversationStore},
+    store::{keys, prelude::*},
     App,
 };
 use chrono::{Duration, Utc};

@@ -10,7 +10,7 @@ use chat_shared::{
     domain::{ConversationId, MessageId, MessageStatus, ReplyOutcome, UserId},
     http,
     runpod::RunPodClient,
-    store::{ConversationStore, FinishResult, PageRequest, PendingReply},
+    store::{prelude::*, FinishResult, PageRequest, PendingReply},
     App,
 };
 use serde_json::{json, Value};

@@ -5,7 +5,7 @@ use chrono::{Duration, Utc};
 
 use chat_shared::{
     domain::{Conversation, ConversationId, Message, Role, Title, UserId},
-    store::{ConversationStore, PageRequest, StoreError},
+    store::{prelude::*, PageRequest, StoreError},
 };
 
 fn user(name: &str) -> UserId {

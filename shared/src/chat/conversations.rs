@@ -5,10 +5,10 @@ use tokio::time::Instant;
 use super::{Chat, ChatError, ChatModel};
 use crate::{
     domain::{Conversation, ConversationId, Message, MessageStatus, Title, UserId},
-    store::{ConversationStore, Page, PageRequest},
+    store::{Page, PageRequest, Store},
 };
 
-impl<S: ConversationStore, M> Chat<S, M> {
+impl<S: Store, M> Chat<S, M> {
     /// The user's conversations, most recently updated first.
     pub async fn list_conversations(
         &self,
@@ -29,7 +29,7 @@ impl<S: ConversationStore, M> Chat<S, M> {
     }
 }
 
-impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
+impl<S: Store, M: ChatModel> Chat<S, M> {
     /// Deletes a conversation: gone from list, get and send as soon as this
     /// returns. Its messages are purged here while `until` allows; whatever
     /// is left, the purge function fed by the table's stream removes (it

@@ -1,6 +1,6 @@
 //! Replies that outlast their request: checked at the model by reads and
 //! sends, completed by webhook deliveries, failed when they expire. Every
-//! finisher writes through [`ConversationStore::finish_reply`], which
+//! finisher writes through [`Store::finish_reply`], which
 //! changes a reply once, so racing finishers cannot write twice.
 
 use std::time::Duration;
@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     domain::{ConversationId, Message, MessageStatus, ReplyOutcome, UserId},
-    store::{ConversationStore, FinishResult, PendingReply, StoreError},
+    store::{FinishResult, PendingReply, Store, StoreError},
     webhook::WebhookTarget,
 };
 
@@ -31,7 +31,7 @@ pub enum WebhookResult {
     NotFinal,
 }
 
-impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
+impl<S: Store, M: ChatModel> Chat<S, M> {
     /// Completes the reply `target` names, woken by a delivery about its
     /// job. The delivery is only a trigger: the job's result is asked of
     /// the model's service, and a delivery that says the job ended while
@@ -84,7 +84,7 @@ impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
     }
 }
 
-impl<S: ConversationStore, M> Chat<S, M> {
+impl<S: Store, M> Chat<S, M> {
     /// Finishes `reply` with `outcome`; a complete reply the store refuses
     /// (too large for an item, say) ends failed with a reason instead.
     /// Returns what was stored.
@@ -109,7 +109,7 @@ impl<S: ConversationStore, M> Chat<S, M> {
     }
 }
 
-impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
+impl<S: Store, M: ChatModel> Chat<S, M> {
     /// Checks the pending messages among `messages` at the model (at most
     /// `policy.max_checks`, concurrently) and stores those that have
     /// finished, updating `messages` in place. Returns whether another

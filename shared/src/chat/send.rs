@@ -11,7 +11,7 @@ use crate::{
         Claim, Conversation, ConversationId, Message, MessageContent, MessageId, MessageStatus,
         Reservation, Role, Title, UserId,
     },
-    store::{ConversationStore, PageRequest, Quota, StoreError},
+    store::{PageRequest, Quota, Store, StoreError},
 };
 
 /// Time a job's cancel gets when the deadline has gone into a store call
@@ -78,7 +78,7 @@ pub(super) fn pending_reply(
     }
 }
 
-impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
+impl<S: Store, M: ChatModel> Chat<S, M> {
     /// Stores the user's message, submits the conversation to the model and
     /// waits for the reply until `times.wait_until`. A reply that is not
     /// ready by then is stored as pending with its job: the job is not

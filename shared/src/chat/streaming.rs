@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     domain::{ConversationId, Message, MessageId, MessageStatus, ReplyOutcome, UsageSum, UserId},
-    store::{ConversationStore, FinishResult, PageRequest, PendingReply},
+    store::{FinishResult, PageRequest, PendingReply, Store},
 };
 
 /// Longest silence on a stream before a keep-alive, so no proxy closes it
@@ -134,7 +134,7 @@ struct Written {
     cut: bool,
 }
 
-impl<S: ConversationStore, M: ChatModel> Chat<S, M> {
+impl<S: Store, M: ChatModel> Chat<S, M> {
     /// The first half of a streamed send: the user's message stored with
     /// the conversation claimed for the reply. Everything that can refuse
     /// the send before it is stored happens here, before any event; what

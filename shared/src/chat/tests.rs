@@ -17,7 +17,7 @@ use crate::{
         Claim, Completion, ConversationId, Message, MessageContent, MessageId, MessageStatus, Role,
         UserId,
     },
-    store::{memory::MemoryStore, ConversationStore, PageRequest},
+    store::{memory::MemoryStore, prelude::*, PageRequest},
     webhook::{WebhookTarget, Webhooks},
 };
 

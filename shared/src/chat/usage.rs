@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use super::{Chat, ChatError, ChatModel};
 use crate::{
     domain::{Message, Reservation, UserId},
-    store::{ConversationStore, DailyUsage, GenerationCap, Quota},
+    store::{DailyUsage, GenerationCap, Quota, Store},
 };
 
 /// The limits of one user's UTC day; `None` is unlimited.
@@ -81,7 +81,7 @@ impl<S, M: ChatModel> Chat<S, M> {
     }
 }
 
-impl<S: ConversationStore, M> Chat<S, M> {
+impl<S: Store, M> Chat<S, M> {
     /// What `user` used today, and their limits.
     pub async fn usage(&self, user: &UserId) -> Result<UsageReport, ChatError> {
         let now = Utc::now();

@@ -15,7 +15,7 @@ use super::{extract::RequestMeta, ApiError};
 use crate::{
     app::App,
     domain::UserId,
-    store::{ConversationStore, KeyedRequest, KeyedStart},
+    store::{Idempotency, KeyedRequest, KeyedStart},
 };
 
 /// The request header.

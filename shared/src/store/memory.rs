@@ -15,8 +15,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use tokio::time::Instant;
 
 use super::{
-    ConversationStore, DailyUsage, FinishResult, KeyedRequest, KeyedStart, Page, PageRequest,
-    PendingReply, Quota, StoreError,
+    Conversations, DailyUsage, FinishResult, Idempotency, KeyedRequest, KeyedStart, Page,
+    PageRequest, Pages, PendingReply, Quota, Quotas, Replies, StoreError,
 };
 use crate::domain::{
     outcome_tokens, preview, tokens_used, Claim, Conversation, ConversationId, Message, MessageId,
@@ -171,8 +171,10 @@ fn finish(c: &mut Conversation, outcome: &ReplyOutcome, at: DateTime<Utc>) {
     }
 }
 
-impl ConversationStore for MemoryStore {
-    async fn create_conversation(
+/// Seeding, as the DynamoDB store's own (tests only).
+impl MemoryStore {
+    /// Stores a new conversation with its first message.
+    pub async fn create_conversation(
         &self,
         user: &UserId,
         conversation: &Conversation,
@@ -188,7 +190,8 @@ impl ConversationStore for MemoryStore {
         Ok(())
     }
 
-    async fn append_message(
+    /// Appends a message, only while no reply is pending.
+    pub async fn append_message(
         &self,
         user: &UserId,
         conversation: ConversationId,
@@ -202,7 +205,9 @@ impl ConversationStore for MemoryStore {
             Ok(())
         })
     }
+}
 
+impl Conversations for MemoryStore {
     async fn start_conversation(
         &self,
         user: &UserId,
@@ -213,64 +218,6 @@ impl ConversationStore for MemoryStore {
         let reply = conversation.pending_reply.unwrap_or_default();
         self.count_send(user, reply, quota)?;
         self.create_conversation(user, conversation, first).await
-    }
-
-    async fn start_keyed(
-        &self,
-        request: KeyedRequest<'_>,
-        lock_until: DateTime<Utc>,
-        ttl: std::time::Duration,
-    ) -> Result<KeyedStart, StoreError> {
-        let now = Utc::now();
-        let mut keyed = self.keyed.lock().unwrap();
-        let id = (request.user.clone(), request.key.to_owned());
-        if let Some(k) = keyed.get(&id) {
-            let live = k.expires > now && (k.answer.is_some() || k.lock_until > now);
-            match (&k.answer, k.body_hash == request.body_hash) {
-                _ if !live => {}
-                (_, false) => return Ok(KeyedStart::Mismatch),
-                (Some((status, body)), true) => {
-                    return Ok(KeyedStart::Replay {
-                        status: *status,
-                        body: body.clone(),
-                    })
-                }
-                (None, true) => return Ok(KeyedStart::InUse),
-            }
-        }
-        let expires = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-        let record = Keyed {
-            body_hash: request.body_hash.to_owned(),
-            answer: None,
-            lock_until,
-            expires,
-        };
-        keyed.insert(id, record);
-        Ok(KeyedStart::Run)
-    }
-
-    async fn finish_keyed(
-        &self,
-        request: KeyedRequest<'_>,
-        status: u16,
-        body: &str,
-    ) -> Result<(), StoreError> {
-        let mut keyed = self.keyed.lock().unwrap();
-        if let Some(k) = keyed.get_mut(&(request.user.clone(), request.key.to_owned())) {
-            k.answer = Some((status, body.to_owned()));
-        }
-        Ok(())
-    }
-
-    async fn release_keyed(&self, request: KeyedRequest<'_>) -> Result<(), StoreError> {
-        let mut keyed = self.keyed.lock().unwrap();
-        keyed.remove(&(request.user.clone(), request.key.to_owned()));
-        Ok(())
-    }
-
-    async fn daily_usage(&self, user: &UserId, day: NaiveDate) -> Result<DailyUsage, StoreError> {
-        let usage = self.usage.lock().unwrap();
-        Ok(usage.get(&(user.clone(), day)).copied().unwrap_or_default())
     }
 
     async fn append_and_claim(
@@ -297,51 +244,68 @@ impl ConversationStore for MemoryStore {
         })
     }
 
-    async fn add_reply(
+    async fn rename_conversation(
         &self,
         user: &UserId,
         conversation: ConversationId,
-        reply: &Message,
-    ) -> Result<(), StoreError> {
-        self.refused_for_load()?;
-        self.with(user, conversation, |c, messages| {
-            held_by(c, reply.id)?;
-            moved_to(c, messages, reply);
-            c.pending_reply = None;
-            c.claimed_until = None;
-            Ok(())
-        })?;
-        let tokens = tokens_used(&reply.content, reply.usage);
-        let day = reply.created_at.date_naive();
-        self.settle(user, Settlement::of(reply.reserved, tokens, day));
-        self.end_generation(user, reply.id, reply.reserved);
-        Ok(())
+        title: &Title,
+    ) -> Result<Conversation, StoreError> {
+        self.with(user, conversation, |c, _| {
+            c.title = title.clone();
+            Ok(c.clone())
+        })
     }
 
-    async fn release_claim(
+    async fn delete_conversation(
         &self,
         user: &UserId,
         conversation: ConversationId,
-        reply: MessageId,
-        reserved: Option<Reservation>,
-    ) -> Result<(), StoreError> {
-        let released = self.with(user, conversation, |c, _| {
-            let held = c.pending_reply == Some(reply);
-            if held {
-                c.pending_reply = None;
-                c.claimed_until = None;
-            }
-            Ok(held)
-        });
-        match released {
-            Ok(true) => {
-                self.settle(user, Settlement::of(reserved, 0, Utc::now().date_naive()));
-                self.end_generation(user, reply, reserved);
-                Ok(())
-            }
-            Ok(false) | Err(StoreError::NotFound) => Ok(()),
-            Err(e) => Err(e),
+    ) -> Result<Conversation, StoreError> {
+        let mut partitions = self.partitions.lock().unwrap();
+        partitions
+            .get_mut(&(user.clone(), conversation))
+            .and_then(|p| p.conversation.take())
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn purge_messages(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        _until: Instant,
+    ) -> Result<bool, StoreError> {
+        let mut partitions = self.partitions.lock().unwrap();
+        if let Some(p) = partitions.get_mut(&(user.clone(), conversation)) {
+            p.messages.clear();
         }
+        Ok(true)
+    }
+}
+
+impl Pages for MemoryStore {
+    async fn list_conversations(
+        &self,
+        user: &UserId,
+        page: &PageRequest,
+    ) -> Result<Page<Conversation>, StoreError> {
+        let partitions = self.partitions.lock().unwrap();
+        let mut all: Vec<Conversation> = partitions
+            .iter()
+            .filter(|((owner, _), _)| owner == user)
+            .filter_map(|(_, p)| p.conversation.clone())
+            .collect();
+        all.sort_by_key(|c| std::cmp::Reverse((c.updated_at, c.id.to_string())));
+        let skip: usize = page
+            .cursor
+            .as_deref()
+            .map_or(Ok(0), str::parse)
+            .map_err(|_| StoreError::Corrupt("unknown cursor".into()))?;
+        let end = (skip + page.limit as usize).min(all.len());
+        let next_cursor = (end < all.len()).then(|| end.to_string());
+        Ok(Page {
+            items: all[skip.min(end)..end].to_vec(),
+            next_cursor,
+        })
     }
 
     async fn conversation_page(
@@ -363,6 +327,39 @@ impl ConversationStore for MemoryStore {
             let next_cursor = (start > 0).then(|| items[0].id.to_string());
             Ok((c.clone(), Page { items, next_cursor }))
         })
+    }
+
+    async fn message(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: MessageId,
+    ) -> Result<Option<Message>, StoreError> {
+        let messages = self.messages(user, conversation);
+        Ok(messages.into_iter().find(|m| m.id == message))
+    }
+}
+
+impl Replies for MemoryStore {
+    async fn add_reply(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: &Message,
+    ) -> Result<(), StoreError> {
+        self.refused_for_load()?;
+        self.with(user, conversation, |c, messages| {
+            held_by(c, reply.id)?;
+            moved_to(c, messages, reply);
+            c.pending_reply = None;
+            c.claimed_until = None;
+            Ok(())
+        })?;
+        let tokens = tokens_used(&reply.content, reply.usage);
+        let day = reply.created_at.date_naive();
+        self.settle(user, Settlement::of(reply.reserved, tokens, day));
+        self.end_generation(user, reply.id, reply.reserved);
+        Ok(())
     }
 
     async fn add_pending_reply(
@@ -422,38 +419,30 @@ impl ConversationStore for MemoryStore {
         }
     }
 
-    async fn rename_conversation(
+    async fn release_claim(
         &self,
         user: &UserId,
         conversation: ConversationId,
-        title: &Title,
-    ) -> Result<Conversation, StoreError> {
-        self.with(user, conversation, |c, _| {
-            c.title = title.clone();
-            Ok(c.clone())
-        })
-    }
-
-    async fn delete_conversation(
-        &self,
-        user: &UserId,
-        conversation: ConversationId,
-    ) -> Result<Conversation, StoreError> {
-        let mut partitions = self.partitions.lock().unwrap();
-        partitions
-            .get_mut(&(user.clone(), conversation))
-            .and_then(|p| p.conversation.take())
-            .ok_or(StoreError::NotFound)
-    }
-
-    async fn message(
-        &self,
-        user: &UserId,
-        conversation: ConversationId,
-        message: MessageId,
-    ) -> Result<Option<Message>, StoreError> {
-        let messages = self.messages(user, conversation);
-        Ok(messages.into_iter().find(|m| m.id == message))
+        reply: MessageId,
+        reserved: Option<Reservation>,
+    ) -> Result<(), StoreError> {
+        let released = self.with(user, conversation, |c, _| {
+            let held = c.pending_reply == Some(reply);
+            if held {
+                c.pending_reply = None;
+                c.claimed_until = None;
+            }
+            Ok(held)
+        });
+        match released {
+            Ok(true) => {
+                self.settle(user, Settlement::of(reserved, 0, Utc::now().date_naive()));
+                self.end_generation(user, reply, reserved);
+                Ok(())
+            }
+            Ok(false) | Err(StoreError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn keep_cancelled_text(
@@ -488,42 +477,66 @@ impl ConversationStore for MemoryStore {
         }
         Ok(kept)
     }
+}
 
-    async fn purge_messages(
+impl Idempotency for MemoryStore {
+    async fn start_keyed(
         &self,
-        user: &UserId,
-        conversation: ConversationId,
-        _until: Instant,
-    ) -> Result<bool, StoreError> {
-        let mut partitions = self.partitions.lock().unwrap();
-        if let Some(p) = partitions.get_mut(&(user.clone(), conversation)) {
-            p.messages.clear();
+        request: KeyedRequest<'_>,
+        lock_until: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> Result<KeyedStart, StoreError> {
+        let now = Utc::now();
+        let mut keyed = self.keyed.lock().unwrap();
+        let id = (request.user.clone(), request.key.to_owned());
+        if let Some(k) = keyed.get(&id) {
+            let live = k.expires > now && (k.answer.is_some() || k.lock_until > now);
+            match (&k.answer, k.body_hash == request.body_hash) {
+                _ if !live => {}
+                (_, false) => return Ok(KeyedStart::Mismatch),
+                (Some((status, body)), true) => {
+                    return Ok(KeyedStart::Replay {
+                        status: *status,
+                        body: body.clone(),
+                    })
+                }
+                (None, true) => return Ok(KeyedStart::InUse),
+            }
         }
-        Ok(true)
+        let expires = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        let record = Keyed {
+            body_hash: request.body_hash.to_owned(),
+            answer: None,
+            lock_until,
+            expires,
+        };
+        keyed.insert(id, record);
+        Ok(KeyedStart::Run)
     }
 
-    async fn list_conversations(
+    async fn finish_keyed(
         &self,
-        user: &UserId,
-        page: &PageRequest,
-    ) -> Result<Page<Conversation>, StoreError> {
-        let partitions = self.partitions.lock().unwrap();
-        let mut all: Vec<Conversation> = partitions
-            .iter()
-            .filter(|((owner, _), _)| owner == user)
-            .filter_map(|(_, p)| p.conversation.clone())
-            .collect();
-        all.sort_by_key(|c| std::cmp::Reverse((c.updated_at, c.id.to_string())));
-        let skip: usize = page
-            .cursor
-            .as_deref()
-            .map_or(Ok(0), str::parse)
-            .map_err(|_| StoreError::Corrupt("unknown cursor".into()))?;
-        let end = (skip + page.limit as usize).min(all.len());
-        let next_cursor = (end < all.len()).then(|| end.to_string());
-        Ok(Page {
-            items: all[skip.min(end)..end].to_vec(),
-            next_cursor,
-        })
+        request: KeyedRequest<'_>,
+        status: u16,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        let mut keyed = self.keyed.lock().unwrap();
+        if let Some(k) = keyed.get_mut(&(request.user.clone(), request.key.to_owned())) {
+            k.answer = Some((status, body.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn release_keyed(&self, request: KeyedRequest<'_>) -> Result<(), StoreError> {
+        let mut keyed = self.keyed.lock().unwrap();
+        keyed.remove(&(request.user.clone(), request.key.to_owned()));
+        Ok(())
+    }
+}
+
+impl Quotas for MemoryStore {
+    async fn daily_usage(&self, user: &UserId, day: NaiveDate) -> Result<DailyUsage, StoreError> {
+        let usage = self.usage.lock().unwrap();
+        Ok(usage.get(&(user.clone(), day)).copied().unwrap_or_default())
     }
 }

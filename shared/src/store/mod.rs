@@ -1,5 +1,6 @@
-//! Conversation storage: the [`ConversationStore`] trait the use cases need,
-//! its DynamoDB implementation, the key formats and page cursors.
+//! Conversation storage: the traits the use cases need, by capability
+//! ([`Store`] is all of them), their DynamoDB implementation, the key
+//! formats and page cursors.
 
 pub mod cursor;
 pub mod dynamo;
@@ -10,6 +11,12 @@ pub mod memory;
 use std::future::Future;
 
 pub use cursor::{CursorCodec, CursorError};
+
+/// Every store trait, for code that calls them on a concrete store (the
+/// seeding, the benchmark, tests): `use chat_shared::store::prelude::*`.
+pub mod prelude {
+    pub use super::{Conversations, Idempotency, Pages, Quotas, Replies, Store};
+}
 pub use dynamo::DynamoStore;
 
 use crate::domain::{
@@ -181,26 +188,15 @@ pub enum FinishResult {
     OtherJob,
 }
 
-/// Every method is scoped to one user: no method can reach another user's items.
-pub trait ConversationStore: Sync {
-    /// Stores a new conversation with its first message, atomically.
-    fn create_conversation(
-        &self,
-        user: &UserId,
-        conversation: &Conversation,
-        first: &Message,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+/// Everything the use cases need of storage, by capability. Every method
+/// is scoped to one user: no method can reach another user's items.
+pub trait Store: Conversations + Pages + Replies + Idempotency + Quotas {}
 
-    /// Appends a message and moves the conversation's `updated_at`,
-    /// `last_message` and message count with it, atomically and only if the
-    /// conversation is the user's ([`StoreError::NotFound`] otherwise).
-    fn append_message(
-        &self,
-        user: &UserId,
-        conversation: ConversationId,
-        message: &Message,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+impl<T: Conversations + Pages + Replies + Idempotency + Quotas> Store for T {}
 
+/// Writing conversations: start one (counting the send and claiming it
+/// for the reply), append to one, rename, delete, purge.
+pub trait Conversations: Sync {
     /// Stores a send's new conversation, claimed, with its first message,
     /// and counts the send on the quota's day, in one write: refused
     /// ([`StoreError::QuotaExceeded`]) over the quota.
@@ -225,6 +221,121 @@ pub trait ConversationStore: Sync {
         quota: &Quota,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Sets the title; `updated_at` stays (the list follows messages, not renames).
+    fn rename_conversation(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        title: &Title,
+    ) -> impl Future<Output = Result<Conversation, StoreError>> + Send;
+
+    /// Removes the conversation item: from then on the conversation is gone
+    /// from list, get and send. Its messages are removed by [`Self::purge_messages`].
+    fn delete_conversation(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+    ) -> impl Future<Output = Result<Conversation, StoreError>> + Send;
+
+    /// Deletes the conversation's message items, stopping at `until` if it
+    /// comes first. Idempotent; `Ok(true)` when none is left.
+    fn purge_messages(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        until: tokio::time::Instant,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// Reading conversations: the list, a conversation with a page of its
+/// messages, one message.
+pub trait Pages: Sync {
+    /// The user's conversations, most recently updated first.
+    fn list_conversations(
+        &self,
+        user: &UserId,
+        page: &PageRequest,
+    ) -> impl Future<Output = Result<Page<Conversation>, StoreError>> + Send;
+
+    /// The conversation and a page of messages: the newest `limit` before
+    /// the cursor, oldest first inside the page.
+    fn conversation_page(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        page: &PageRequest,
+    ) -> impl Future<Output = Result<(Conversation, Page<Message>), StoreError>> + Send;
+
+    /// One message, if it is stored (its conversation may be deleted).
+    fn message(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: MessageId,
+    ) -> impl Future<Output = Result<Option<Message>, StoreError>> + Send;
+}
+
+/// Writing replies: complete, pending, finished once, released, or the
+/// text a stopped stream kept. Each settles the reply's tokens.
+pub trait Replies: Sync {
+    /// Stores the complete reply its claim was for and ends the claim,
+    /// moving `updated_at`, `last_message` and the count with it, and
+    /// settles its tokens on its day's usage (its reservation let go).
+    fn add_reply(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: &Message,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores the reply its claim was for in [`crate::domain::MessageStatus::Pending`]
+    /// state: the conversation waits for it (counted, but `last_message`
+    /// moves only when it completes) until a finisher ends the wait.
+    fn add_pending_reply(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: &Message,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Completes or fails a pending reply, once: only a message still
+    /// pending for `job_id` changes, so concurrent finishers write once.
+    /// What it counts ([`crate::domain::outcome_tokens`]) settles on its
+    /// reservation's day (the day of `at` without one).
+    fn finish_reply(
+        &self,
+        reply: PendingReply<'_>,
+        outcome: &ReplyOutcome,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> impl Future<Output = Result<FinishResult, StoreError>> + Send;
+
+    /// Ends the claim for `reply` without storing it (the job failed or was
+    /// never submitted) and lets its reservation go. Nothing happens if the
+    /// claim is not held.
+    fn release_claim(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: MessageId,
+        reserved: Option<Reservation>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Keeps `text` as a cancelled reply's content: what a stream had
+    /// written when the user stopped it (the stop stores the reply before
+    /// that text is known), and counts its tokens on `day`. Only a
+    /// cancelled reply without content changes; returns whether this one did.
+    fn keep_cancelled_text(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: MessageId,
+        text: &str,
+        day: chrono::NaiveDate,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// The records of requests made under an `Idempotency-Key`.
+pub trait Idempotency: Sync {
     /// Takes `request`'s key for a run, unless a live record of it exists
     /// (one call: a conditional put that returns the record it found). A
     /// record lives `ttl`; a running one whose holder died frees at `lock_until`.
@@ -248,115 +359,14 @@ pub trait ConversationStore: Sync {
         &self,
         request: KeyedRequest<'_>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
 
+/// What a user used of their daily quotas.
+pub trait Quotas: Sync {
     /// What the user used on `day`.
     fn daily_usage(
         &self,
         user: &UserId,
         day: chrono::NaiveDate,
     ) -> impl Future<Output = Result<DailyUsage, StoreError>> + Send;
-
-    /// Stores the complete reply its claim was for and ends the claim,
-    /// moving `updated_at`, `last_message` and the count with it, and
-    /// settles its tokens on its day's usage (its reservation let go).
-    fn add_reply(
-        &self,
-        user: &UserId,
-        conversation: ConversationId,
-        reply: &Message,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// Ends the claim for `reply` without storing it (the job failed or was
-    /// never submitted) and lets its reservation go. Nothing happens if the
-    /// claim is not held.
-    fn release_claim(
-        &self,
-        user: &UserId,
-        conversation: ConversationId,
-        reply: MessageId,
-        reserved: Option<Reservation>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// The conversation and a page of messages: the newest `limit` before
-    /// the cursor, oldest first inside the page.
-    fn conversation_page(
-        &self,
-        user: &UserId,
-        conversation: ConversationId,
-        page: &PageRequest,
-    ) -> impl Future<Output = Result<(Conversation, Page<Message>), StoreError>> + Send;
-
-    /// Stores the reply its claim was for in [`crate::domain::MessageStatus::Pending`]
-    /// state: the conversation waits for it (counted, but `last_message`
-    /// moves only when it completes) until a finisher ends the wait.
-    fn add_pending_reply(
-        &self,
-        user: &UserId,
-        conversation: ConversationId,
-        reply: &Message,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// Completes or fails a pending reply, once: only a message still
-    /// pending for `job_id` changes, so concurrent finishers write once.
-    /// What it counts ([`crate::domain::outcome_tokens`]) settles on its
-    /// reservation's day (the day of `at` without one).
-    fn finish_reply(
-        &self,
-        reply: PendingReply<'_>,
-        outcome: &ReplyOutcome,
-        at: chrono::DateTime<chrono::Utc>,
-    ) -> impl Future<Output = Result<FinishResult, StoreError>> + Send;
-
-    /// Sets the title; `updated_at` stays (the list follows messages, not renames).
-    fn rename_conversation(
-        &self,
-        user: &UserId,
-        conversation: ConversationId,
-        title: &Title,
-    ) -> impl Future<Output = Result<Conversation, StoreError>> + Send;
-
-    /// Removes the conversation item: from then on the conversation is gone
-    /// from list, get and send. Its messages are removed by [`Self::purge_messages`].
-    fn delete_conversation(
-        &self,
-        user: &UserId,
-        conversation: ConversationId,
-    ) -> impl Future<Output = Result<Conversation, StoreError>> + Send;
-
-    /// Keeps `text` as a cancelled reply's content: what a stream had
-    /// written when the user stopped it (the stop stores the reply before
-    /// that text is known), and counts its tokens on `day`. Only a
-    /// cancelled reply without content changes; returns whether this one did.
-    fn keep_cancelled_text(
-        &self,
-        user: &UserId,
-        conversation: ConversationId,
-        message: MessageId,
-        text: &str,
-        day: chrono::NaiveDate,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-
-    /// One message, if it is stored (its conversation may be deleted).
-    fn message(
-        &self,
-        user: &UserId,
-        conversation: ConversationId,
-        message: MessageId,
-    ) -> impl Future<Output = Result<Option<Message>, StoreError>> + Send;
-
-    /// Deletes the conversation's message items, stopping at `until` if it
-    /// comes first. Idempotent; `Ok(true)` when none is left.
-    fn purge_messages(
-        &self,
-        user: &UserId,
-        conversation: ConversationId,
-        until: tokio::time::Instant,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-
-    /// The user's conversations, most recently updated first.
-    fn list_conversations(
-        &self,
-        user: &UserId,
-        page: &PageRequest,
-    ) -> impl Future<Output = Result<Page<Conversation>, StoreError>> + Send;
 }

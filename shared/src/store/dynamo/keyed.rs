@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     domain::format_timestamp,
-    store::{keys, KeyedRequest, KeyedStart, StoreError},
+    store::{keys, Idempotency, KeyedRequest, KeyedStart, StoreError},
 };
 
 /// A record's state word while its first request runs.
@@ -25,8 +25,8 @@ const RUNNING: &str = "running";
 /// ... and once it answered.
 const DONE: &str = "done";
 
-impl DynamoStore {
-    pub(super) async fn start_keyed_request(
+impl Idempotency for DynamoStore {
+    async fn start_keyed(
         &self,
         request: KeyedRequest<'_>,
         lock_until: DateTime<Utc>,
@@ -71,7 +71,7 @@ impl DynamoStore {
         }
     }
 
-    pub(super) async fn finish_keyed_request(
+    async fn finish_keyed(
         &self,
         request: KeyedRequest<'_>,
         status: u16,
@@ -98,10 +98,7 @@ impl DynamoStore {
         Ok(())
     }
 
-    pub(super) async fn release_keyed_request(
-        &self,
-        request: KeyedRequest<'_>,
-    ) -> Result<(), StoreError> {
+    async fn release_keyed(&self, request: KeyedRequest<'_>) -> Result<(), StoreError> {
         self.client
             .delete_item()
             .table_name(&self.table)

@@ -6,12 +6,12 @@ use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 
 use super::{
     backend,
-    items::{attr, is_conversation, key_of, s, ConversationItem, Item, MessageItem},
+    items::{is_conversation, key_of, s, ConversationItem, Item, MessageItem},
     DynamoStore,
 };
 use crate::{
     domain::{Conversation, ConversationId, Message, MessageId, UserId},
-    store::{keys, DailyUsage, Page, PageRequest, StoreError},
+    store::{keys, Page, PageRequest, Pages, StoreError},
 };
 
 /// What a message cursor is signed for: the first page issues it, later
@@ -43,64 +43,6 @@ impl DynamoStore {
             .await
             .map_err(backend("GetItem conversation"))?;
         ConversationItem::read(out.item.ok_or(StoreError::NotFound)?)
-    }
-
-    /// One message item, read consistently.
-    pub(super) async fn get_message(
-        &self,
-        user: &UserId,
-        conversation: ConversationId,
-        message: MessageId,
-    ) -> Result<Option<Message>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(keys::PK, s(keys::conversation_pk(user, conversation)))
-            .key(keys::SK, s(keys::message_sk(message)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(backend("GetItem message"))?;
-        out.item.map(MessageItem::read).transpose()
-    }
-
-    /// The user's counters of `day` (zero before the first send of the day).
-    pub(super) async fn daily(
-        &self,
-        user: &UserId,
-        day: chrono::NaiveDate,
-    ) -> Result<DailyUsage, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(keys::PK, s(keys::usage_pk(user)))
-            .key(keys::SK, s(keys::usage_sk(day)))
-            .send()
-            .await
-            .map_err(backend("GetItem usage"))?;
-        let count = |name: &str| {
-            out.item
-                .as_ref()
-                .and_then(|i| i.get(name))
-                .and_then(|v| v.as_n().ok())
-                .map_or(Ok(0), |v| v.parse::<u64>())
-                .map_err(|e| StoreError::Corrupt(format!("usage {name}: {e}")))
-        };
-        let tokens = count(attr::TOKENS)?;
-        let held = out
-            .item
-            .as_ref()
-            .and_then(|i| i.get(attr::HELD))
-            .and_then(|v| v.as_n().ok())
-            .map_or(Ok(0), |v| v.parse::<i64>())
-            .map_err(|e| StoreError::Corrupt(format!("usage {}: {e}", attr::HELD)))?;
-        Ok(DailyUsage {
-            messages: count(attr::MESSAGES)?,
-            tokens,
-            reserved: u64::try_from(held).unwrap_or(0).saturating_sub(tokens),
-        })
     }
 
     /// The conversation and its newest page in one Query over the whole
@@ -154,43 +96,6 @@ impl DynamoStore {
             .map_err(backend("Query messages"))?;
         let items = out.items.unwrap_or_default();
         self.message_page_of(&scope, page.limit, items, out.last_evaluated_key)
-    }
-
-    /// The user's conversations from the index, most recently updated first.
-    pub(super) async fn conversation_list(
-        &self,
-        user: &UserId,
-        page: &PageRequest,
-    ) -> Result<Page<Conversation>, StoreError> {
-        let pk = keys::user_conversations_pk(user);
-        let scope = list_scope(&pk);
-        let start = self.decode_cursor(&scope, page)?;
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(keys::GSI1)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", keys::GSI1PK)
-            .expression_attribute_values(":pk", s(pk))
-            .scan_index_forward(false)
-            .limit(page.limit.saturating_add(1) as i32)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(backend("Query conversations"))?;
-        let (items, next_cursor) = self.page_of(
-            &scope,
-            &[keys::PK, keys::SK, keys::GSI1PK, keys::GSI1SK],
-            page.limit,
-            out.items.unwrap_or_default(),
-            out.last_evaluated_key,
-        );
-        let items = items
-            .into_iter()
-            .map(ConversationItem::read)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page { items, next_cursor })
     }
 
     /// A newest-first, consistent Query on a conversation's partition.
@@ -257,5 +162,79 @@ impl DynamoStore {
                     .map_err(StoreError::InvalidCursor)
             })
             .transpose()
+    }
+}
+
+impl Pages for DynamoStore {
+    async fn list_conversations(
+        &self,
+        user: &UserId,
+        page: &PageRequest,
+    ) -> Result<Page<Conversation>, StoreError> {
+        let pk = keys::user_conversations_pk(user);
+        let scope = list_scope(&pk);
+        let start = self.decode_cursor(&scope, page)?;
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(keys::GSI1)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", keys::GSI1PK)
+            .expression_attribute_values(":pk", s(pk))
+            .scan_index_forward(false)
+            .limit(page.limit.saturating_add(1) as i32)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(backend("Query conversations"))?;
+        let (items, next_cursor) = self.page_of(
+            &scope,
+            &[keys::PK, keys::SK, keys::GSI1PK, keys::GSI1SK],
+            page.limit,
+            out.items.unwrap_or_default(),
+            out.last_evaluated_key,
+        );
+        let items = items
+            .into_iter()
+            .map(ConversationItem::read)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn conversation_page(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        page: &PageRequest,
+    ) -> Result<(Conversation, Page<Message>), StoreError> {
+        if page.cursor.is_none() {
+            return self.first_page(user, conversation, page.limit).await;
+        }
+        // Later pages start past the conversation item: two reads, issued
+        // together (one round trip's worth of latency).
+        tokio::try_join!(
+            self.get_conversation(user, conversation),
+            self.message_page(user, conversation, page)
+        )
+    }
+
+    async fn message(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: MessageId,
+    ) -> Result<Option<Message>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::conversation_pk(user, conversation)))
+            .key(keys::SK, s(keys::message_sk(message)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend("GetItem message"))?;
+        out.item.map(MessageItem::read).transpose()
     }
 }

@@ -1,0 +1,191 @@
+//! A message: who wrote it, its text, where it stands (complete, pending
+//! with its job, failed, cancelled), and how a pending reply ends.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{DomainError, MessageId, Reservation, Usage};
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The user.
+    User,
+    /// The model.
+    Assistant,
+}
+
+impl Role {
+    /// The role's word: `user` or `assistant`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+
+    /// Parses and checks `raw`.
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        match raw {
+            "user" => Ok(Role::User),
+            "assistant" => Ok(Role::Assistant),
+            _ => Err(DomainError::InvalidRole),
+        }
+    }
+}
+
+/// The model's reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The reply's text.
+    pub text: String,
+    /// Token counts, when the worker reports them.
+    pub usage: Option<Usage>,
+}
+
+impl Completion {
+    /// The reply as stored: its first `max_chars` characters, and whether
+    /// that cut it. One runaway reply must not make a conversation unstorable.
+    pub fn kept(self, max_chars: usize) -> ReplyOutcome {
+        let (text, truncated) = match self.text.char_indices().nth(max_chars) {
+            Some((end, _)) => (self.text[..end].to_owned(), true),
+            None => (self.text, false),
+        };
+        ReplyOutcome::Complete {
+            text,
+            usage: self.usage,
+            truncated,
+        }
+    }
+}
+
+/// Where a message stands. Only assistant replies are ever pending or failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageStatus {
+    /// Written in full.
+    Complete,
+    /// The RunPod job that will produce the reply.
+    Pending {
+        /// The model's job.
+        job_id: String,
+    },
+    /// A short, safe reason, shown to the user.
+    Failed {
+        /// The reason.
+        error: String,
+    },
+    /// Stopped by the user; `content` is what was written before the stop.
+    /// Never sent to the model as history.
+    Cancelled,
+}
+
+impl MessageStatus {
+    /// [`MessageStatus::Complete`]'s word, in the API and in the table.
+    pub const COMPLETE: &'static str = "complete";
+    /// [`MessageStatus::Pending`]'s word.
+    pub const PENDING: &'static str = "pending";
+    /// [`MessageStatus::Failed`]'s word.
+    pub const FAILED: &'static str = "failed";
+    /// [`MessageStatus::Cancelled`]'s word.
+    pub const CANCELLED: &'static str = "cancelled";
+
+    /// The status's word: `complete`, `pending`, `failed` or `cancelled`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MessageStatus::Complete => Self::COMPLETE,
+            MessageStatus::Pending { .. } => Self::PENDING,
+            MessageStatus::Failed { .. } => Self::FAILED,
+            MessageStatus::Cancelled => Self::CANCELLED,
+        }
+    }
+}
+
+/// One stored message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// The message's id (time-ordered).
+    pub id: MessageId,
+    /// Who wrote it.
+    pub role: Role,
+    /// Its text (empty while pending).
+    pub content: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Token counts of a reply, when known.
+    pub usage: Option<Usage>,
+    /// Complete, pending or failed.
+    pub status: MessageStatus,
+    /// The reply was longer than the service keeps (`MAX_REPLY_CHARS`) and
+    /// `content` is its beginning.
+    pub truncated: bool,
+    /// What a reply holds of the daily token quota until it settles.
+    pub reserved: Option<Reservation>,
+}
+
+impl Message {
+    /// Whether this is a reply still being generated.
+    pub fn is_pending(&self) -> bool {
+        matches!(self.status, MessageStatus::Pending { .. })
+    }
+
+    /// Takes a pending reply's final outcome: its text and usage, or the
+    /// reason it failed.
+    pub fn settle(&mut self, outcome: ReplyOutcome) {
+        match outcome {
+            ReplyOutcome::Complete {
+                text,
+                usage,
+                truncated,
+            } => {
+                self.content = text;
+                self.usage = usage;
+                self.truncated = truncated;
+                self.status = MessageStatus::Complete;
+            }
+            ReplyOutcome::Failed { error } => self.status = MessageStatus::Failed { error },
+            ReplyOutcome::Cancelled { text } => {
+                self.content = text;
+                self.status = MessageStatus::Cancelled;
+            }
+        }
+    }
+
+    /// A complete message with a new id.
+    pub fn new(role: Role, content: String, created_at: DateTime<Utc>) -> Self {
+        Self {
+            id: MessageId::new(),
+            role,
+            content,
+            created_at,
+            usage: None,
+            status: MessageStatus::Complete,
+            truncated: false,
+            reserved: None,
+        }
+    }
+}
+
+/// How a pending reply ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyOutcome {
+    /// The reply was generated.
+    Complete {
+        /// The reply.
+        text: String,
+        /// Its token counts, when known.
+        usage: Option<Usage>,
+        /// `text` is the beginning of a longer reply.
+        truncated: bool,
+    },
+    /// The job failed or expired.
+    Failed {
+        /// A short, safe reason, shown to the user.
+        error: String,
+    },
+    /// The user stopped it.
+    Cancelled {
+        /// What was written before the stop (possibly nothing).
+        text: String,
+    },
+}

@@ -1,0 +1,251 @@
+//! Writing conversations: start one (with the send's count and claim),
+//! append and claim, rename, delete, and purge a deleted one's messages.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{DeleteRequest, ReturnValue, WriteRequest};
+use tokio::time::Instant;
+
+use super::{
+    backend,
+    items::{attr, key_of, s, ConversationItem, Item, MessageItem},
+    messages::{conversation_in, moved_to, Actions, Guard, MOVED, OWNED},
+    transact::{
+        failed_conditions, live_refused, not_found_or_backend, quota_refused, transaction_failed,
+    },
+    DynamoStore,
+};
+use crate::{
+    domain::{format_timestamp, Claim, Conversation, ConversationId, Message, Title, UserId},
+    store::{keys, Conversations, Quota, StoreError},
+};
+
+/// Most items one BatchWriteItem takes.
+const BATCH_WRITE_MAX: usize = 25;
+/// Message keys read per purge round.
+const PURGE_PAGE: i32 = 500;
+
+impl DynamoStore {
+    pub(super) async fn create(
+        &self,
+        user: &UserId,
+        conversation: &Conversation,
+        first: &Message,
+        quota: Option<&Quota>,
+    ) -> Result<(), StoreError> {
+        let mut write = self
+            .client
+            .transact_write_items()
+            .transact_items(self.put_new(ConversationItem::of(user, conversation)?)?)
+            .transact_items(self.put_new(MessageItem::of(user, conversation.id, first)?)?);
+        let mut cap = None;
+        if let Some(quota) = quota {
+            write = write.transact_items(self.count_send(user, quota)?);
+            if let (Some(limit), Some(reply)) = (&quota.generations, conversation.pending_reply) {
+                write = write.transact_items(self.begin_generation(user, reply, limit)?);
+                cap = Some(limit);
+            }
+        }
+        self.transact_admitting(user, write, cap)
+            .await
+            .map_err(|e| match failed_conditions(&e) {
+                Some(reasons) if live_refused(&reasons) => StoreError::TooManyGenerations,
+                Some(reasons) if quota_refused(&reasons) => StoreError::QuotaExceeded,
+                _ => transaction_failed("TransactWriteItems create conversation")(e),
+            })?;
+        Ok(())
+    }
+
+    pub(super) async fn append(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: &Message,
+        claim: Option<(&Claim, &Quota)>,
+    ) -> Result<(), StoreError> {
+        let guard = match claim {
+            None => Guard::Free,
+            Some(_) => Guard::FreeOrLapsed(message.created_at),
+        };
+        let mut admitted = vec![];
+        let mut cap = None;
+        if let Some((claim, quota)) = claim {
+            admitted.push(self.count_send(user, quota)?);
+            if let Some(limit) = &quota.generations {
+                admitted.push(self.begin_generation(user, claim.reply, limit)?);
+                cap = Some(limit);
+            }
+        }
+        let claim = claim.map(|(claim, _)| claim);
+        let actions = Actions {
+            more: admitted,
+            cap,
+        };
+        self.add_message(user, conversation, message, guard, actions, |update| {
+            let update = moved_to(update, conversation, message);
+            match claim {
+                None => update.update_expression(format!("SET {MOVED}")),
+                Some(claim) => update
+                    .update_expression(format!("SET {MOVED}, #pending = :reply, #claimed = :until"))
+                    .expression_attribute_names("#claimed", attr::CLAIMED_UNTIL)
+                    .expression_attribute_values(":reply", s(claim.reply.to_string()))
+                    .expression_attribute_values(":until", s(format_timestamp(claim.until))),
+            }
+        })
+        .await
+    }
+
+    /// Deletes up to [`BATCH_WRITE_MAX`] items by key. DynamoDB may hand
+    /// back part of a batch under load; the rest goes again after a
+    /// growing pause. `Ok(false)` when `until` came first.
+    pub(super) async fn delete_batch(
+        &self,
+        keys: &[Item],
+        until: Instant,
+    ) -> Result<bool, StoreError> {
+        let mut requests: Vec<WriteRequest> = keys
+            .iter()
+            .map(|k| {
+                let delete = DeleteRequest::builder()
+                    .set_key(Some(key_of(k, &[keys::PK, keys::SK])))
+                    .build()
+                    .map_err(backend("building a DeleteRequest"))?;
+                Ok(WriteRequest::builder().delete_request(delete).build())
+            })
+            .collect::<Result<_, StoreError>>()?;
+        for attempt in 0u32.. {
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, requests)
+                .send()
+                .await
+                .map_err(backend("BatchWriteItem delete messages"))?;
+            requests = out
+                .unprocessed_items
+                .and_then(|mut u| u.remove(&self.table))
+                .unwrap_or_default();
+            if requests.is_empty() {
+                return Ok(true);
+            }
+            if Instant::now() >= until {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
+        }
+        unreachable!("the retry loop only ends by returning")
+    }
+}
+
+impl Conversations for DynamoStore {
+    async fn start_conversation(
+        &self,
+        user: &UserId,
+        conversation: &Conversation,
+        first: &Message,
+        quota: &Quota,
+    ) -> Result<(), StoreError> {
+        self.create(user, conversation, first, Some(quota)).await
+    }
+
+    async fn append_and_claim(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: &Message,
+        claim: &Claim,
+        quota: &Quota,
+    ) -> Result<(), StoreError> {
+        self.append(user, conversation, message, Some((claim, quota)))
+            .await
+    }
+
+    async fn rename_conversation(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        title: &Title,
+    ) -> Result<Conversation, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::conversation_pk(user, conversation)))
+            .key(keys::SK, s(keys::CONVERSATION_SK))
+            .update_expression("SET title = :title")
+            .condition_expression(OWNED)
+            .expression_attribute_names("#pk", keys::PK)
+            .expression_attribute_names("#user", attr::USER_ID)
+            .expression_attribute_values(":title", s(title.as_str()))
+            .expression_attribute_values(":user", s(user.as_str()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(not_found_or_backend("UpdateItem rename"))?;
+        conversation_in(out.attributes, "UpdateItem")
+    }
+
+    async fn delete_conversation(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+    ) -> Result<Conversation, StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::conversation_pk(user, conversation)))
+            .key(keys::SK, s(keys::CONVERSATION_SK))
+            .condition_expression(OWNED)
+            .expression_attribute_names("#pk", keys::PK)
+            .expression_attribute_names("#user", attr::USER_ID)
+            .expression_attribute_values(":user", s(user.as_str()))
+            // What was deleted, for the reply it may have been waiting for.
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(not_found_or_backend("DeleteItem conversation"))?;
+        conversation_in(out.attributes, "DeleteItem")
+    }
+
+    async fn purge_messages(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        until: Instant,
+    ) -> Result<bool, StoreError> {
+        let pk = keys::conversation_pk(user, conversation);
+        loop {
+            if Instant::now() >= until {
+                return Ok(false);
+            }
+            // Deleted items are gone from the next query, so each round
+            // starts from the front of the partition.
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", keys::PK)
+                .expression_attribute_names("#sk", keys::SK)
+                .expression_attribute_values(":pk", s(&pk))
+                .expression_attribute_values(":prefix", s(keys::MESSAGE_SK_PREFIX))
+                .projection_expression("#pk, #sk")
+                // A message written just before the delete must not be missed.
+                .consistent_read(true)
+                .limit(PURGE_PAGE)
+                .send()
+                .await
+                .map_err(backend("Query message keys"))?;
+            let keys = out.items.unwrap_or_default();
+            if keys.is_empty() {
+                return Ok(true);
+            }
+            for chunk in keys.chunks(BATCH_WRITE_MAX) {
+                if !self.delete_batch(chunk, until).await? {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
