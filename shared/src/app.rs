@@ -23,7 +23,7 @@ const WEBHOOK_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Whom a function serves, which decides the secrets it must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub enum Callers {
     /// The API's users: `JWT_SECRET` is required.
     Users,
     /// RunPod's webhook deliveries: no user tokens, signed URLs only.
@@ -88,15 +88,15 @@ pub fn dynamodb_config(aws: &SdkConfig, config: &Config) -> aws_sdk_dynamodb::co
 impl App {
     /// Reads the configuration (the secrets its `<NAME>_ARN` variables
     /// name fetched from Secrets Manager) and builds the DynamoDB client
-    /// from [`load_aws_config`]. Fails when `role` lacks a secret it needs.
-    pub async fn from_env(role: Role) -> Result<Self, ConfigError> {
+    /// from [`load_aws_config`]. Fails when `callers` lacks a secret it needs.
+    pub async fn from_env(callers: Callers) -> Result<Self, ConfigError> {
         let aws = load_aws_config().await;
         let env = Environment::load(&aws).await?;
         let config = Config::from_lookup(|name| env.get(name))?;
-        if role == Role::Users {
+        if callers == Callers::Users {
             config.require_jwt_secret()?;
         }
-        if role == Role::RunPod && config.signing_secret.is_none() {
+        if callers == Callers::RunPod && config.signing_secret.is_none() {
             // Locally JWT_SECRET stands in (see Config::signing_key).
             config
                 .require_jwt_secret()

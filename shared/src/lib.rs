@@ -38,4 +38,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod webhook;
 
-pub use app::{App, Role};
+pub use app::{App, Callers};

@@ -101,13 +101,44 @@ async fn functions(app: &App) -> Vec<Function> {
     let send_conv = seed_messages(app, "bench-send", 10).await;
     seed_conversations(app, "bench-list-10", 10).await;
     let get_conv = seed_messages(app, "bench-get-10", 10).await;
-    let text = "How do I organize patient files?";
-    let row = |name, bin, event, status| Function {
+    let mut rows = send_rows(send_conv);
+    rows.extend([
+        row(
+            "list-conversations",
+            "list-conversations",
+            list_event(&token("bench-list-10")),
+            200,
+        ),
+        row(
+            "get-conversation",
+            "get-conversation",
+            get_event(get_conv, "bench-get-10"),
+            200,
+        ),
+        // No I/O: the runtime loop, event parsing and the 401 alone.
+        row(
+            "list-conversations (bad token: 401, no I/O)",
+            "list-conversations",
+            list_event("not-a-token"),
+            401,
+        ),
+    ]);
+    rows
+}
+
+fn row(name: &'static str, bin: &'static str, event: String, status: u16) -> Function {
+    Function {
         name,
         bin,
         event,
         status,
-    };
+    }
+}
+
+/// The rows that start a reply: to a seeded conversation, a new one, a
+/// replayed key, a stream.
+fn send_rows(send_conv: ConversationId) -> Vec<Function> {
+    let text = "How do I organize patient files?";
     vec![
         row(
             "send-message",
@@ -135,25 +166,6 @@ async fn functions(app: &App) -> Vec<Function> {
             "stream-message",
             stream_event(json!({ "message": text })),
             200,
-        ),
-        row(
-            "list-conversations",
-            "list-conversations",
-            list_event(&token("bench-list-10")),
-            200,
-        ),
-        row(
-            "get-conversation",
-            "get-conversation",
-            get_event(get_conv, "bench-get-10"),
-            200,
-        ),
-        // No I/O: the runtime loop, event parsing and the 401 alone.
-        row(
-            "list-conversations (bad token: 401, no I/O)",
-            "list-conversations",
-            list_event("not-a-token"),
-            401,
         ),
     ]
 }
@@ -227,39 +239,44 @@ async fn main() {
         cold_starts: 10,
     };
 
-    let mut results = serde_json::Map::new();
-    for f in functions(&app).await.iter().filter(|f| wanted(f.bin)) {
-        results.insert(f.name.to_owned(), bench.row(f).await);
-    }
-    let mut sweeps = serde_json::Map::new();
-    for bin in ["get-conversation", "list-conversations"] {
-        if wanted(bin) {
-            let (name, points) = sweep(&bench, &app, bin).await;
-            sweeps.insert(name, points);
-        }
-    }
-    let stream = match wanted("stream-message") {
-        true => stream_delays(&bench).await,
-        false => Value::Null,
-    };
-    let calls = match wanted("send-message") {
-        true => bench.client_calls(&ddb).await,
-        false => Value::Null,
-    };
-
-    let report = json!({
-        "machine": chat_service_dev::bench::machine(),
-        "warm_invocations": warm,
-        "cold_starts": bench.cold_starts,
-        "functions": results,
-        "sweeps": sweeps,
-        "calls": calls,
-        "stream": stream,
-    });
+    let report = measure(&bench, &app, &wanted, &ddb).await;
     if let Some(dir) = out_json.parent() {
         std::fs::create_dir_all(dir).ok();
     }
     std::fs::write(&out_json, serde_json::to_string_pretty(&report).unwrap()).unwrap();
     report::print(&report);
     eprintln!("written to {}", out_json.display());
+}
+
+/// Every row, sweep and measurement `wanted` selects, as the report.
+async fn measure(bench: &Bench, app: &App, wanted: &dyn Fn(&str) -> bool, ddb: &str) -> Value {
+    let mut results = serde_json::Map::new();
+    for f in functions(app).await.iter().filter(|f| wanted(f.bin)) {
+        results.insert(f.name.to_owned(), bench.row(f).await);
+    }
+    let mut sweeps = serde_json::Map::new();
+    for bin in ["get-conversation", "list-conversations"] {
+        if wanted(bin) {
+            let (name, points) = sweep(bench, app, bin).await;
+            sweeps.insert(name, points);
+        }
+    }
+    let stream = match wanted("stream-message") {
+        true => stream_delays(bench).await,
+        false => Value::Null,
+    };
+    let calls = match wanted("send-message") {
+        true => bench.client_calls(ddb).await,
+        false => Value::Null,
+    };
+
+    json!({
+        "machine": chat_service_dev::bench::machine(),
+        "warm_invocations": bench.warm,
+        "cold_starts": bench.cold_starts,
+        "functions": results,
+        "sweeps": sweeps,
+        "calls": calls,
+        "stream": stream,
+    })
 }

@@ -50,7 +50,7 @@ struct Route {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    let app = App::from_env(chat_shared::Role::Users)
+    let app = App::from_env(chat_shared::Callers::Users)
         .await?
         .with_runpod()?;
     let floor = Floor {

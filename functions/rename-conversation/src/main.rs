@@ -1,11 +1,11 @@
 //! `PATCH /api/chat/conversations/{id}`: a new title.
 
-use chat_shared::{http, telemetry, App, Role};
+use chat_shared::{http, telemetry, App, Callers};
 
 // A Lambda instance serves one request at a time: one thread is enough.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
-    let app = App::from_env(Role::Users).await?;
+    let app = App::from_env(Callers::Users).await?;
     http::run(|req| http::rename_conversation(&app, req)).await
 }

@@ -5,6 +5,7 @@
 //! - [`model`]: what the use cases need of a model ([`ChatModel`]), with its own error.
 //! - `send`: one send, in the steps it has (start or continue, submit, wait, settle).
 //! - `pending`: replies that outlast the request: checks at the model, expiry, webhooks.
+//! - `streaming`: a send relayed piece by piece; `stop`: ending a reply early.
 //! - `conversations`: list, read, rename, delete.
 //! - `usage`: the per-user daily quotas and what a user used today.
 
@@ -12,6 +13,7 @@ mod conversations;
 pub mod model;
 mod pending;
 mod send;
+mod stop;
 mod streaming;
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,4 @@
-//! A send whose reply is relayed piece by piece as the model writes it, and
-//! the stop that ends a reply early.
+//! A send whose reply is relayed piece by piece as the model writes it.
 //!
 //! The first event goes out as soon as the user's message is stored, before
 //! the job is submitted: RunPod's `run` may answer 429 for a while, and a
@@ -22,7 +21,7 @@ use super::{
 };
 use crate::{
     domain::{ConversationId, Message, MessageId, MessageStatus, ReplyOutcome, UsageSum, UserId},
-    store::{FinishResult, PageRequest, PendingReply, Store},
+    store::{FinishResult, PendingReply, Store},
 };
 
 /// Longest silence on a stream before a keep-alive, so no proxy closes it
@@ -173,9 +172,8 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         sink: &mut impl EventSink,
         deadline: Instant,
     ) {
-        let (user, conversation) = (&streaming.user, streaming.conversation_id);
         let created = StreamEvent::Created {
-            conversation_id: conversation,
+            conversation_id: streaming.conversation_id,
             user_message: streaming.user_message.clone(),
             reply_id: streaming.reply.id,
             created_at: streaming.reply.created_at,
@@ -184,6 +182,29 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             here: sink.send(created),
             last_event: Instant::now(),
         };
+        let Some(job_id) = self
+            .submit_and_record(&mut streaming, &mut client, sink, deadline)
+            .await
+        else {
+            return;
+        };
+        if client.here {
+            self.relay_job(&streaming, &job_id, &mut client, sink, deadline)
+                .await;
+        }
+        // Otherwise the reply is pending; the webhook or a read completes it.
+    }
+
+    /// Submits the job (keep-alives while RunPod answers) and records the
+    /// reply pending with it. `None` when that failed: the client heard why.
+    async fn submit_and_record(
+        &self,
+        streaming: &mut StreamingReply,
+        client: &mut Client,
+        sink: &mut impl EventSink,
+        deadline: Instant,
+    ) -> Option<String> {
+        let (user, conversation) = (&streaming.user, streaming.conversation_id);
         let webhook = self
             .webhooks
             .url_for(user, conversation, streaming.reply.id);
@@ -197,19 +218,32 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             .await
         {
             Ok(job_id) => job_id,
-            Err(e) => return client.fail(sink, e),
+            Err(e) => {
+                client.fail(sink, e);
+                return None;
+            }
         };
         streaming.reply.status = MessageStatus::Pending {
             job_id: job_id.clone(),
         };
         let record = self.record_pending(user, conversation, &streaming.reply, deadline);
         if let Err(e) = client.keep_alive_while(record, sink).await {
-            return client.fail(sink, e);
+            client.fail(sink, e);
+            return None;
         }
-        if !client.here {
-            return; // The reply is pending; the webhook or a read completes it.
-        }
-        let job_id = job_id.as_str();
+        Some(job_id)
+    }
+
+    /// Relays the job's pieces until it ends (the last event says how), the
+    /// client leaves or `deadline` comes (the reply then stays pending).
+    async fn relay_job(
+        &self,
+        streaming: &StreamingReply,
+        job_id: &str,
+        client: &mut Client,
+        sink: &mut impl EventSink,
+        deadline: Instant,
+    ) {
         let mut written = Written::default();
         let mut delay = POLL_FAST;
         while Instant::now() < deadline {
@@ -225,16 +259,13 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
                     StreamStep::default()
                 }
             };
-            if !client.here {
-                return; // The client left; the reply stays pending.
-            }
             let before = written.text.len();
-            if !self.relay_pieces(step.pieces, &mut written, sink) {
+            if !client.here || !self.relay_pieces(step.pieces, &mut written, sink) {
                 return; // The client left; the reply stays pending.
             }
             written.usage.add(step.usage);
             if let Some(end) = step.end {
-                let event = self.ended(&streaming, job_id, end, written).await;
+                let event = self.ended(streaming, job_id, end, written).await;
                 sink.send(event);
                 return;
             }
@@ -380,56 +411,5 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             }
             MessageStatus::Pending { .. } => StreamEvent::Failed(ChatError::ReplyPending),
         }
-    }
-
-    /// Stops the reply being written in `conversation`: stored cancelled
-    /// at once (with what a stream relaying it had written, which that
-    /// stream adds), the conversation free for the next send, the job
-    /// cancelled. `NoReplyInProgress` when nothing is being written.
-    pub async fn stop(
-        &self,
-        user: &UserId,
-        conversation: ConversationId,
-        deadline: Instant,
-    ) -> Result<Message, ChatError> {
-        // The pending reply is the newest message: one read finds both.
-        let newest = PageRequest {
-            limit: 1,
-            cursor: None,
-        };
-        let (stored, page) = self
-            .store
-            .conversation_page(user, conversation, &newest)
-            .await?;
-        let reply = page
-            .items
-            .into_iter()
-            .find(|m| Some(m.id) == stored.pending_reply)
-            .ok_or(ChatError::NoReplyInProgress)?;
-        let MessageStatus::Pending { job_id } = &reply.status else {
-            return Err(ChatError::NoReplyInProgress);
-        };
-        let pending = PendingReply {
-            user,
-            conversation,
-            message: reply.id,
-            job_id,
-            reserved: reply.reserved,
-        };
-        let outcome = ReplyOutcome::Cancelled {
-            text: String::new(),
-        };
-        let result = self
-            .store
-            .finish_reply(pending, &outcome, Utc::now())
-            .await?;
-        if result != FinishResult::Written {
-            return Err(ChatError::NoReplyInProgress);
-        }
-        self.cancel_job(job_id, deadline).await;
-        tracing::info!(message_id = %reply.id, "reply stopped");
-        let mut stopped = reply.clone();
-        stopped.settle(outcome);
-        Ok(stopped)
     }
 }
