@@ -14,6 +14,7 @@
 //! - [`http`]: request parsing, the handlers, the contract and its page (`docs`), and the one error-to-response mapping.
 //! - [`stream`]: the DynamoDB stream consumer that purges deleted conversations' messages.
 //! - [`webhook`]: encrypted RunPod webhook URLs for replies that outlast the request.
+//! - [`refusal`]: the one type of a declined request, from the store to the status it maps to.
 //! - [`app`]: what a function builds once per cold start.
 //! - [`telemetry`]: tracing setup (JSON on Lambda).
 //! - [`tls`]: both HTTP clients' TLS, with compiled-in root certificates.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod deadline;
 pub mod domain;
 pub mod http;
+pub mod refusal;
 pub mod runpod;
 pub mod secrets;
 pub mod signing;

@@ -4,6 +4,7 @@
 use crate::common;
 use crate::common::{error_code, read, token, Event};
 use chat_service_dev::DEV_JWT_SECRET;
+use chat_shared::refusal::Refusal;
 use chat_shared::{auth::issue_token, http, runpod::RunPodClient, App};
 use serde_json::{json, Value};
 use wiremock::{
@@ -785,7 +786,10 @@ async fn a_generation_whose_send_died_is_cleared_by_the_send_it_would_refuse() {
     // The first send never settles: the next is refused while its entry is young…
     let refused = start(quota(an_hour_ago)).await;
     assert!(
-        matches!(refused, Err(StoreError::TooManyGenerations)),
+        matches!(
+            refused,
+            Err(StoreError::Refused(Refusal::TooManyGenerations))
+        ),
         "{refused:?}"
     );
     // …and admitted once it is older than any send can live.
@@ -793,7 +797,7 @@ async fn a_generation_whose_send_died_is_cleared_by_the_send_it_would_refuse() {
     start(quota(later)).await.unwrap();
     assert!(matches!(
         start(quota(an_hour_ago)).await,
-        Err(StoreError::TooManyGenerations)
+        Err(StoreError::Refused(Refusal::TooManyGenerations))
     ));
 }
 

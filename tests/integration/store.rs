@@ -1,6 +1,7 @@
 //! The DynamoDB store against DynamoDB Local, one fresh table per test.
 
 use crate::common;
+use chat_shared::refusal::Refusal;
 use chrono::{Duration, Utc};
 
 use chat_shared::{
@@ -143,11 +144,17 @@ async fn another_user_can_neither_read_nor_append() {
         .store()
         .conversation_page(&mallory, conv.id, &page(50))
         .await;
-    assert!(matches!(read, Err(StoreError::NotFound)), "{read:?}");
+    assert!(
+        matches!(read, Err(StoreError::Refused(Refusal::NotFound))),
+        "{read:?}"
+    );
 
     let m = Message::new(Role::User, "injected".into(), Utc::now());
     let write = app.chat.store().append_message(&mallory, conv.id, &m).await;
-    assert!(matches!(write, Err(StoreError::NotFound)), "{write:?}");
+    assert!(
+        matches!(write, Err(StoreError::Refused(Refusal::NotFound))),
+        "{write:?}"
+    );
 
     // Nothing was written for Alice, and the failed transaction left no
     // stray message under Mallory either.
@@ -178,7 +185,10 @@ async fn append_to_a_missing_conversation_fails_its_condition_and_writes_nothing
     let missing = ConversationId::new();
     let m = Message::new(Role::User, "hello?".into(), Utc::now());
     let result = app.chat.store().append_message(&alice, missing, &m).await;
-    assert!(matches!(result, Err(StoreError::NotFound)), "{result:?}");
+    assert!(
+        matches!(result, Err(StoreError::Refused(Refusal::NotFound))),
+        "{result:?}"
+    );
     let scan = client.scan().table_name(&table).send().await.unwrap();
     assert_eq!(
         scan.count(),

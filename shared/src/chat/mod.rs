@@ -29,7 +29,7 @@ pub use send::{SendOutcome, SendRequest, SendTimes};
 pub use streaming::{EventSink, StreamEvent, StreamingReply, KEEP_ALIVE};
 pub use usage::{next_midnight, QuotaLimits, UsageReport};
 
-use crate::{store::StoreError, webhook::Webhooks};
+use crate::{refusal::Refusal, store::StoreError, webhook::Webhooks};
 
 /// How much of a conversation goes to the model.
 #[derive(Debug, Clone, Copy)]
@@ -124,29 +124,13 @@ impl<S, M> Chat<S, M> {
 /// Why a use case failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
-    /// No such conversation for this user.
-    #[error("conversation not found")]
-    NotFound,
-    /// The conversation's previous reply is still being generated.
-    #[error("a reply is still pending in this conversation")]
-    ReplyPending,
-    /// The user's daily quota is used up; nothing was stored.
-    #[error("the daily quota is used up")]
-    QuotaExceeded,
-    /// The user has as many replies in the making as they may; nothing was stored.
-    #[error("too many replies are being generated at once")]
-    TooManyGenerations,
+    /// The request is declined, by the store or the use case.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     /// The store failed (the user's message may or may not be stored: the
     /// step that failed says which in the log).
     #[error(transparent)]
     Store(StoreError),
-    /// A stop with no reply being written.
-    #[error("no reply is being written in this conversation")]
-    NoReplyInProgress,
-    /// The user stopped the reply while the send waited for it; the user's
-    /// message is stored, the reply `cancelled`.
-    #[error("the reply was stopped")]
-    ReplyCancelled,
     /// The model failed; the user's message is stored.
     #[error(transparent)]
     Model(#[from] ModelError),
@@ -155,10 +139,7 @@ pub enum ChatError {
 impl From<StoreError> for ChatError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound => ChatError::NotFound,
-            StoreError::ReplyPending => ChatError::ReplyPending,
-            StoreError::QuotaExceeded => ChatError::QuotaExceeded,
-            StoreError::TooManyGenerations => ChatError::TooManyGenerations,
+            StoreError::Refused(refusal) => ChatError::Refused(refusal),
             other => ChatError::Store(other),
         }
     }

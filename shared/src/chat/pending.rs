@@ -3,6 +3,7 @@
 //! finisher writes through [`Store::finish_reply`], which
 //! changes a reply once, so racing finishers cannot write twice.
 
+use crate::refusal::Refusal;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -59,14 +60,16 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             Some((MessageStatus::Pending { job_id }, reserved)) if job_id == delivery.job_id => {
                 (job_id, reserved)
             }
-            Some((MessageStatus::Pending { .. }, _)) | None => return Err(ChatError::NotFound),
+            Some((MessageStatus::Pending { .. }, _)) | None => {
+                return Err(ChatError::Refused(Refusal::NotFound))
+            }
             Some(_) => return Ok(WebhookResult::Stored),
         };
         let job_id = job_id.as_str();
         let outcome = match self.model.poll(job_id, deadline).await {
             Ok(Generation::Done(result)) => self.final_outcome(result, job_id),
             Ok(Generation::Running) => return Ok(WebhookResult::NotFinal),
-            Err(ModelError::UnknownJob(_)) => return Err(ChatError::NotFound),
+            Err(ModelError::UnknownJob(_)) => return Err(ChatError::Refused(Refusal::NotFound)),
             Err(e) => return Err(e.into()),
         };
         let reply = PendingReply {
@@ -79,7 +82,9 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         match self.finish(reply, outcome).await?.0 {
             FinishResult::Written | FinishResult::AlreadyFinal => Ok(WebhookResult::Stored),
             // Not stored yet (RunPod retries a failed delivery) or not this job.
-            FinishResult::Missing | FinishResult::OtherJob => Err(ChatError::NotFound),
+            FinishResult::Missing | FinishResult::OtherJob => {
+                Err(ChatError::Refused(Refusal::NotFound))
+            }
         }
     }
 }

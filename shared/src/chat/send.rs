@@ -2,6 +2,7 @@
 //! stored first, so a model failure loses nothing the user wrote), submit
 //! the job, wait for it, and settle the reply as complete or pending.
 
+use crate::refusal::Refusal;
 use chrono::Utc;
 use tokio::time::Instant;
 
@@ -111,7 +112,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             MessageStatus::Failed { error } => {
                 return Err(ModelError::Failed(error.clone().into()).into());
             }
-            MessageStatus::Cancelled => return Err(ChatError::ReplyCancelled),
+            MessageStatus::Cancelled => return Err(ChatError::Refused(Refusal::ReplyCancelled)),
             MessageStatus::Complete | MessageStatus::Pending { .. } => {}
         }
         Ok(SendOutcome {
@@ -220,7 +221,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
                 page = self.store.conversation_page(user, id, &recent).await?.1;
             }
             if page.items.iter().any(Message::is_pending) {
-                return Err(ChatError::ReplyPending);
+                return Err(ChatError::Refused(Refusal::ReplyPending));
             }
         }
         let mut history: Vec<Message> = page

@@ -1,5 +1,6 @@
 //! The stop that ends a reply early: a stream's, or a 202-pending one's.
 
+use crate::refusal::Refusal;
 use chrono::Utc;
 use tokio::time::Instant;
 
@@ -33,9 +34,9 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             .items
             .into_iter()
             .find(|m| Some(m.id) == stored.pending_reply)
-            .ok_or(ChatError::NoReplyInProgress)?;
+            .ok_or(ChatError::Refused(Refusal::NoReplyInProgress))?;
         let MessageStatus::Pending { job_id } = &reply.status else {
-            return Err(ChatError::NoReplyInProgress);
+            return Err(ChatError::Refused(Refusal::NoReplyInProgress));
         };
         let pending = PendingReply {
             user,
@@ -52,7 +53,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             .finish_reply(pending, &outcome, Utc::now())
             .await?;
         if result != FinishResult::Written {
-            return Err(ChatError::NoReplyInProgress);
+            return Err(ChatError::Refused(Refusal::NoReplyInProgress));
         }
         self.cancel_job(job_id, deadline).await;
         tracing::info!(message_id = %reply.id, "reply stopped");

@@ -9,6 +9,7 @@
 //! leaves, the function times out) loses nothing: the webhook or the next
 //! read completes it, as after a 202.
 
+use crate::refusal::Refusal;
 use std::{future::Future, time::Duration};
 
 use chrono::{DateTime, Utc};
@@ -380,7 +381,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         );
         let stored = match self.store.message(user, conversation, id).await {
             Ok(Some(message)) => message,
-            Ok(None) => return StreamEvent::Failed(ChatError::NotFound),
+            Ok(None) => return StreamEvent::Failed(ChatError::Refused(Refusal::NotFound)),
             Err(e) => return StreamEvent::Failed(e.into()),
         };
         match stored.status {
@@ -409,7 +410,9 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             MessageStatus::Failed { error } => {
                 StreamEvent::Failed(ChatError::Model(ModelError::Failed(error.into())))
             }
-            MessageStatus::Pending { .. } => StreamEvent::Failed(ChatError::ReplyPending),
+            MessageStatus::Pending { .. } => {
+                StreamEvent::Failed(ChatError::Refused(Refusal::ReplyPending))
+            }
         }
     }
 }

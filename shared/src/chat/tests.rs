@@ -372,7 +372,10 @@ async fn a_running_sends_claim_refuses_other_sends_until_it_lapses() {
         .await
         .unwrap();
     let refused = send(&chat, Some(id), "three").await.unwrap_err();
-    assert!(matches!(refused, ChatError::ReplyPending), "{refused:?}");
+    assert!(
+        matches!(refused, ChatError::Refused(Refusal::ReplyPending)),
+        "{refused:?}"
+    );
     assert_eq!(chat.model().submitted().len(), 1, "nothing submitted");
     assert_eq!(
         chat.store().messages(&alice(), id).len(),
@@ -430,7 +433,10 @@ async fn sending_while_a_reply_is_pending_is_refused_until_it_finishes() {
     let chat = chat(ScriptedModel::with(Script::Running));
     let id = send(&chat, None, "hello").await.unwrap().conversation_id;
     let err = send(&chat, Some(id), "again").await.unwrap_err();
-    assert!(matches!(err, ChatError::ReplyPending), "{err:?}");
+    assert!(
+        matches!(err, ChatError::Refused(Refusal::ReplyPending)),
+        "{err:?}"
+    );
     assert_eq!(chat.model().submitted().len(), 1);
     // The pending reply finished unnoticed: the send checks it and goes on.
     chat.model().set("job-1", Script::Reply("done"));
@@ -510,7 +516,10 @@ async fn a_webhook_stores_what_the_model_says_once_and_a_racing_read_sees_it() {
     // Another job's result (someone else's, say) is not this reply's.
     chat.model().set("job-9", Script::Reply("another reply"));
     let other_job = deliver(&chat, &target, "job-9", true).await;
-    assert!(matches!(other_job, Err(ChatError::NotFound)));
+    assert!(matches!(
+        other_job,
+        Err(ChatError::Refused(Refusal::NotFound))
+    ));
     chat.model().set("job-1", Script::Reply("from the model"));
     let first = deliver(&chat, &target, "job-1", true).await;
     assert_eq!(first.unwrap(), WebhookResult::Stored);
@@ -528,7 +537,7 @@ async fn a_webhook_for_a_job_the_model_forgot_is_not_found() {
     let out = send(&chat, None, "hello").await.unwrap();
     chat.model().set("job-1", Script::Forgotten);
     let result = deliver(&chat, &target_of(&out), "job-1", true).await;
-    assert!(matches!(result, Err(ChatError::NotFound)));
+    assert!(matches!(result, Err(ChatError::Refused(Refusal::NotFound))));
 }
 
 #[tokio::test]
@@ -573,7 +582,7 @@ async fn a_webhook_for_a_deleted_conversation_is_not_found() {
         .unwrap();
     chat.model().set("job-1", Script::Reply("late"));
     let result = deliver(&chat, &target_of(&out), "job-1", true).await;
-    assert!(matches!(result, Err(ChatError::NotFound)));
+    assert!(matches!(result, Err(ChatError::Refused(Refusal::NotFound))));
     assert!(chat
         .store()
         .messages(&alice(), out.conversation_id)
@@ -590,7 +599,10 @@ async fn another_users_conversation_cannot_be_continued() {
         content: MessageContent::parse("theirs".into(), 1000).unwrap(),
     };
     let err = chat.send(&bob, request, times()).await.unwrap_err();
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+    assert!(
+        matches!(err, ChatError::Refused(Refusal::NotFound)),
+        "{err:?}"
+    );
     assert_eq!(chat.model().submitted().len(), 1);
 }
 
@@ -639,10 +651,13 @@ async fn sends_over_the_daily_message_limit_are_refused_and_store_nothing() {
     let id = send(&chat, None, "one").await.unwrap().conversation_id;
     send(&chat, Some(id), "two").await.unwrap();
     let refused = send(&chat, Some(id), "three").await.unwrap_err();
-    assert!(matches!(refused, ChatError::QuotaExceeded), "{refused:?}");
+    assert!(
+        matches!(refused, ChatError::Refused(Refusal::QuotaExceeded)),
+        "{refused:?}"
+    );
     assert!(matches!(
         send(&chat, None, "four").await,
-        Err(ChatError::QuotaExceeded)
+        Err(ChatError::Refused(Refusal::QuotaExceeded))
     ));
     assert_eq!(chat.model().submitted().len(), 2, "nothing submitted");
     assert_eq!(
@@ -668,7 +683,10 @@ async fn a_user_past_the_token_limit_is_refused_until_the_day_ends() {
     let chat = chat(ScriptedModel::replying("twenty characters!!!")).with_quota(limits);
     let id = send(&chat, None, "one").await.unwrap().conversation_id;
     let refused = send(&chat, Some(id), "two").await.unwrap_err();
-    assert!(matches!(refused, ChatError::QuotaExceeded), "{refused:?}");
+    assert!(
+        matches!(refused, ChatError::Refused(Refusal::QuotaExceeded)),
+        "{refused:?}"
+    );
     assert_eq!(chat.usage(&alice()).await.unwrap().used.tokens, 5);
 }
 

@@ -140,10 +140,8 @@ pub async fn rename_conversation<M>(app: &App<M>, req: Request) -> Response<Body
         let user = authenticate(app, &req)?;
         let id = path_conversation_id(&req)?;
         let body: RenameBody = parse_json(&req, MAX_BODY_BYTES)?;
-        let title = Title::parse(&body.title).map_err(|e| ApiError::Unprocessable {
-            code: "invalid_title",
-            message: e.to_string(),
-        })?;
+        let title = Title::parse(&body.title)
+            .map_err(|e| ApiError::unprocessable("invalid_title", e.to_string()))?;
         let conversation = app.chat.rename_conversation(&user, id, &title).await?;
         Ok(ok_json(&ConversationSummary::from(conversation)))
     })

@@ -11,7 +11,7 @@ use lambda_http::{
 use serde::Serialize;
 
 use super::json_response;
-use crate::{auth::AuthError, chat::ChatError, store::StoreError};
+use crate::{auth::AuthError, chat::ChatError, refusal::Refusal, store::StoreError};
 
 /// `Retry-After` of a send refused for the user's generations at once: a
 /// short reply's time.
@@ -37,12 +37,9 @@ pub enum ApiError {
         /// The route's limit.
         max_bytes: usize,
     },
-    /// 404: the conversation does not exist or is not the caller's.
-    #[error("conversation not found")]
-    NotFound,
-    /// 409: the conversation's previous reply is still pending.
-    #[error("a reply is still pending in this conversation")]
-    ReplyPending,
+    /// 404, 409 or 429: the request is declined ([`refused`] maps each).
+    #[error(transparent)]
+    Refused(Refusal),
     /// 409: another conflict, with its code.
     #[error("{message}")]
     Conflict {
@@ -51,15 +48,6 @@ pub enum ApiError {
         /// What conflicts, for the client.
         message: String,
     },
-    /// 429: the user's daily quota is used up.
-    #[error("the daily quota is used up")]
-    QuotaExceeded {
-        /// Seconds until the next UTC midnight, when it resets.
-        retry_after_secs: u64,
-    },
-    /// 429: the user has as many replies in the making as they may.
-    #[error("too many replies are being generated at once")]
-    TooManyGenerations,
     /// 422: well-formed, but the content is refused.
     #[error("{message}")]
     Unprocessable {
@@ -104,6 +92,14 @@ impl ApiError {
         }
     }
 
+    /// A 422 with `code`.
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Unprocessable {
+            code,
+            message: message.into(),
+        }
+    }
+
     /// A 409 with `code`.
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::Conflict {
@@ -119,12 +115,7 @@ impl ApiError {
     pub fn stored_something(&self) -> bool {
         matches!(
             self,
-            Self::BadGateway(_)
-                | Self::GatewayTimeout(_)
-                | Self::Conflict {
-                    code: "reply_cancelled",
-                    ..
-                }
+            Self::BadGateway(_) | Self::GatewayTimeout(_) | Self::Refused(Refusal::ReplyCancelled)
         )
     }
 
@@ -133,10 +124,9 @@ impl ApiError {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Refused(refusal) => refused(*refusal).0,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::ReplyPending | Self::Conflict { .. } => StatusCode::CONFLICT,
-            Self::QuotaExceeded { .. } | Self::TooManyGenerations => StatusCode::TOO_MANY_REQUESTS,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -160,20 +150,11 @@ impl ApiError {
                 ("unauthorized", "the webhook URL has expired")
             }
             Self::Unauthorized(_) => ("unauthorized", "the token is not valid"),
-            Self::NotFound => ("not_found", "conversation not found"),
+            Self::Refused(refusal) => {
+                let (_, code, message) = refused(*refusal);
+                (code, message)
+            }
             Self::PayloadTooLarge { .. } => ("payload_too_large", TOO_LARGE),
-            Self::ReplyPending => (
-                "reply_pending",
-                "the previous reply in this conversation is still being generated; send again once it is there",
-            ),
-            Self::QuotaExceeded { .. } => (
-                "quota_exceeded",
-                "your daily quota is used up; it resets at midnight UTC",
-            ),
-            Self::TooManyGenerations => (
-                "too_many_generations",
-                "you have as many replies being written as you may at once; send again when one has finished",
-            ),
             Self::BadGateway(_) => (
                 "model_error",
                 "the AI model failed to answer; your message was saved, please try again",
@@ -190,15 +171,20 @@ impl ApiError {
         }
     }
 
-    /// The one error body, `{"error": {"code", "message", "request_id"}}`,
-    /// logged with the whole cause chain.
-    pub fn body(&self, request_id: &str) -> serde_json::Value {
+    /// Logs the error with its whole cause chain (which the client never
+    /// sees): a 5xx as an error, anything else as a refusal. The request's
+    /// handler calls it once, where it also logs the status.
+    pub fn log(&self) {
         let status = self.status();
         if status.is_server_error() {
             tracing::error!(status = status.as_u16(), error = %error_chain(self), "request failed");
         } else {
             tracing::info!(status = status.as_u16(), error = %error_chain(self), "request refused");
         }
+    }
+
+    /// The one error body, `{"error": {"code", "message", "request_id"}}`.
+    pub fn body(&self, request_id: &str) -> serde_json::Value {
         let (code, message) = self.public();
         let body = ErrorBody {
             error: ErrorDetail {
@@ -210,13 +196,18 @@ impl ApiError {
         serde_json::to_value(&body).expect("strings serialize")
     }
 
-    /// The response, logged with its whole cause chain.
+    /// The response.
     pub fn into_response(self, request_id: &str) -> Response<Body> {
         let status = self.status();
         let mut resp = json_response(status, &self.body(request_id));
         let retry_after = match &self {
-            Self::QuotaExceeded { retry_after_secs } => Some(*retry_after_secs),
-            Self::TooManyGenerations => Some(GENERATION_RETRY_SECS),
+            Self::Refused(Refusal::QuotaExceeded) => {
+                // Until the next UTC midnight, when the quota resets.
+                let now = chrono::Utc::now();
+                let left = (crate::chat::next_midnight(now) - now).num_seconds();
+                Some(left.max(1) as u64)
+            }
+            Self::Refused(Refusal::TooManyGenerations) => Some(GENERATION_RETRY_SECS),
             Self::Unavailable(_) => Some(1),
             _ => None,
         };
@@ -241,24 +232,7 @@ impl ApiError {
 impl From<ChatError> for ApiError {
     fn from(e: ChatError) -> Self {
         match e {
-            ChatError::NotFound => Self::NotFound,
-            ChatError::ReplyPending => Self::ReplyPending,
-            ChatError::NoReplyInProgress => Self::conflict(
-                "no_reply_in_progress",
-                "no reply is being written in this conversation",
-            ),
-            ChatError::ReplyCancelled => Self::conflict(
-                "reply_cancelled",
-                "the reply was stopped before it was written; your message was saved",
-            ),
-            ChatError::QuotaExceeded => {
-                let now = chrono::Utc::now();
-                let left = (crate::chat::next_midnight(now) - now).num_seconds();
-                Self::QuotaExceeded {
-                    retry_after_secs: left.max(1) as u64,
-                }
-            }
-            ChatError::TooManyGenerations => Self::TooManyGenerations,
+            ChatError::Refused(refusal) => Self::Refused(refusal),
             ChatError::Store(StoreError::InvalidCursor(_)) => {
                 Self::bad_request("invalid_cursor", "the cursor is not valid for this list")
             }
@@ -267,6 +241,38 @@ impl From<ChatError> for ApiError {
             ChatError::Model(ref m) if m.is_timeout() => Self::GatewayTimeout(e),
             ChatError::Model(_) => Self::BadGateway(e),
         }
+    }
+}
+
+/// The one mapping of a declined request: its status, code and message.
+fn refused(refusal: Refusal) -> (StatusCode, &'static str, &'static str) {
+    match refusal {
+        Refusal::NotFound => (StatusCode::NOT_FOUND, "not_found", "conversation not found"),
+        Refusal::ReplyPending => (
+            StatusCode::CONFLICT,
+            "reply_pending",
+            "the previous reply in this conversation is still being generated; send again once it is there",
+        ),
+        Refusal::NoReplyInProgress => (
+            StatusCode::CONFLICT,
+            "no_reply_in_progress",
+            "no reply is being written in this conversation",
+        ),
+        Refusal::ReplyCancelled => (
+            StatusCode::CONFLICT,
+            "reply_cancelled",
+            "the reply was stopped before it was written; your message was saved",
+        ),
+        Refusal::QuotaExceeded => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota_exceeded",
+            "your daily quota is used up; it resets at midnight UTC",
+        ),
+        Refusal::TooManyGenerations => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_generations",
+            "you have as many replies being written as you may at once; send again when one has finished",
+        ),
     }
 }
 

@@ -126,7 +126,7 @@ pub(super) fn path_param<'r>(req: &'r Request, name: &str) -> Option<&'r str> {
 pub(super) fn path_conversation_id(req: &Request) -> Result<ConversationId, ApiError> {
     let id = path_param(req, "id")
         .and_then(|raw| ConversationId::parse(raw).ok())
-        .ok_or(ApiError::NotFound)?;
+        .ok_or(ApiError::Refused(crate::refusal::Refusal::NotFound))?;
     tracing::Span::current().record("conversation_id", id.to_string());
     Ok(id)
 }

@@ -75,10 +75,10 @@ where
         KeyedStart::Replay { status, body } => return Ok(replay(status, body)),
         KeyedStart::InUse => return Err(ApiError::conflict("idempotency_key_in_use", IN_USE)),
         KeyedStart::Mismatch => {
-            return Err(ApiError::Unprocessable {
-                code: "idempotency_key_mismatch",
-                message: MISMATCH.into(),
-            })
+            return Err(ApiError::unprocessable(
+                "idempotency_key_mismatch",
+                MISMATCH,
+            ))
         }
     }
     let answered = run().await;
@@ -86,7 +86,10 @@ where
         Ok(response) => matches!(response.status().as_u16(), 200 | 202),
         Err(e) => e.stored_something(),
     };
-    let response = answered.unwrap_or_else(|e| e.into_response(&meta.request_id));
+    let response = answered.unwrap_or_else(|e| {
+        e.log();
+        e.into_response(&meta.request_id)
+    });
     let recorded = match std::str::from_utf8(response.body().as_ref()) {
         Ok(body) if kept => {
             store

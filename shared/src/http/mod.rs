@@ -76,7 +76,10 @@ where
         let started = std::time::Instant::now();
         let response = match inner(req, meta).await {
             Ok(response) => response,
-            Err(e) => e.into_response(&request_id),
+            Err(e) => {
+                e.log();
+                e.into_response(&request_id)
+            }
         };
         tracing::info!(
             status = response.status().as_u16(),

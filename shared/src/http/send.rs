@@ -85,14 +85,13 @@ pub(super) fn send_request(body: SendBody, max_chars: usize) -> Result<SendReque
     if let Some(id) = conversation_id {
         tracing::Span::current().record("conversation_id", id.to_string());
     }
-    let content =
-        MessageContent::parse(body.message, max_chars).map_err(|e| ApiError::Unprocessable {
-            code: match e {
-                DomainError::MessageTooLong { .. } => "message_too_long",
-                _ => "empty_message",
-            },
-            message: e.to_string(),
-        })?;
+    let content = MessageContent::parse(body.message, max_chars).map_err(|e| {
+        let code = match e {
+            DomainError::MessageTooLong { .. } => "message_too_long",
+            _ => "empty_message",
+        };
+        ApiError::unprocessable(code, e.to_string())
+    })?;
     Ok(SendRequest {
         conversation_id,
         content,

@@ -121,7 +121,11 @@ impl EventSink for Sse {
             StreamEvent::Completed(outcome) => {
                 self.data("message.completed", &SendResponse::from(outcome))
             }
-            StreamEvent::Failed(e) => self.data("error", &ApiError::from(e).body(&self.request_id)),
+            StreamEvent::Failed(e) => {
+                let error = ApiError::from(e);
+                error.log();
+                self.data("error", &error.body(&self.request_id))
+            }
             StreamEvent::Cancelled {
                 message_id,
                 content,

@@ -3,6 +3,7 @@
 //! run in milliseconds and can reach branches that are slow or awkward to
 //! set up over DynamoDB Local.
 
+use crate::refusal::Refusal;
 use std::{
     collections::HashMap,
     sync::{
@@ -86,14 +87,14 @@ impl MemoryStore {
                 running.retain(|id| id.created_at().is_some_and(|at| at >= cap.stale_before));
             }
             if running.len() >= cap.max as usize {
-                return Err(StoreError::TooManyGenerations);
+                return Err(StoreError::Refused(Refusal::TooManyGenerations));
             }
         }
         let day = usage.entry((user.clone(), quota.day)).or_default();
         let over = |used: u64, limit: Option<u64>| limit.is_some_and(|l| used >= l);
         let held = day.tokens + day.reserved;
         if over(day.messages, quota.message_limit) || over(held, quota.token_limit) {
-            return Err(StoreError::QuotaExceeded);
+            return Err(StoreError::Refused(Refusal::QuotaExceeded));
         }
         day.messages += 1;
         day.reserved += quota.reserve;
@@ -139,8 +140,11 @@ impl MemoryStore {
         let mut partitions = self.partitions.lock().unwrap();
         let p = partitions
             .get_mut(&(user.clone(), conversation))
-            .ok_or(StoreError::NotFound)?;
-        let c = p.conversation.as_mut().ok_or(StoreError::NotFound)?;
+            .ok_or(StoreError::Refused(Refusal::NotFound))?;
+        let c = p
+            .conversation
+            .as_mut()
+            .ok_or(StoreError::Refused(Refusal::NotFound))?;
         f(c, &mut p.messages)
     }
 }
@@ -149,7 +153,7 @@ impl MemoryStore {
 fn held_by(c: &Conversation, reply: MessageId) -> Result<(), StoreError> {
     match c.pending_reply == Some(reply) {
         true => Ok(()),
-        false => Err(StoreError::ReplyPending),
+        false => Err(StoreError::Refused(Refusal::ReplyPending)),
     }
 }
 
@@ -199,7 +203,7 @@ impl MemoryStore {
     ) -> Result<(), StoreError> {
         self.with(user, conversation, |c, messages| {
             if c.pending_reply.is_some() {
-                return Err(StoreError::ReplyPending);
+                return Err(StoreError::Refused(Refusal::ReplyPending));
             }
             moved_to(c, messages, message);
             Ok(())
@@ -231,7 +235,7 @@ impl Conversations for MemoryStore {
         self.with(user, conversation, |c, _| {
             let lapsed = c.claimed_until.is_some_and(|t| t < message.created_at);
             if c.pending_reply.is_some() && !lapsed {
-                return Err(StoreError::ReplyPending);
+                return Err(StoreError::Refused(Refusal::ReplyPending));
             }
             Ok(())
         })?;
@@ -265,7 +269,7 @@ impl Conversations for MemoryStore {
         partitions
             .get_mut(&(user.clone(), conversation))
             .and_then(|p| p.conversation.take())
-            .ok_or(StoreError::NotFound)
+            .ok_or(StoreError::Refused(Refusal::NotFound))
     }
 
     async fn purge_messages(
@@ -414,7 +418,7 @@ impl Replies for MemoryStore {
             }
         });
         match found {
-            Err(StoreError::NotFound) => Ok(FinishResult::Missing),
+            Err(StoreError::Refused(Refusal::NotFound)) => Ok(FinishResult::Missing),
             other => other,
         }
     }
@@ -440,7 +444,7 @@ impl Replies for MemoryStore {
                 self.end_generation(user, reply, reserved);
                 Ok(())
             }
-            Ok(false) | Err(StoreError::NotFound) => Ok(()),
+            Ok(false) | Err(StoreError::Refused(Refusal::NotFound)) => Ok(()),
             Err(e) => Err(e),
         }
     }

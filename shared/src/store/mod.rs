@@ -23,6 +23,7 @@ use crate::domain::{
     Claim, Conversation, ConversationId, Message, MessageId, ReplyOutcome, Reservation, Title,
     UserId,
 };
+use crate::refusal::Refusal;
 
 /// A send's day and the limits it must stay under, checked in the write
 /// that stores the user's message (and counts it).
@@ -119,18 +120,10 @@ pub struct PageRequest {
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// No such conversation for this user (it may exist for another one).
-    #[error("conversation not found")]
-    NotFound,
-    /// A reply in the conversation is still pending.
-    #[error("a reply is pending in this conversation")]
-    ReplyPending,
-    /// The user's daily quota is used up; nothing was stored.
-    #[error("the daily quota is used up")]
-    QuotaExceeded,
-    /// The user has as many replies in the making as they may; nothing was stored.
-    #[error("too many replies are being generated at once")]
-    TooManyGenerations,
+    /// The request is declined (no such conversation, a reply pending, a
+    /// quota); nothing was stored.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     /// A cursor this server did not issue for this list and user.
     #[error("invalid page cursor")]
     InvalidCursor(#[source] CursorError),
@@ -199,7 +192,7 @@ impl<T: Conversations + Pages + Replies + Idempotency + Quotas> Store for T {}
 pub trait Conversations: Sync {
     /// Stores a send's new conversation, claimed, with its first message,
     /// and counts the send on the quota's day, in one write: refused
-    /// ([`StoreError::QuotaExceeded`]) over the quota.
+    /// ([`Refusal::QuotaExceeded`](crate::refusal::Refusal::QuotaExceeded)) over the quota.
     fn start_conversation(
         &self,
         user: &UserId,
@@ -210,7 +203,7 @@ pub trait Conversations: Sync {
 
     /// Appends the user's message as [`Self::append_message`] does, claims
     /// the conversation for the reply and counts the send, in one write:
-    /// refused ([`StoreError::ReplyPending`]) while another reply is pending
+    /// refused ([`Refusal::ReplyPending`](crate::refusal::Refusal::ReplyPending)) while another reply is pending
     /// or another send's claim holds, or over the quota.
     fn append_and_claim(
         &self,

@@ -218,9 +218,15 @@ async fn a_stop_ends_a_pending_reply_and_nothing_to_stop_is_409() {
     // The prompt ("hello": 2 tokens by the estimate) counts; nothing was shown.
     assert_eq!(chat.usage(&alice()).await.unwrap().used.tokens, 2);
     let again = chat.stop(&alice(), id, deadline).await;
-    assert!(matches!(again, Err(ChatError::NoReplyInProgress)));
+    assert!(matches!(
+        again,
+        Err(ChatError::Refused(Refusal::NoReplyInProgress))
+    ));
     let unknown = chat.stop(&alice(), ConversationId::new(), deadline).await;
-    assert!(matches!(unknown, Err(ChatError::NotFound)));
+    assert!(matches!(
+        unknown,
+        Err(ChatError::Refused(Refusal::NotFound))
+    ));
 }
 
 /// On paused time: a job that writes nothing for a minute.

@@ -1,6 +1,7 @@
 //! Writing conversations: start one (with the send's count and claim),
 //! append and claim, rename, delete, and purge a deleted one's messages.
 
+use crate::refusal::Refusal;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{DeleteRequest, ReturnValue, WriteRequest};
@@ -49,8 +50,12 @@ impl DynamoStore {
         self.transact_admitting(user, write, cap)
             .await
             .map_err(|e| match failed_conditions(&e) {
-                Some(reasons) if live_refused(&reasons) => StoreError::TooManyGenerations,
-                Some(reasons) if quota_refused(&reasons) => StoreError::QuotaExceeded,
+                Some(reasons) if live_refused(&reasons) => {
+                    StoreError::Refused(Refusal::TooManyGenerations)
+                }
+                Some(reasons) if quota_refused(&reasons) => {
+                    StoreError::Refused(Refusal::QuotaExceeded)
+                }
                 _ => transaction_failed("TransactWriteItems create conversation")(e),
             })?;
         Ok(())

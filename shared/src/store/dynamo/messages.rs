@@ -4,6 +4,7 @@
 //! key: a key-format mistake can then never write into someone else's
 //! conversation.
 
+use crate::refusal::Refusal;
 use aws_sdk_dynamodb::types::{
     builders::UpdateBuilder, AttributeValue, Put, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem, Update,
@@ -136,14 +137,16 @@ impl DynamoStore {
             .await
             .map_err(|e| match failed_conditions(&e) {
                 Some(reasons) if cap.is_some() && live_refused(&reasons) => {
-                    StoreError::TooManyGenerations
+                    StoreError::Refused(Refusal::TooManyGenerations)
                 }
-                Some(reasons) if quota_refused(&reasons) => StoreError::QuotaExceeded,
+                Some(reasons) if quota_refused(&reasons) => {
+                    StoreError::Refused(Refusal::QuotaExceeded)
+                }
                 // The conversation is there, so the condition that failed is the guard.
                 Some(reasons) if reasons.first().is_some_and(|(_, old)| old.is_some()) => {
-                    StoreError::ReplyPending
+                    StoreError::Refused(Refusal::ReplyPending)
                 }
-                Some(_) => StoreError::NotFound,
+                Some(_) => StoreError::Refused(Refusal::NotFound),
                 None => transaction_failed("TransactWriteItems add message")(e),
             })?;
         Ok(())

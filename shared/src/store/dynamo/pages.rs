@@ -2,6 +2,7 @@
 //! pages from a cursor, the conversation list from the index. Each page
 //! costs one Query whatever lies beyond it.
 
+use crate::refusal::Refusal;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 
 use super::{
@@ -42,7 +43,7 @@ impl DynamoStore {
             .send()
             .await
             .map_err(backend("GetItem conversation"))?;
-        ConversationItem::read(out.item.ok_or(StoreError::NotFound)?)
+        ConversationItem::read(out.item.ok_or(StoreError::Refused(Refusal::NotFound))?)
     }
 
     /// The conversation and its newest page in one Query over the whole
@@ -66,7 +67,7 @@ impl DynamoStore {
             .map_err(backend("Query conversation and messages"))?;
         let mut items = out.items.unwrap_or_default();
         if !items.first().is_some_and(is_conversation) {
-            return Err(StoreError::NotFound);
+            return Err(StoreError::Refused(Refusal::NotFound));
         }
         let found = ConversationItem::read(items.remove(0))?;
         let messages = self.message_page_of(&scope, limit, items, out.last_evaluated_key)?;

@@ -2,6 +2,7 @@
 //! conditional write's errors are sorted here, by the position of each
 //! action in its transaction and the reason DynamoDB gives for it.
 
+use crate::refusal::Refusal;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::{
@@ -119,7 +120,7 @@ pub(super) fn update_item(update: UpdateBuilder) -> Result<TransactWriteItem, St
     Ok(TransactWriteItem::builder().update(update).build())
 }
 
-/// A failed `OWNED` condition is [`StoreError::NotFound`]: the conversation
+/// A failed `OWNED` condition is [`Refusal::NotFound`](crate::refusal::Refusal::NotFound): the conversation
 /// is missing or someone else's, and the caller must not learn which.
 pub(super) fn not_found_or_backend<E, R>(
     context: &'static str,
@@ -129,7 +130,7 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     move |e| match e.as_service_error().and_then(ProvideErrorMetadata::code) {
-        Some("ConditionalCheckFailedException") => StoreError::NotFound,
+        Some("ConditionalCheckFailedException") => StoreError::Refused(Refusal::NotFound),
         _ => backend(context)(e),
     }
 }

@@ -2,6 +2,7 @@
 //! replies not settled yet hold), and the replies in the making. Counted
 //! in the writes a send and a reply already make: never a call of its own.
 
+use crate::refusal::Refusal;
 use aws_sdk_dynamodb::{
     error::SdkError,
     operation::transact_write_items::{
@@ -139,7 +140,7 @@ impl DynamoStore {
         // A limit of 0 admits nothing, and needs no read to say so: the
         // conditions below admit a day with no count yet whatever the limit.
         if quota.message_limit == Some(0) || quota.token_limit == Some(0) {
-            return Err(StoreError::QuotaExceeded);
+            return Err(StoreError::Refused(Refusal::QuotaExceeded));
         }
         let mut limits = vec![];
         let mut update = self
