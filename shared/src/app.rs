@@ -53,14 +53,16 @@ pub async fn load_aws_config() -> SdkConfig {
 }
 
 /// A function's configuration, token checker and use cases. `M` is the
-/// model: `()` for the functions that never ask it.
-pub struct App<M = ()> {
+/// model: `()` for the functions that never ask it. `S` is the store: the
+/// DynamoDB one when deployed; tests may build one on the in-memory store
+/// ([`App::with_store`], feature `test-util`).
+pub struct App<M = (), S = DynamoStore> {
     /// The configuration, read once.
     pub config: Config,
     /// Checks the callers' tokens.
     pub auth: Authenticator,
-    /// The use cases over the DynamoDB store and the model.
-    pub chat: Chat<DynamoStore, M>,
+    /// The use cases over the store and the model.
+    pub chat: Chat<S, M>,
     /// The environment the configuration was read from, secrets fetched.
     env: Environment,
 }
@@ -119,6 +121,14 @@ impl App {
             config.table_name.clone(),
             CursorCodec::new(&signing),
         );
+        App::with_store(config, store)
+    }
+}
+
+impl<S> App<(), S> {
+    /// An app on `store`, without a model ([`App::with_model`] adds one).
+    pub fn with_store(config: Config, store: S) -> Self {
+        let signing = config.signing_key();
         let webhooks = Webhooks::new(
             config.webhook_base_url.clone(),
             &signing,
@@ -150,9 +160,9 @@ impl App {
     }
 }
 
-impl<M> App<M> {
+impl<M, S> App<M, S> {
     /// The same app with `model` behind its use cases.
-    pub fn with_model<N>(self, model: N) -> App<N> {
+    pub fn with_model<N>(self, model: N) -> App<N, S> {
         App {
             config: self.config,
             auth: self.auth,
@@ -169,7 +179,7 @@ impl<M> App<M> {
     }
 
     /// The same app with the RunPod client its environment configures.
-    pub fn with_runpod(self) -> Result<App<RunPodClient>, lambda_http::Error> {
+    pub fn with_runpod(self) -> Result<App<RunPodClient, S>, lambda_http::Error> {
         let model = self.runpod()?;
         Ok(self.with_model(model))
     }

@@ -5,15 +5,24 @@ use crate::common;
 use crate::common::{error_code, read, token, Event};
 use chat_service_dev::DEV_JWT_SECRET;
 use chat_shared::refusal::Refusal;
-use chat_shared::{auth::issue_token, http, runpod::RunPodClient, App};
+use chat_shared::{
+    auth::issue_token,
+    http,
+    runpod::RunPodClient,
+    store::{memory::MemoryStore, DynamoStore, Store},
+    App,
+};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{method, path},
     Mock, MockServer, ResponseTemplate,
 };
 
-struct Harness {
-    app: App<RunPodClient>,
+/// The handlers over a store (DynamoDB Local unless a test says the
+/// in-memory one suffices: refusals that no DynamoDB condition decides)
+/// and a wiremock RunPod.
+struct Harness<S = DynamoStore> {
+    app: App<RunPodClient, S>,
     runpod: MockServer,
 }
 
@@ -32,7 +41,22 @@ impl Harness {
             runpod,
         }
     }
+}
 
+impl Harness<MemoryStore> {
+    /// On the in-memory store: milliseconds, no DynamoDB Local.
+    async fn in_memory(extra: &[(&str, &str)]) -> Self {
+        let runpod = MockServer::start().await;
+        let model = RunPodClient::new(common::runpod_config(&runpod.uri(), &[])).unwrap();
+        let config = common::config_with("in-memory", extra);
+        Self {
+            app: App::with_store(config, MemoryStore::default()).with_model(model),
+            runpod,
+        }
+    }
+}
+
+impl<S: Store> Harness<S> {
     /// RunPod queues every job as `job-1`, whose status is `final_job`.
     async fn jobs_end_as(&self, final_job: Value) {
         Mock::given(method("POST"))
@@ -177,7 +201,7 @@ async fn send_to_an_existing_conversation_sends_its_history() {
 
 #[tokio::test]
 async fn other_users_conversations_are_not_found() {
-    let h = Harness::new().await;
+    let h = Harness::in_memory(&[]).await;
     h.replies("private answer").await;
     let (_, created) = h
         .send(Event::send(
@@ -211,7 +235,7 @@ async fn other_users_conversations_are_not_found() {
 /// them base64-encoded; every route with a body answers 400 invalid_json.
 #[tokio::test]
 async fn bodies_that_are_not_utf8_are_400_invalid_json() {
-    let h = Harness::with(&[]).await;
+    let h = Harness::in_memory(&[]).await;
     let bytes = b"{\"message\": \"a\xffb\"}";
     let id = uuid::Uuid::new_v4().to_string();
     let send = h.send(Event::send("", Some(token("alice"))).bytes_body(bytes));
@@ -225,7 +249,7 @@ async fn bodies_that_are_not_utf8_are_400_invalid_json() {
 /// Issue 13: a body over 64 KB is refused before it is parsed.
 #[tokio::test]
 async fn bodies_over_64_kb_are_413() {
-    let h = Harness::with(&[("MAX_MESSAGE_CHARS", "100000")]).await;
+    let h = Harness::in_memory(&[("MAX_MESSAGE_CHARS", "100000")]).await;
     h.replies("unused").await;
     let big = json!({"message": "x".repeat(64 * 1024)}).to_string();
     let (status, resp) = h.send(Event::send(&big, Some(token("alice")))).await;
@@ -245,7 +269,7 @@ async fn bodies_over_64_kb_are_413() {
 
 #[tokio::test]
 async fn bad_bodies_are_400_and_bad_messages_422() {
-    let h = Harness::with(&[("MAX_MESSAGE_CHARS", "20")]).await;
+    let h = Harness::in_memory(&[("MAX_MESSAGE_CHARS", "20")]).await;
     h.replies("unused").await;
     let t = || Some(token("alice"));
     for (body, code) in [
@@ -288,7 +312,7 @@ async fn bad_bodies_are_400_and_bad_messages_422() {
 /// as a send to a new conversation (a new GPU job) or a rename to nothing.
 #[tokio::test]
 async fn unknown_fields_are_400_naming_the_field() {
-    let h = Harness::new().await;
+    let h = Harness::in_memory(&[]).await;
     h.replies("unused").await;
     let t = || Some(token("alice"));
     let body = r#"{"message": "hi", "conversationId": "3f1c2b9e-8a7d-4c55-9e21-6d0b7a4e5f10"}"#;
@@ -318,7 +342,7 @@ async fn unknown_fields_are_400_naming_the_field() {
 
 #[tokio::test]
 async fn bad_tokens_are_401_with_a_bearer_challenge() {
-    let h = Harness::new().await;
+    let h = Harness::in_memory(&[]).await;
     let expired = {
         use jsonwebtoken::{encode, EncodingKey, Header};
         let exp = jsonwebtoken::get_current_timestamp() - 3600;
@@ -556,7 +580,7 @@ async fn a_reply_too_large_to_store_fails_cleanly() {
 #[tokio::test]
 async fn a_daily_limit_of_zero_admits_no_send() {
     for limit in ["USER_DAILY_MESSAGE_LIMIT", "USER_DAILY_TOKEN_LIMIT"] {
-        let h = Harness::with(&[(limit, "0")]).await;
+        let h = Harness::in_memory(&[(limit, "0")]).await;
         h.replies("Sorted by patient.").await;
         let event = Event::send(r#"{"message": "How?"}"#, Some(token("alice")));
         let (status, body) = read(http::send_message(&h.app, event.request()).await);

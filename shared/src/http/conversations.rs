@@ -1,6 +1,7 @@
 //! `GET /api/chat/conversations`, and `GET`, `PATCH`, `DELETE
 //! /api/chat/conversations/{id}`.
 
+use crate::store::Store;
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use serde::{Deserialize, Serialize};
 
@@ -101,7 +102,7 @@ struct RenameBody {
 }
 
 /// The caller's conversations, newest first.
-pub async fn list_conversations<M>(app: &App<M>, req: Request) -> Response<Body> {
+pub async fn list_conversations<M, S: Store>(app: &App<M, S>, req: Request) -> Response<Body> {
     handle("list-conversations", app, req, |req, _meta| async move {
         let user = authenticate(app, &req)?;
         let page = page_request(&req, CONVERSATIONS_PAGE_DEFAULT, CONVERSATIONS_PAGE_MAX)?;
@@ -115,7 +116,10 @@ pub async fn list_conversations<M>(app: &App<M>, req: Request) -> Response<Body>
 }
 
 /// One of the caller's conversations with a page of its messages.
-pub async fn get_conversation<M: ChatModel>(app: &App<M>, req: Request) -> Response<Body> {
+pub async fn get_conversation<M: ChatModel, S: Store>(
+    app: &App<M, S>,
+    req: Request,
+) -> Response<Body> {
     handle("get-conversation", app, req, |req, meta| async move {
         let user = authenticate(app, &req)?;
         let id = path_conversation_id(&req)?;
@@ -135,7 +139,7 @@ pub async fn get_conversation<M: ChatModel>(app: &App<M>, req: Request) -> Respo
 }
 
 /// A new title for one of the caller's conversations.
-pub async fn rename_conversation<M>(app: &App<M>, req: Request) -> Response<Body> {
+pub async fn rename_conversation<M, S: Store>(app: &App<M, S>, req: Request) -> Response<Body> {
     handle("rename-conversation", app, req, |req, _meta| async move {
         let user = authenticate(app, &req)?;
         let id = path_conversation_id(&req)?;
@@ -149,7 +153,10 @@ pub async fn rename_conversation<M>(app: &App<M>, req: Request) -> Response<Body
 }
 
 /// Deletes one of the caller's conversations: 204.
-pub async fn delete_conversation<M: ChatModel>(app: &App<M>, req: Request) -> Response<Body> {
+pub async fn delete_conversation<M: ChatModel, S: Store>(
+    app: &App<M, S>,
+    req: Request,
+) -> Response<Body> {
     handle("delete-conversation", app, req, |req, meta| async move {
         let user = authenticate(app, &req)?;
         let id = path_conversation_id(&req)?;
@@ -165,7 +172,7 @@ pub async fn delete_conversation<M: ChatModel>(app: &App<M>, req: Request) -> Re
 
 /// Stops the reply being written in one of the caller's conversations:
 /// 200 with it, stored cancelled; 409 `no_reply_in_progress` when there is none.
-pub async fn stop_reply<M: ChatModel>(app: &App<M>, req: Request) -> Response<Body> {
+pub async fn stop_reply<M: ChatModel, S: Store>(app: &App<M, S>, req: Request) -> Response<Body> {
     handle("stop-reply", app, req, |req, meta| async move {
         let user = authenticate(app, &req)?;
         let id = path_conversation_id(&req)?;

@@ -46,7 +46,7 @@ impl RequestMeta {
 }
 
 /// The caller named by the bearer token.
-pub(super) fn authenticate<M>(app: &App<M>, req: &Request) -> Result<UserId, ApiError> {
+pub(super) fn authenticate<M, S>(app: &App<M, S>, req: &Request) -> Result<UserId, ApiError> {
     let user = app
         .auth
         .authenticate(req.headers())

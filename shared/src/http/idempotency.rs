@@ -15,7 +15,7 @@ use super::{extract::RequestMeta, ApiError};
 use crate::{
     app::App,
     domain::UserId,
-    store::{Idempotency, KeyedRequest, KeyedStart},
+    store::{KeyedRequest, KeyedStart, Store},
 };
 
 /// The request header.
@@ -47,8 +47,8 @@ pub(super) fn key_of(req: &Request) -> Result<Option<String>, ApiError> {
 /// Only answers after which something was stored or started are kept
 /// (200, 202, and the errors [`ApiError::stored_something`] names); after
 /// any other the key is freed, so a retry runs.
-pub(super) async fn once<M, Fut>(
-    app: &App<M>,
+pub(super) async fn once<M, S: Store, Fut>(
+    app: &App<M, S>,
     user: &UserId,
     key: Option<String>,
     req: &Request,

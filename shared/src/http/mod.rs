@@ -53,9 +53,9 @@ where
 }
 
 /// Runs `inner` inside the request's span and turns its result into a response.
-async fn handle<M, Fut>(
+async fn handle<M, S, Fut>(
     name: &'static str,
-    app: &App<M>,
+    app: &App<M, S>,
     req: Request,
     inner: impl FnOnce(Request, RequestMeta) -> Fut,
 ) -> Response<Body>

@@ -1,5 +1,6 @@
 //! `POST /api/chat/send`: 200 with the reply, or 202 while it is pending.
 
+use crate::store::Store;
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -53,7 +54,7 @@ struct PendingResponse {
 }
 
 /// Sends the user's message and answers with the model's reply.
-pub async fn send_message<M: ChatModel>(app: &App<M>, req: Request) -> Response<Body> {
+pub async fn send_message<M: ChatModel, S: Store>(app: &App<M, S>, req: Request) -> Response<Body> {
     handle("send-message", app, req, |req, meta| async move {
         let user = authenticate(app, &req)?;
         let key = idempotency::key_of(&req)?;

@@ -3,6 +3,7 @@
 //! reply already pending) is an ordinary JSON error before the stream;
 //! after `200` every event is `event: <name>` and one line of JSON.
 
+use crate::store::Store;
 use std::{convert::Infallible, sync::Arc};
 
 use bytes::Bytes;
@@ -35,9 +36,10 @@ type Chunk = Result<Frame<Bytes>, Infallible>;
 pub type SseBody = StreamBody<UnboundedReceiver<Chunk>>;
 
 /// Sends the user's message and streams the reply as the model writes it.
-pub async fn stream_message<M>(app: Arc<App<M>>, req: Request) -> Response<SseBody>
+pub async fn stream_message<M, S>(app: Arc<App<M, S>>, req: Request) -> Response<SseBody>
 where
     M: ChatModel + Send + Sync + 'static,
+    S: Store + Send + 'static,
 {
     let (tx, rx) = unbounded();
     let relay_tx = tx.clone();

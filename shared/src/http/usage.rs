@@ -1,5 +1,6 @@
 //! `GET /api/chat/usage`: the caller's day against their quotas.
 
+use crate::store::Store;
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 
@@ -33,7 +34,7 @@ impl From<UsageReport> for UsageResponse {
 }
 
 /// What the caller used today and may use.
-pub async fn get_usage<M>(app: &App<M>, req: Request) -> Response<Body> {
+pub async fn get_usage<M, S: Store>(app: &App<M, S>, req: Request) -> Response<Body> {
     handle("get-usage", app, req, |req, _meta| async move {
         let user = authenticate(app, &req)?;
         let report = app.chat.usage(&user).await?;

@@ -1,5 +1,6 @@
 //! `POST /api/chat/runpod/webhook/{token}`: RunPod delivers a finished job.
 
+use crate::store::Store;
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 
@@ -40,7 +41,10 @@ struct WebhookResponse {
 /// `status` gives it (never the delivered body's). No JWT: RunPod cannot
 /// send one; the signed, expiring token in the path is the authorization,
 /// checked before any read or write.
-pub async fn runpod_webhook<M: ChatModel>(app: &App<M>, req: Request) -> Response<Body> {
+pub async fn runpod_webhook<M: ChatModel, S: Store>(
+    app: &App<M, S>,
+    req: Request,
+) -> Response<Body> {
     handle("runpod-webhook", app, req, |req, meta| async move {
         let token = webhook_token(&req);
         let target = app.chat.webhooks().verify(token).map_err(|e| {

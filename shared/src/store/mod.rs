@@ -5,7 +5,7 @@
 pub mod cursor;
 pub mod dynamo;
 pub mod keys;
-#[cfg(test)]
+#[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 
 use std::future::Future;

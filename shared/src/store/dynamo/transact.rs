@@ -210,4 +210,20 @@ mod tests {
         ])));
         assert!(!is_conflict(&cancelled(&["None"])));
     }
+
+    /// An admitting write is [conversation, message, the send's count, the
+    /// live generations]: which condition failed is read by position.
+    #[test]
+    fn a_refusal_is_read_by_the_position_of_the_action_that_failed() {
+        let reasons = |codes: &[&str]| failed_conditions(&cancelled(codes)).unwrap();
+        let quota = reasons(&["None", "None", "ConditionalCheckFailed", "None"]);
+        assert!(quota_refused(&quota) && !live_refused(&quota));
+        let live = reasons(&["None", "None", "None", "ConditionalCheckFailed"]);
+        assert!(live_refused(&live) && !quota_refused(&live));
+        // Without a cap the write has three actions; nothing reads a fourth.
+        let three = reasons(&["ConditionalCheckFailed", "None", "None"]);
+        assert!(!quota_refused(&three) && !live_refused(&three));
+        // A cancellation for load alone names no failed condition.
+        assert!(failed_conditions(&cancelled(&["None", "ThrottlingError"])).is_none());
+    }
 }
