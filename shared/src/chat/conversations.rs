@@ -4,7 +4,9 @@ use tokio::time::Instant;
 
 use super::{Chat, ChatError, ChatModel};
 use crate::{
-    domain::{Conversation, ConversationId, Message, MessageStatus, Title, UserId},
+    domain::{
+        Conversation, ConversationId, ConversationState, Message, MessageStatus, Title, UserId,
+    },
     store::{Page, PageRequest, Store},
 };
 
@@ -43,7 +45,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         let deleted = self.store.delete_conversation(user, id).await?;
         // Nobody will read its pending reply: stop the job (a send still
         // running stops its own when its write finds the conversation gone).
-        if let (Some(reply), None) = (deleted.pending_reply, deleted.claimed_until) {
+        if let ConversationState::Waiting { reply } = deleted.state {
             match self.store.message(user, id, reply).await {
                 Ok(Some(Message {
                     status: MessageStatus::Pending { job_id },

@@ -207,7 +207,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             cursor: None,
         };
         let (conversation, mut page) = self.store.conversation_page(user, id, &recent).await?;
-        if conversation.pending_reply.is_some() {
+        if conversation.state.reply().is_some() {
             // Replies cannot interleave: the pending one must finish first.
             // It may have finished without anyone noticing yet.
             let policy = PendingPolicy {

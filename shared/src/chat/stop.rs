@@ -33,7 +33,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         let reply = page
             .items
             .into_iter()
-            .find(|m| Some(m.id) == stored.pending_reply)
+            .find(|m| Some(m.id) == stored.state.reply())
             .ok_or(ChatError::Refused(Refusal::NoReplyInProgress))?;
         let MessageStatus::Pending { job_id } = &reply.status else {
             return Err(ChatError::Refused(Refusal::NoReplyInProgress));

@@ -14,8 +14,8 @@ use tokio::time::Instant;
 use super::*;
 use crate::{
     domain::{
-        Claim, Completion, ConversationId, Message, MessageContent, MessageId, MessageStatus, Role,
-        UserId,
+        Claim, Completion, ConversationId, ConversationState, Message, MessageContent, MessageId,
+        MessageStatus, Role, UserId,
     },
     store::{memory::MemoryStore, prelude::*, PageRequest},
     webhook::{WebhookTarget, Webhooks},
@@ -329,7 +329,7 @@ async fn a_failed_model_keeps_the_users_message_and_frees_the_conversation() {
             .await
             .unwrap();
         let id = list.items[0].id;
-        assert_eq!(list.items[0].pending_reply, None);
+        assert_eq!(list.items[0].state, ConversationState::Free);
         assert_eq!(
             statuses(&chat.store().messages(&alice(), id)),
             [(Role::User, "complete")]
@@ -354,7 +354,11 @@ async fn a_refused_submission_keeps_the_users_message() {
         .await
         .unwrap();
     assert_eq!(list.items[0].last_message, "hello");
-    assert_eq!(list.items[0].pending_reply, None, "the claim is released");
+    assert_eq!(
+        list.items[0].state,
+        ConversationState::Free,
+        "the claim is released"
+    );
 }
 
 #[tokio::test]
@@ -403,7 +407,8 @@ async fn a_running_sends_claim_refuses_other_sends_until_it_lapses() {
         .await
         .unwrap();
     assert_eq!(
-        list.items[0].pending_reply, None,
+        list.items[0].state,
+        ConversationState::Free,
         "the reply ended the claim"
     );
 }

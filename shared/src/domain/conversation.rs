@@ -19,13 +19,41 @@ pub struct Conversation {
     pub updated_at: DateTime<Utc>,
     /// How many messages it holds.
     pub message_count: u64,
-    /// The assistant reply still being generated, if any: while it is set,
-    /// no new message can be sent to the conversation.
-    pub pending_reply: Option<MessageId>,
-    /// While a send is still waiting for `pending_reply` (before it is
-    /// stored): until when its claim holds. A claim whose send died is
-    /// free again after this.
-    pub claimed_until: Option<DateTime<Utc>>,
+    /// Whether a reply is in the making: while one is, no new message can
+    /// be sent to the conversation.
+    pub state: ConversationState,
+}
+
+/// Where a conversation stands: one generation at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConversationState {
+    /// No reply in the making: a send may start one.
+    Free,
+    /// A send stored its question and holds the conversation for `reply`,
+    /// which is not stored yet, until `until` (after the send's own
+    /// deadline: a claim whose send died is free again after it).
+    Claimed {
+        /// The reply the send will store.
+        reply: MessageId,
+        /// When the claim lapses.
+        until: DateTime<Utc>,
+    },
+    /// `reply` is stored pending with its job; whoever finishes it (the
+    /// webhook, a read, a stop) frees the conversation.
+    Waiting {
+        /// The pending reply.
+        reply: MessageId,
+    },
+}
+
+impl ConversationState {
+    /// The reply the conversation waits for, claimed or pending.
+    pub fn reply(self) -> Option<MessageId> {
+        match self {
+            Self::Free => None,
+            Self::Claimed { reply, .. } | Self::Waiting { reply } => Some(reply),
+        }
+    }
 }
 
 /// A send's hold on its conversation, taken in the write that stores the
@@ -49,16 +77,17 @@ impl Conversation {
             created_at: first.created_at,
             updated_at: first.created_at,
             message_count: 1,
-            pending_reply: None,
-            claimed_until: None,
+            state: ConversationState::Free,
         }
     }
 
     /// The same conversation, held by `claim`.
     pub fn claimed(self, claim: &Claim) -> Self {
         Self {
-            pending_reply: Some(claim.reply),
-            claimed_until: Some(claim.until),
+            state: ConversationState::Claimed {
+                reply: claim.reply,
+                until: claim.until,
+            },
             ..self
         }
     }

@@ -15,7 +15,7 @@ mod text;
 mod time;
 mod usage;
 
-pub use conversation::{Claim, Conversation};
+pub use conversation::{Claim, Conversation, ConversationState};
 pub use ids::{ConversationId, MessageId, UserId};
 pub use message::{Completion, Message, MessageStatus, ReplyOutcome, Role};
 pub use text::{preview, MessageContent, Title, PREVIEW_MAX_CHARS};
@@ -208,7 +208,7 @@ mod tests {
         assert_eq!(c.last_message, "How do I organize patient files?");
         assert_eq!((c.created_at, c.updated_at), (at, at));
         assert_eq!(c.message_count, 1);
-        assert_eq!(c.pending_reply, None);
+        assert_eq!(c.state, ConversationState::Free);
         assert_ne!(c.id, Conversation::started_with(c.title.clone(), &first).id);
     }
 

@@ -42,7 +42,7 @@ impl DynamoStore {
         let mut cap = None;
         if let Some(quota) = quota {
             write = write.transact_items(self.count_send(user, quota)?);
-            if let (Some(limit), Some(reply)) = (&quota.generations, conversation.pending_reply) {
+            if let (Some(limit), Some(reply)) = (&quota.generations, conversation.state.reply()) {
                 write = write.transact_items(self.begin_generation(user, reply, limit)?);
                 cap = Some(limit);
             }

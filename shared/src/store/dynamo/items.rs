@@ -10,8 +10,8 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::{
     domain::{
-        format_timestamp, parse_timestamp, Conversation, ConversationId, Message, MessageId,
-        MessageStatus, Reservation, Role, Title, Usage, UserId,
+        format_timestamp, parse_timestamp, Conversation, ConversationId, ConversationState,
+        Message, MessageId, MessageStatus, Reservation, Role, Title, Usage, UserId,
     },
     store::{keys, StoreError},
 };
@@ -138,8 +138,11 @@ impl ConversationItem {
             created_at: format_timestamp(c.created_at),
             updated_at: format_timestamp(c.updated_at),
             message_count: c.message_count,
-            pending_reply: c.pending_reply.map(|m| m.to_string()),
-            claimed_until: c.claimed_until.map(format_timestamp),
+            pending_reply: c.state.reply().map(|m| m.to_string()),
+            claimed_until: match c.state {
+                ConversationState::Claimed { until, .. } => Some(format_timestamp(until)),
+                _ => None,
+            },
         })
     }
 
@@ -153,16 +156,18 @@ impl ConversationItem {
             created_at: parse_timestamp(&i.created_at).map_err(corrupt)?,
             updated_at: parse_timestamp(&i.updated_at).map_err(corrupt)?,
             message_count: i.message_count,
-            pending_reply: i
-                .pending_reply
-                .map(|m| MessageId::parse(&m))
-                .transpose()
-                .map_err(corrupt)?,
-            claimed_until: i
-                .claimed_until
-                .map(|t| parse_timestamp(&t))
-                .transpose()
-                .map_err(corrupt)?,
+            // The two attributes the conditional writes read: the reply
+            // waited for, and while a send still holds it, its claim.
+            state: match (i.pending_reply, i.claimed_until) {
+                (None, _) => ConversationState::Free,
+                (Some(reply), None) => ConversationState::Waiting {
+                    reply: MessageId::parse(&reply).map_err(corrupt)?,
+                },
+                (Some(reply), Some(until)) => ConversationState::Claimed {
+                    reply: MessageId::parse(&reply).map_err(corrupt)?,
+                    until: parse_timestamp(&until).map_err(corrupt)?,
+                },
+            },
         })
     }
 }

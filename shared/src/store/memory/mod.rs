@@ -15,14 +15,14 @@ use std::{
 use chrono::{DateTime, NaiveDate, Utc};
 use tokio::time::Instant;
 
-use super::{
-    Conversations, DailyUsage, FinishResult, Idempotency, KeyedRequest, KeyedStart, Page,
-    PageRequest, Pages, PendingReply, Quota, Quotas, Replies, StoreError,
-};
+use super::{Conversations, DailyUsage, Page, PageRequest, Pages, Quota, Quotas, StoreError};
 use crate::domain::{
-    outcome_tokens, preview, tokens_used, Claim, Conversation, ConversationId, Message, MessageId,
-    MessageStatus, ReplyOutcome, Reservation, Settlement, Title, UserId,
+    preview, Claim, Conversation, ConversationId, ConversationState, Message, MessageId,
+    ReplyOutcome, Reservation, Settlement, Title, UserId,
 };
+
+mod keyed;
+mod replies;
 
 /// A conversation's partition: the conversation item (gone once deleted)
 /// and its messages in creation order.
@@ -151,7 +151,7 @@ impl MemoryStore {
 
 /// The DynamoDB store's `ClaimedBy` guard: the conversation waits for `reply`.
 fn held_by(c: &Conversation, reply: MessageId) -> Result<(), StoreError> {
-    match c.pending_reply == Some(reply) {
+    match c.state.reply() == Some(reply) {
         true => Ok(()),
         false => Err(StoreError::Refused(Refusal::ReplyPending)),
     }
@@ -168,7 +168,7 @@ fn moved_to(c: &mut Conversation, messages: &mut Vec<Message>, message: &Message
 /// The conversation's side of a finished reply: no longer waiting, and
 /// moved to the reply when it completed.
 fn finish(c: &mut Conversation, outcome: &ReplyOutcome, at: DateTime<Utc>) {
-    c.pending_reply = None;
+    c.state = ConversationState::Free;
     if let ReplyOutcome::Complete { text, .. } = outcome {
         c.updated_at = at;
         c.last_message = preview(text);
@@ -202,7 +202,7 @@ impl MemoryStore {
         message: &Message,
     ) -> Result<(), StoreError> {
         self.with(user, conversation, |c, messages| {
-            if c.pending_reply.is_some() {
+            if c.state.reply().is_some() {
                 return Err(StoreError::Refused(Refusal::ReplyPending));
             }
             moved_to(c, messages, message);
@@ -219,7 +219,7 @@ impl Conversations for MemoryStore {
         first: &Message,
         quota: &Quota,
     ) -> Result<(), StoreError> {
-        let reply = conversation.pending_reply.unwrap_or_default();
+        let reply = conversation.state.reply().unwrap_or_default();
         self.count_send(user, reply, quota)?;
         self.create_conversation(user, conversation, first).await
     }
@@ -233,8 +233,8 @@ impl Conversations for MemoryStore {
         quota: &Quota,
     ) -> Result<(), StoreError> {
         self.with(user, conversation, |c, _| {
-            let lapsed = c.claimed_until.is_some_and(|t| t < message.created_at);
-            if c.pending_reply.is_some() && !lapsed {
+            let lapsed = matches!(c.state, ConversationState::Claimed { until, .. } if until < message.created_at);
+            if c.state.reply().is_some() && !lapsed {
                 return Err(StoreError::Refused(Refusal::ReplyPending));
             }
             Ok(())
@@ -242,8 +242,10 @@ impl Conversations for MemoryStore {
         self.count_send(user, claim.reply, quota)?;
         self.with(user, conversation, |c, messages| {
             moved_to(c, messages, message);
-            c.pending_reply = Some(claim.reply);
-            c.claimed_until = Some(claim.until);
+            c.state = ConversationState::Claimed {
+                reply: claim.reply,
+                until: claim.until,
+            };
             Ok(())
         })
     }
@@ -341,200 +343,6 @@ impl Pages for MemoryStore {
     ) -> Result<Option<Message>, StoreError> {
         let messages = self.messages(user, conversation);
         Ok(messages.into_iter().find(|m| m.id == message))
-    }
-}
-
-impl Replies for MemoryStore {
-    async fn add_reply(
-        &self,
-        user: &UserId,
-        conversation: ConversationId,
-        reply: &Message,
-    ) -> Result<(), StoreError> {
-        self.refused_for_load()?;
-        self.with(user, conversation, |c, messages| {
-            held_by(c, reply.id)?;
-            moved_to(c, messages, reply);
-            c.pending_reply = None;
-            c.claimed_until = None;
-            Ok(())
-        })?;
-        let tokens = tokens_used(&reply.content, reply.usage);
-        let day = reply.created_at.date_naive();
-        self.settle(user, Settlement::of(reply.reserved, tokens, day));
-        self.end_generation(user, reply.id, reply.reserved);
-        Ok(())
-    }
-
-    async fn add_pending_reply(
-        &self,
-        user: &UserId,
-        conversation: ConversationId,
-        reply: &Message,
-    ) -> Result<(), StoreError> {
-        self.with(user, conversation, |c, messages| {
-            held_by(c, reply.id)?;
-            c.claimed_until = None;
-            c.message_count += 1;
-            messages.push(reply.clone());
-            Ok(())
-        })
-    }
-
-    async fn finish_reply(
-        &self,
-        reply: PendingReply<'_>,
-        outcome: &ReplyOutcome,
-        at: DateTime<Utc>,
-    ) -> Result<FinishResult, StoreError> {
-        if matches!(outcome, ReplyOutcome::Complete { .. }) {
-            self.refused_for_load()?;
-        }
-        let PendingReply {
-            user,
-            conversation,
-            message,
-            job_id,
-            reserved,
-        } = reply;
-        let found = self.with(user, conversation, |c, messages| {
-            let Some(m) = messages.iter_mut().find(|m| m.id == message) else {
-                return Ok(FinishResult::Missing);
-            };
-            match &m.status {
-                MessageStatus::Pending { job_id: j } if j != job_id => Ok(FinishResult::OtherJob),
-                MessageStatus::Pending { .. } if c.pending_reply != Some(message) => {
-                    Ok(FinishResult::Missing)
-                }
-                MessageStatus::Pending { .. } => {
-                    let counts = outcome_tokens(outcome, reserved);
-                    self.settle(user, Settlement::of(reserved, counts, at.date_naive()));
-                    self.end_generation(user, message, reserved);
-                    finish(c, outcome, at);
-                    m.settle(outcome.clone());
-                    Ok(FinishResult::Written)
-                }
-                _ => Ok(FinishResult::AlreadyFinal),
-            }
-        });
-        match found {
-            Err(StoreError::Refused(Refusal::NotFound)) => Ok(FinishResult::Missing),
-            other => other,
-        }
-    }
-
-    async fn release_claim(
-        &self,
-        user: &UserId,
-        conversation: ConversationId,
-        reply: MessageId,
-        reserved: Option<Reservation>,
-    ) -> Result<(), StoreError> {
-        let released = self.with(user, conversation, |c, _| {
-            let held = c.pending_reply == Some(reply);
-            if held {
-                c.pending_reply = None;
-                c.claimed_until = None;
-            }
-            Ok(held)
-        });
-        match released {
-            Ok(true) => {
-                self.settle(user, Settlement::of(reserved, 0, Utc::now().date_naive()));
-                self.end_generation(user, reply, reserved);
-                Ok(())
-            }
-            Ok(false) | Err(StoreError::Refused(Refusal::NotFound)) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn keep_cancelled_text(
-        &self,
-        user: &UserId,
-        conversation: ConversationId,
-        message: MessageId,
-        text: &str,
-        day: NaiveDate,
-    ) -> Result<bool, StoreError> {
-        let kept = {
-            let mut partitions = self.partitions.lock().unwrap();
-            let Some(p) = partitions.get_mut(&(user.clone(), conversation)) else {
-                return Ok(false);
-            };
-            let cancelled = p.messages.iter_mut().find(|m| {
-                m.id == message && m.status == MessageStatus::Cancelled && m.content.is_empty()
-            });
-            cancelled.map(|m| m.content = text.to_owned()).is_some()
-        };
-        if kept {
-            let written = tokens_used(text, None);
-            let held = i64::try_from(written).unwrap_or(i64::MAX);
-            self.settle(
-                user,
-                Settlement {
-                    day,
-                    tokens: written,
-                    held,
-                },
-            );
-        }
-        Ok(kept)
-    }
-}
-
-impl Idempotency for MemoryStore {
-    async fn start_keyed(
-        &self,
-        request: KeyedRequest<'_>,
-        lock_until: DateTime<Utc>,
-        ttl: std::time::Duration,
-    ) -> Result<KeyedStart, StoreError> {
-        let now = Utc::now();
-        let mut keyed = self.keyed.lock().unwrap();
-        let id = (request.user.clone(), request.key.to_owned());
-        if let Some(k) = keyed.get(&id) {
-            let live = k.expires > now && (k.answer.is_some() || k.lock_until > now);
-            match (&k.answer, k.body_hash == request.body_hash) {
-                _ if !live => {}
-                (_, false) => return Ok(KeyedStart::Mismatch),
-                (Some((status, body)), true) => {
-                    return Ok(KeyedStart::Replay {
-                        status: *status,
-                        body: body.clone(),
-                    })
-                }
-                (None, true) => return Ok(KeyedStart::InUse),
-            }
-        }
-        let expires = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-        let record = Keyed {
-            body_hash: request.body_hash.to_owned(),
-            answer: None,
-            lock_until,
-            expires,
-        };
-        keyed.insert(id, record);
-        Ok(KeyedStart::Run)
-    }
-
-    async fn finish_keyed(
-        &self,
-        request: KeyedRequest<'_>,
-        status: u16,
-        body: &str,
-    ) -> Result<(), StoreError> {
-        let mut keyed = self.keyed.lock().unwrap();
-        if let Some(k) = keyed.get_mut(&(request.user.clone(), request.key.to_owned())) {
-            k.answer = Some((status, body.to_owned()));
-        }
-        Ok(())
-    }
-
-    async fn release_keyed(&self, request: KeyedRequest<'_>) -> Result<(), StoreError> {
-        let mut keyed = self.keyed.lock().unwrap();
-        keyed.remove(&(request.user.clone(), request.key.to_owned()));
-        Ok(())
     }
 }
 
