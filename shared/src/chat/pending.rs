@@ -79,7 +79,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             job_id,
             reserved,
         };
-        match self.finish(reply, outcome).await?.0 {
+        match self.store_outcome(reply, outcome).await?.0 {
             FinishResult::Written | FinishResult::AlreadyFinal => Ok(WebhookResult::Stored),
             // Not stored yet (RunPod retries a failed delivery) or not this job.
             FinishResult::Missing | FinishResult::OtherJob => {
@@ -93,7 +93,7 @@ impl<S: Store, M> Chat<S, M> {
     /// Finishes `reply` with `outcome`; a complete reply the store refuses
     /// (too large for an item, say) ends failed with a reason instead.
     /// Returns what was stored.
-    pub(super) async fn finish(
+    pub(super) async fn store_outcome(
         &self,
         reply: PendingReply<'_>,
         outcome: ReplyOutcome,
@@ -152,7 +152,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             };
             // A reply that cannot be stored must not fail every read of
             // its conversation: the read answers, showing it as it stands.
-            match self.finish(reply, outcome).await {
+            match self.store_outcome(reply, outcome).await {
                 Ok((FinishResult::Written, stored)) => messages[i].settle(stored),
                 Ok((FinishResult::AlreadyFinal, _)) => reread = true,
                 Ok((FinishResult::Missing | FinishResult::OtherJob, _)) => {}

@@ -347,7 +347,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
                 (ReplyOutcome::Failed { error }, Some(e))
             }
         };
-        match (self.finish(reply, outcome).await, failure) {
+        match (self.store_outcome(reply, outcome).await, failure) {
             (Ok((FinishResult::Written, _)), Some(e)) => StreamEvent::Failed(e.into()),
             (Ok((FinishResult::Written, outcome)), None) => self.completed(streaming, outcome),
             // A stop (or another finisher) came first: say what is stored.

@@ -315,7 +315,7 @@ impl RunPodClient {
             JobState::Queued | JobState::Running => None,
             JobState::Completed => Some(StreamEnd::Completed),
             JobState::Cancelled => Some(StreamEnd::Cancelled),
-            _ => match finish(Job {
+            _ => match completion_of(Job {
                 id: Some(job_id.to_owned()),
                 ..job
             }) {
@@ -373,13 +373,13 @@ impl JobPoll {
     pub fn of(job: Job) -> Result<Self, RunPodError> {
         Ok(match job.state()? {
             JobState::Queued | JobState::Running => JobPoll::Running,
-            _ => JobPoll::Done(finish(job)),
+            _ => JobPoll::Done(completion_of(job)),
         })
     }
 }
 
 /// A final job to a reply, or to the error it stands for.
-pub fn finish(job: Job) -> Result<Completion, RunPodError> {
+pub fn completion_of(job: Job) -> Result<Completion, RunPodError> {
     let job_id = job.id.clone().unwrap_or_default();
     match job.state()? {
         JobState::Completed => parse_output(job.output.as_ref())

@@ -167,7 +167,7 @@ fn moved_to(c: &mut Conversation, messages: &mut Vec<Message>, message: &Message
 
 /// The conversation's side of a finished reply: no longer waiting, and
 /// moved to the reply when it completed.
-fn finish(c: &mut Conversation, outcome: &ReplyOutcome, at: DateTime<Utc>) {
+fn conversation_after(c: &mut Conversation, outcome: &ReplyOutcome, at: DateTime<Utc>) {
     c.state = ConversationState::Free;
     if let ReplyOutcome::Complete { text, .. } = outcome {
         c.updated_at = at;

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::{finish, held_by, moved_to, MemoryStore};
+use super::{conversation_after, held_by, moved_to, MemoryStore};
 use crate::refusal::Refusal;
 use crate::{
     domain::{
@@ -77,7 +77,7 @@ impl Replies for MemoryStore {
                     let counts = outcome_tokens(outcome, reserved);
                     self.settle(user, Settlement::of(reserved, counts, at.date_naive()));
                     self.end_generation(user, message, reserved);
-                    finish(c, outcome, at);
+                    conversation_after(c, outcome, at);
                     m.settle(outcome.clone());
                     Ok(FinishResult::Written)
                 }
