@@ -825,6 +825,69 @@ async fn a_generation_whose_send_died_is_cleared_by_the_send_it_would_refuse() {
     ));
 }
 
+/// Issue 24: the streamed events through the real handler on the
+/// in-memory store, against the local RunPod endpoint: created, deltas that
+/// add up to the stored reply, completed; and a refusal before any event
+/// is an ordinary JSON error. No DynamoDB Local.
+#[tokio::test]
+async fn a_streamed_send_on_the_in_memory_store_is_created_deltas_completed() {
+    use chat_service_dev::runpod_local::{LocalRunPod, Settings};
+    let runpod = LocalRunPod::new(Settings {
+        api_key: Some("test-runpod-key".into()),
+        ..Settings::default()
+    })
+    .spawn()
+    .await;
+    let model = RunPodClient::new(common::runpod_config(&runpod, &[])).unwrap();
+    let config = common::config_with("in-memory", &[]);
+    let app =
+        std::sync::Arc::new(App::with_store(config, MemoryStore::default()).with_model(model));
+    let body = r#"{"message": "How do I organize patient files?"}"#;
+    let resp = http::stream_message(
+        app.clone(),
+        Event::send_stream(body, Some(token("alice"))).request(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap();
+    let text = String::from_utf8(bytes.to_bytes().to_vec()).unwrap();
+    let events: Vec<(&str, Value)> = text
+        .split("\n\n")
+        .filter_map(|frame| {
+            let name = frame.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data = frame.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((name, serde_json::from_str(data).unwrap()))
+        })
+        .collect();
+    assert_eq!(
+        events.first().map(|e| e.0),
+        Some("message.created"),
+        "{text}"
+    );
+    let (last, completed) = events.last().unwrap();
+    assert_eq!(*last, "message.completed", "{text}");
+    let deltas: String = events
+        .iter()
+        .filter(|e| e.0 == "message.delta")
+        .map(|e| e.1["text"].as_str().unwrap())
+        .collect();
+    assert!(events.len() > 3, "several deltas: {text}");
+    assert_eq!(completed["message"].as_str(), Some(deltas.as_str()));
+    let id = completed["conversation_id"].as_str().unwrap();
+    let (status, read_back) =
+        read(http::get_conversation(&*app, Event::get(id, Some(token("alice"))).request()).await);
+    assert_eq!(status, 200);
+    assert_eq!(
+        read_back["messages"][1]["content"].as_str(),
+        Some(deltas.as_str())
+    );
+    // Refused before the stream starts: a JSON error with its status.
+    let resp = http::stream_message(app, Event::send_stream(body, None).request()).await;
+    assert_eq!(resp.status(), 401);
+}
+
 fn keyed(body: &str, user: &str, key: &str) -> lambda_http::Request {
     let mut req = Event::send(body, Some(token(user))).request();
     let value = lambda_http::http::HeaderValue::from_str(key).unwrap();
