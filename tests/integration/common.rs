@@ -143,3 +143,16 @@ pub async fn partition_items_in(table: &str, user: &UserId, conversation: Conver
         .unwrap()
         .count()
 }
+
+/// A RunPod client on the local RunPod endpoint, started in process.
+pub async fn local_runpod_model() -> RunPodClient {
+    let runpod = chat_service_dev::runpod_local::LocalRunPod::new(
+        chat_service_dev::runpod_local::Settings {
+            api_key: Some("test-runpod-key".into()),
+            ..Default::default()
+        },
+    )
+    .spawn()
+    .await;
+    RunPodClient::new(runpod_config(&runpod, &[])).unwrap()
+}

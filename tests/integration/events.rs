@@ -2,7 +2,6 @@
 //! DynamoDB Local and the local RunPod endpoint.
 
 use crate::common;
-use chat_service_dev::runpod_local::{LocalRunPod, Settings};
 use chat_service_dev::DEV_SIGNING_SECRET;
 use chat_shared::webhook::Webhooks;
 use chat_shared::{
@@ -63,13 +62,7 @@ async fn partition_items<M>(app: &chat_shared::App<M>) -> i32 {
 #[tokio::test]
 async fn every_sample_event_gets_its_documented_status() {
     let app = common::app().await;
-    let runpod = LocalRunPod::new(Settings {
-        api_key: Some("test-runpod-key".into()),
-        ..Settings::default()
-    })
-    .spawn()
-    .await;
-    let model = RunPodClient::new(common::runpod_config(&runpod, &[])).unwrap();
+    let model = common::local_runpod_model().await;
     // The webhook sample's job, as RunPod's `status` reports it: the
     // webhook stores what RunPod says, not what the delivery says.
     let status = wiremock::MockServer::start().await;

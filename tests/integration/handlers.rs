@@ -831,14 +831,7 @@ async fn a_generation_whose_send_died_is_cleared_by_the_send_it_would_refuse() {
 /// is an ordinary JSON error. No DynamoDB Local.
 #[tokio::test]
 async fn a_streamed_send_on_the_in_memory_store_is_created_deltas_completed() {
-    use chat_service_dev::runpod_local::{LocalRunPod, Settings};
-    let runpod = LocalRunPod::new(Settings {
-        api_key: Some("test-runpod-key".into()),
-        ..Settings::default()
-    })
-    .spawn()
-    .await;
-    let model = RunPodClient::new(common::runpod_config(&runpod, &[])).unwrap();
+    let model = common::local_runpod_model().await;
     let config = common::config_with("in-memory", &[]);
     let app =
         std::sync::Arc::new(App::with_store(config, MemoryStore::default()).with_model(model));
