@@ -704,6 +704,39 @@ async fn parallel_sends_reserve_their_most_and_cannot_pass_the_token_limit_toget
     assert!(tokens <= limit + each, "{tokens}");
 }
 
+/// Issue 23: a stop does not dodge the count. A stopped reply counts its
+/// prompt (32 characters: 8 tokens by the estimate) and lets its
+/// reservation go, in the write that stores it cancelled; a second stop
+/// counts nothing more.
+#[tokio::test]
+async fn a_stopped_reply_counts_its_prompt_once_and_frees_its_reservation() {
+    let h = Harness::with(&[
+        ("SEND_WAIT_SECONDS", "0.01"),
+        ("USER_DAILY_TOKEN_LIMIT", "100000"),
+    ])
+    .await;
+    h.jobs_end_as(json!({"id": "job-1", "status": "IN_PROGRESS"}))
+        .await;
+    let body = r#"{"message": "How do I organize patient files?"}"#;
+    let (status, sent) = h.send(Event::send(body, Some(token("alice")))).await;
+    assert_eq!(status, 202, "{sent}");
+    let held = usage(&h, "alice").await;
+    assert!(held["reserved_tokens"].as_u64().unwrap() > 1024, "{held}");
+    let alice = chat_shared::domain::UserId::parse("alice").unwrap();
+    let id = chat_shared::domain::ConversationId::parse(sent["conversation_id"].as_str().unwrap())
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    h.app.chat.stop(&alice, id, deadline).await.unwrap();
+    let day = usage(&h, "alice").await;
+    assert_eq!(
+        (day["tokens"].as_u64(), day["reserved_tokens"].as_u64()),
+        (Some(8), Some(0)),
+        "{day}"
+    );
+    assert!(h.app.chat.stop(&alice, id, deadline).await.is_err());
+    assert_eq!(usage(&h, "alice").await["tokens"], 8);
+}
+
 /// Issue 23: a job that fails lets its reservation go and counts nothing.
 #[tokio::test]
 async fn a_failed_reply_lets_its_reservation_go() {
