@@ -72,6 +72,7 @@ MANAGED = {
 # the template, or exercise it in a test, or say here why neither can be.
 UNUSED_BUT_NEEDED = {
     ("get-conversation", "dynamodb:UpdateItem"): "completes a pending reply on read when RunPod says it is final (Chat::refresh_pending; tests/integration/pending.rs drives it in process); end to end the webhook always completes the reply first",
+    ("delete-conversation", "dynamodb:UpdateItem"): "lets go of a deleted pending reply's token reservation and live generation (Chat::abandon; tests/integration/handlers.rs drives it in process); the end-to-end stack runs without quotas, so there is nothing to let go",
 }
 
 # The stream events Lambda's poller reads for the function (Lambda
@@ -80,8 +81,8 @@ ESM_STREAM_ACTIONS = ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamod
 
 # Which variables a function needs, by what its main.rs builds.
 NEEDS = [
-    ("Role::Users", ["JWT_SECRET_ARN", "SIGNING_SECRET_ARN"]),
-    ("Role::RunPod", ["SIGNING_SECRET_ARN"]),
+    ("Callers::Users", ["JWT_SECRET_ARN", "SIGNING_SECRET_ARN"]),
+    ("Callers::RunPod", ["SIGNING_SECRET_ARN"]),
     ("with_runpod", ["RUNPOD_API_KEY_ARN", "RUNPOD_ENDPOINT_ID"]),
 ]
 
@@ -359,6 +360,7 @@ def check_iam(sam, cfn, calls, params, failures, report):
     table_arn = f"arn:aws:dynamodb:{region}:{account}:table/{tables[0]}"
     seen_binaries = {c["function"] for c in calls}
     binaries = {}
+    markers_seen = set()
     for name, fn in functions.items():
         binary = fn.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
         binaries[binary] = name
@@ -393,6 +395,8 @@ def check_iam(sam, cfn, calls, params, failures, report):
         main = ROOT / "functions" / binary / "src" / "main.rs"
         code = main.read_text() if main.exists() else ""
         for marker, variables in NEEDS:
+            if marker in code:
+                markers_seen.add(marker)
             for var in variables:
                 if marker in code and var not in env:
                     failures.add(f"{name} ({binary}): main.rs builds {marker} but its environment lacks {var}")
@@ -429,6 +433,10 @@ def check_iam(sam, cfn, calls, params, failures, report):
         report.append(f"  {name} ({binary}): {len(wanted)} DynamoDB actions recorded" + (", all allowed" if ok else ": see below"))
     for b in sorted(seen_binaries - set(binaries)):
         report.append(f"  calls of {b!r}, which is no function of the template (ignored)")
+    # A marker no main.rs contains checks nothing: renamed in the code, not here.
+    for marker, _ in NEEDS:
+        if marker not in markers_seen:
+            failures.add(f"no function's main.rs contains {marker!r}: was it renamed? (NEEDS in {Path(__file__).name})")
 
 
 # --- CORS ------------------------------------------------------------------

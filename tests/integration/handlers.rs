@@ -803,6 +803,37 @@ async fn a_user_past_the_generation_cap_is_429_until_a_reply_settles() {
     );
 }
 
+/// Deleting a conversation whose reply is pending lets go of what the
+/// reply held: its reservation and its place under the generation cap
+/// (nothing else will settle it), so the next send is admitted at once.
+#[tokio::test]
+async fn deleting_a_conversation_with_a_pending_reply_frees_its_reservation_and_place() {
+    let h = Harness::with(&[
+        ("SEND_WAIT_SECONDS", "0.01"),
+        ("USER_DAILY_TOKEN_LIMIT", "100000"),
+        ("USER_MAX_CONCURRENT_GENERATIONS", "1"),
+    ])
+    .await;
+    h.jobs_end_as(json!({"id": "job-1", "status": "IN_PROGRESS"}))
+        .await;
+    let send = || h.send(Event::send(r#"{"message": "How?"}"#, Some(token("alice"))));
+    let (status, sent) = send().await;
+    assert_eq!(status, 202, "{sent}");
+    let (status, body) = send().await;
+    assert_eq!(error_code(status, &body, 429), "too_many_generations");
+    let id = sent["conversation_id"].as_str().unwrap();
+    let deleted =
+        http::delete_conversation(&h.app, Event::delete(id, Some(token("alice"))).request()).await;
+    assert_eq!(deleted.status(), 204);
+    let day = usage(&h, "alice").await;
+    assert_eq!(
+        (day["tokens"].as_u64(), day["reserved_tokens"].as_u64()),
+        (Some(0), Some(0)),
+        "{day}"
+    );
+    assert_eq!(send().await.0, 202, "the deleted reply's place is free");
+}
+
 /// The cap's entries of sends that died before settling are cleared by the
 /// next send they would refuse, against DynamoDB Local's real conditions.
 #[tokio::test]

@@ -47,10 +47,13 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         // running stops its own when its write finds the conversation gone).
         if let ConversationState::Waiting { reply } = deleted.state {
             match self.store.message(user, id, reply).await {
-                Ok(Some(Message {
-                    status: MessageStatus::Pending { job_id },
-                    ..
-                })) => self.cancel_job(&job_id, until).await,
+                Ok(Some(message)) => {
+                    if let MessageStatus::Pending { job_id } = &message.status {
+                        self.cancel_job(job_id, until).await;
+                        // Nothing will settle it now: let its reservation go.
+                        self.abandon(user, &message).await;
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "could not read the pending reply to cancel its job")

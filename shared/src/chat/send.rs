@@ -277,7 +277,13 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
                             .released(user, conversation, &reply, unstorable.into())
                             .await)
                     }
-                    Err(e) => Err(e.into()),
+                    Err(e) => {
+                        if let StoreError::Refused(Refusal::NotFound) = e {
+                            // Deleted while the job ran: nothing will settle it.
+                            self.abandon(user, &reply).await;
+                        }
+                        Err(e.into())
+                    }
                 };
             }
             Ok(Generation::Done(Err(e))) => {
@@ -326,6 +332,10 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             let budget = deadline.max(Instant::now() + CANCEL_BUDGET);
             self.cancel_job(job_id, budget).await;
         }
+        if let Err(StoreError::Refused(Refusal::NotFound)) = &stored {
+            // Deleted while the job ran: nothing will settle the reply.
+            self.abandon(user, reply).await;
+        }
         stored?;
         tracing::info!(message_id = %reply.id, "reply pending");
         Ok(())
@@ -350,6 +360,19 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
                 let reply = pending_reply(reply, String::new(), reserved);
                 Err(self.released(user, conversation, &reply, e.into()).await)
             }
+        }
+    }
+
+    /// Lets go of what a reply whose conversation was deleted held (its
+    /// reservation, its place among the live generations); a failure is
+    /// only logged (the reservation then ends with the day, the place when
+    /// it is stale).
+    pub(super) async fn abandon(&self, user: &UserId, reply: &Message) {
+        let Some(reserved) = reply.reserved else {
+            return;
+        };
+        if let Err(e) = self.store.abandon_reply(user, reply.id, reserved).await {
+            tracing::warn!(error = %e, "could not let an abandoned reply's reservation go");
         }
     }
 

@@ -302,6 +302,16 @@ pub trait Replies: Sync {
         at: chrono::DateTime<chrono::Utc>,
     ) -> impl Future<Output = Result<FinishResult, StoreError>> + Send;
 
+    /// Lets go of what a reply whose conversation was deleted still held
+    /// (its reservation, its place among the user's live generations):
+    /// nothing else will settle it. Counts nothing.
+    fn abandon_reply(
+        &self,
+        user: &UserId,
+        reply: MessageId,
+        reserved: Reservation,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Ends the claim for `reply` without storing it (the job failed or was
     /// never submitted) and lets its reservation go. Nothing happens if the
     /// claim is not held.

@@ -130,6 +130,29 @@ impl Replies for DynamoStore {
         }
     }
 
+    async fn abandon_reply(
+        &self,
+        user: &UserId,
+        reply: MessageId,
+        reserved: Reservation,
+    ) -> Result<(), StoreError> {
+        // Only the request that deleted the conversation (its DeleteItem
+        // returned the pending reply) or whose write found it gone calls this.
+        let unreserved = Settlement::of(Some(reserved), 0, Utc::now().date_naive());
+        let items = self.settled(user, reply, unreserved, Some(reserved))?;
+        if items.is_empty() {
+            return Ok(());
+        }
+        let write = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items));
+        transact(write)
+            .await
+            .map_err(transaction_failed("TransactWriteItems abandon reply"))?;
+        Ok(())
+    }
+
     async fn release_claim(
         &self,
         user: &UserId,

@@ -90,6 +90,20 @@ impl Replies for MemoryStore {
         }
     }
 
+    async fn abandon_reply(
+        &self,
+        user: &UserId,
+        reply: MessageId,
+        reserved: Reservation,
+    ) -> Result<(), StoreError> {
+        self.settle(
+            user,
+            Settlement::of(Some(reserved), 0, Utc::now().date_naive()),
+        );
+        self.end_generation(user, reply, Some(reserved));
+        Ok(())
+    }
+
     async fn release_claim(
         &self,
         user: &UserId,
