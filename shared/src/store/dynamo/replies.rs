@@ -36,12 +36,7 @@ impl Replies for DynamoStore {
             reply,
             Guard::ClaimedBy(reply.id),
             Actions {
-                more: self.settled(
-                    user,
-                    reply.id,
-                    Settlement::of(reply.reserved, counts, day),
-                    reply.reserved,
-                )?,
+                more: self.settled(user, reply.id, reply.reserved, counts, day)?,
                 cap: None,
             },
             |update| {
@@ -116,8 +111,7 @@ impl Replies for DynamoStore {
             .transact_items(update_item(msg)?)
             .transact_items(update_item(conv)?);
         let counts = outcome_tokens(outcome, reserved);
-        let settlement = Settlement::of(reserved, counts, at.date_naive());
-        for item in self.settled(user, message, settlement, reserved)? {
+        for item in self.settled(user, message, reserved, counts, at.date_naive())? {
             write = write.transact_items(item);
         }
         let result = transact(write).await;
@@ -138,8 +132,7 @@ impl Replies for DynamoStore {
     ) -> Result<(), StoreError> {
         // Only the request that deleted the conversation (its DeleteItem
         // returned the pending reply) or whose write found it gone calls this.
-        let unreserved = Settlement::of(Some(reserved), 0, Utc::now().date_naive());
-        let items = self.settled(user, reply, unreserved, Some(reserved))?;
+        let items = self.settled(user, reply, Some(reserved), 0, Utc::now().date_naive())?;
         if items.is_empty() {
             return Ok(());
         }
@@ -176,12 +169,11 @@ impl Replies for DynamoStore {
         // released twice (or lapsed) cannot let it go twice.
         // (One call either way; a transaction of one item when no
         // reservation was made.)
-        let unreserved = Settlement::of(reserved, 0, Utc::now().date_naive());
         let mut write = self
             .client
             .transact_write_items()
             .transact_items(update_item(release)?);
-        for item in self.settled(user, reply, unreserved, reserved)? {
+        for item in self.settled(user, reply, reserved, 0, Utc::now().date_naive())? {
             write = write.transact_items(item);
         }
         match transact(write).await {
@@ -211,12 +203,7 @@ impl Replies for DynamoStore {
             .expression_attribute_values(":text", s(text));
         // The text written before the stop counts, once: with the write
         // that keeps it, which only the first keeper makes.
-        let written = tokens_used(text, None);
-        let counted = Settlement {
-            day,
-            tokens: written,
-            held: i64::try_from(written).unwrap_or(i64::MAX),
-        };
+        let counted = Settlement::of(None, tokens_used(text, None), day);
         let mut write = self
             .client
             .transact_write_items()

@@ -18,7 +18,7 @@ use chrono::NaiveDate;
 
 use super::{
     backend,
-    items::{attr, s},
+    items::{attr, s, Item},
     transact::{failed_conditions, live_refused, n, transact, update_item},
     DynamoStore,
 };
@@ -92,8 +92,17 @@ impl DynamoStore {
             Some(reasons) if live_refused(&reasons) => reasons.get(3).and_then(|r| r.1.clone()),
             _ => return first,
         };
+        match self.clear_stale(user, old.as_ref(), cap).await {
+            true => transact(write).await,
+            false => first,
+        }
+    }
+
+    /// Removes the ids of the live set `old` (as the refused write found it)
+    /// older than `cap.stale_before`: sends that died before settling.
+    /// Whether any was removed, so the refused write may go again.
+    async fn clear_stale(&self, user: &UserId, old: Option<&Item>, cap: &GenerationCap) -> bool {
         let stale: Vec<String> = old
-            .as_ref()
             .and_then(|item| item.get(attr::LIVE))
             .and_then(|v| v.as_ss().ok())
             .into_iter()
@@ -107,7 +116,7 @@ impl DynamoStore {
             .cloned()
             .collect();
         if stale.is_empty() {
-            return first;
+            return false;
         }
         tracing::warn!(stale = stale.len(), "clearing generations whose sends died");
         let cleared = self
@@ -121,13 +130,10 @@ impl DynamoStore {
             .expression_attribute_values(":stale", AttributeValue::Ss(stale))
             .send()
             .await;
-        match cleared {
-            Ok(_) => transact(write).await,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not clear stale generations");
-                first
-            }
+        if let Err(e) = &cleared {
+            tracing::warn!(error = %e, "could not clear stale generations");
         }
+        cleared.is_ok()
     }
 
     /// Counts one send on the quota's day, refused at its limits
@@ -175,16 +181,20 @@ impl DynamoStore {
         update_item(update)
     }
 
-    /// What settling `reply` writes beyond the reply itself: its day's usage
-    /// (see [`Self::settle_usage`]) and, when it was one, the end of its
-    /// live generation. One or two more actions in the settling transaction.
+    /// What settling `reply`, which counts `counts` tokens, writes beyond
+    /// the reply itself: its day's usage ([`Settlement::of`], see
+    /// [`Self::settle_usage`]; `day` for a reply admitted without a
+    /// reservation) and, when it was one, the end of its live generation.
+    /// None, one or two more actions in the settling transaction.
     pub(super) fn settled(
         &self,
         user: &UserId,
         reply: MessageId,
-        settlement: Settlement,
         reserved: Option<Reservation>,
+        counts: u64,
+        day: NaiveDate,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let settlement = Settlement::of(reserved, counts, day);
         let mut items: Vec<TransactWriteItem> =
             self.settle_usage(user, settlement)?.into_iter().collect();
         if reserved.is_some_and(|r| r.live) {
@@ -252,26 +262,27 @@ impl Quotas for DynamoStore {
             .send()
             .await
             .map_err(backend("GetItem usage"))?;
-        let count = |name: &str| {
-            out.item
-                .as_ref()
-                .and_then(|i| i.get(name))
-                .and_then(|v| v.as_n().ok())
-                .map_or(Ok(0), |v| v.parse::<u64>())
-                .map_err(|e| StoreError::Corrupt(format!("usage {name}: {e}")))
-        };
-        let tokens = count(attr::TOKENS)?;
-        let held = out
-            .item
-            .as_ref()
-            .and_then(|i| i.get(attr::HELD))
-            .and_then(|v| v.as_n().ok())
-            .map_or(Ok(0), |v| v.parse::<i64>())
-            .map_err(|e| StoreError::Corrupt(format!("usage {}: {e}", attr::HELD)))?;
+        let item = out.item.as_ref();
+        let tokens: u64 = number(item, attr::TOKENS)?;
+        // Held tokens are signed: settlements add negative amounts.
+        let held: i64 = number(item, attr::HELD)?;
         Ok(DailyUsage {
-            messages: count(attr::MESSAGES)?,
+            messages: number(item, attr::MESSAGES)?,
             tokens,
             reserved: u64::try_from(held).unwrap_or(0).saturating_sub(tokens),
         })
     }
+}
+
+/// A usage item's number attribute `name` (0 when the item or attribute is
+/// absent: nothing counted yet).
+fn number<T>(item: Option<&Item>, name: &str) -> Result<T, StoreError>
+where
+    T: std::str::FromStr + Default,
+    T::Err: std::fmt::Display,
+{
+    item.and_then(|i| i.get(name))
+        .and_then(|v| v.as_n().ok())
+        .map_or(Ok(T::default()), |v| v.parse::<T>())
+        .map_err(|e| StoreError::Corrupt(format!("usage {name}: {e}")))
 }

@@ -104,8 +104,18 @@ impl MemoryStore {
         Ok(())
     }
 
-    /// Ends a settled reply's live generation, if it was one.
-    fn end_generation(&self, user: &UserId, reply: MessageId, reserved: Option<Reservation>) {
+    /// Settles `reply`, which counts `counts` tokens, as the DynamoDB
+    /// store's `settled` does: its day's usage and the end of its live
+    /// generation, if it was one.
+    fn settle_reply(
+        &self,
+        user: &UserId,
+        reply: MessageId,
+        reserved: Option<Reservation>,
+        counts: u64,
+        day: NaiveDate,
+    ) {
+        self.settle(user, Settlement::of(reserved, counts, day));
         if reserved.is_some_and(|r| r.live) {
             if let Some(running) = self.live.lock().unwrap().get_mut(user) {
                 running.remove(&reply);

@@ -28,8 +28,7 @@ impl Replies for MemoryStore {
         })?;
         let tokens = tokens_used(&reply.content, reply.usage);
         let day = reply.created_at.date_naive();
-        self.settle(user, Settlement::of(reply.reserved, tokens, day));
-        self.end_generation(user, reply.id, reply.reserved);
+        self.settle_reply(user, reply.id, reply.reserved, tokens, day);
         Ok(())
     }
 
@@ -75,8 +74,7 @@ impl Replies for MemoryStore {
                 }
                 MessageStatus::Pending { .. } => {
                     let counts = outcome_tokens(outcome, reserved);
-                    self.settle(user, Settlement::of(reserved, counts, at.date_naive()));
-                    self.end_generation(user, message, reserved);
+                    self.settle_reply(user, message, reserved, counts, at.date_naive());
                     conversation_after(c, outcome, at);
                     m.settle(outcome.clone());
                     Ok(FinishResult::Written)
@@ -96,11 +94,7 @@ impl Replies for MemoryStore {
         reply: MessageId,
         reserved: Reservation,
     ) -> Result<(), StoreError> {
-        self.settle(
-            user,
-            Settlement::of(Some(reserved), 0, Utc::now().date_naive()),
-        );
-        self.end_generation(user, reply, Some(reserved));
+        self.settle_reply(user, reply, Some(reserved), 0, Utc::now().date_naive());
         Ok(())
     }
 
@@ -120,8 +114,7 @@ impl Replies for MemoryStore {
         });
         match released {
             Ok(true) => {
-                self.settle(user, Settlement::of(reserved, 0, Utc::now().date_naive()));
-                self.end_generation(user, reply, reserved);
+                self.settle_reply(user, reply, reserved, 0, Utc::now().date_naive());
                 Ok(())
             }
             Ok(false) | Err(StoreError::Refused(Refusal::NotFound)) => Ok(()),
@@ -148,16 +141,7 @@ impl Replies for MemoryStore {
             cancelled.map(|m| m.content = text.to_owned()).is_some()
         };
         if kept {
-            let written = tokens_used(text, None);
-            let held = i64::try_from(written).unwrap_or(i64::MAX);
-            self.settle(
-                user,
-                Settlement {
-                    day,
-                    tokens: written,
-                    held,
-                },
-            );
+            self.settle(user, Settlement::of(None, tokens_used(text, None), day));
         }
         Ok(kept)
     }
