@@ -58,7 +58,7 @@ pub(super) struct Turn {
     /// The reply the conversation is claimed for.
     pub(super) reply_id: MessageId,
     /// What the reply holds of the day's token quota.
-    pub(super) reserved: Option<Reservation>,
+    pub(super) reserved: Reservation,
 }
 
 /// The reply of `job_id`, as stored while it is generated.
@@ -98,10 +98,10 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             .submit(&turn.history, webhook.as_deref(), times.deadline)
             .await;
         let job_id = self
-            .job_or_released(user, conversation, reply_id, turn.reserved, submitted)
+            .job_or_released(user, conversation, reply_id, Some(turn.reserved), submitted)
             .await?;
         let waited = self.model.wait(&job_id, times.wait_until).await;
-        let reply = pending_reply(reply_id, job_id, turn.reserved);
+        let reply = pending_reply(reply_id, job_id, Some(turn.reserved));
         let reply = self
             .settle(user, conversation, reply, waited, times.deadline)
             .await?;
@@ -152,16 +152,12 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
     /// What goes to the model, from the conversation's recent complete
     /// messages and the new one, and what its reply reserves: known before
     /// the write that admits the send, which holds the reservation.
-    fn prompt(
-        &self,
-        mut history: Vec<Message>,
-        quota: &mut Quota,
-    ) -> (Vec<Message>, Option<Reservation>) {
+    fn prompt(&self, mut history: Vec<Message>, quota: &mut Quota) -> (Vec<Message>, Reservation) {
         bound_history(&mut history, self.limits.max_chars);
         merge_consecutive_user_turns(&mut history);
         let reserved = self.reservation(&history, quota.day);
         quota.reserve = reserved.tokens;
-        (history, Some(reserved))
+        (history, reserved)
     }
 
     /// A new conversation, titled after its first message, stored with it
@@ -274,7 +270,13 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
                         tracing::error!(error = %e, "the reply could not be stored");
                         let unstorable = ModelError::Failed(super::pending::UNSTORABLE.into());
                         Err(self
-                            .released(user, conversation, &reply, unstorable.into())
+                            .released(
+                                user,
+                                conversation,
+                                reply.id,
+                                reply.reserved,
+                                unstorable.into(),
+                            )
                             .await)
                     }
                     Err(e) => {
@@ -287,7 +289,10 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
                 };
             }
             Ok(Generation::Done(Err(e))) => {
-                return Err(self.released(user, conversation, &reply, e.into()).await)
+                let error = e.into();
+                return Err(self
+                    .released(user, conversation, reply.id, reply.reserved, error)
+                    .await);
             }
             Ok(Generation::Running) => {}
             Err(e) => {
@@ -356,10 +361,9 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
                 tracing::info!(job_id, "model job submitted");
                 Ok(job_id)
             }
-            Err(e) => {
-                let reply = pending_reply(reply, String::new(), reserved);
-                Err(self.released(user, conversation, &reply, e.into()).await)
-            }
+            Err(e) => Err(self
+                .released(user, conversation, reply, reserved, e.into())
+                .await),
         }
     }
 
@@ -383,12 +387,13 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         &self,
         user: &UserId,
         conversation: ConversationId,
-        reply: &Message,
+        reply: MessageId,
+        reserved: Option<Reservation>,
         error: ChatError,
     ) -> ChatError {
         let release = self
             .store
-            .release_claim(user, conversation, reply.id, reply.reserved);
+            .release_claim(user, conversation, reply, reserved);
         if let Err(e) = release.await {
             tracing::warn!(error = %e, "could not release the claim; it lapses on its own");
         }

@@ -156,7 +156,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             user: user.clone(),
             conversation_id,
             user_message,
-            reply: pending_reply(reply_id, String::new(), reserved),
+            reply: pending_reply(reply_id, String::new(), Some(reserved)),
             history,
         })
     }
