@@ -17,6 +17,16 @@ type HmacSha256 = Hmac<Sha256>;
 #[derive(Clone)]
 pub struct Signer {
     key: Vec<u8>,
+    /// The encryption key of [`Signer::seal_secret`], derived from `key`
+    /// once (never the MAC key itself).
+    aead_key: Vec<u8>,
+}
+
+/// HMAC-SHA256 of `label` under `secret`: a 32-byte key for one use.
+fn derive_key(secret: &[u8], label: &str) -> Vec<u8> {
+    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(label.as_bytes());
+    mac.finalize().into_bytes().to_vec()
 }
 
 /// Why a token could not be opened.
@@ -34,11 +44,9 @@ impl Signer {
     /// A key derived from a server secret and a label, so the same secret
     /// yields unrelated keys for unrelated uses.
     pub fn derive(secret: &[u8], label: &str) -> Self {
-        let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
-        mac.update(label.as_bytes());
-        Self {
-            key: mac.finalize().into_bytes().to_vec(),
-        }
+        let key = derive_key(secret, label);
+        let aead_key = derive_key(&key, "aes-256-gcm");
+        Self { key, aead_key }
     }
 
     fn mac(&self, scope: &str, payload: &[u8]) -> HmacSha256 {
@@ -114,10 +122,9 @@ impl Signer {
         Ok(payload)
     }
 
-    /// The encryption key: derived from this signer's, never the MAC key itself.
+    /// The encryption key, ready for one seal or open.
     fn aead(&self) -> LessSafeKey {
-        let key = Self::derive(&self.key, "aes-256-gcm").key;
-        let key = UnboundKey::new(&AES_256_GCM, &key).expect("a 32-byte key");
+        let key = UnboundKey::new(&AES_256_GCM, &self.aead_key).expect("a 32-byte key");
         LessSafeKey::new(key)
     }
 
