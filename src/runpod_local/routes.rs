@@ -1,7 +1,7 @@
 //! The HTTP face: RunPod's queue routes under `/{endpoint_id}/`, each
 //! checking the Bearer key, and the test-only `/_control/` routes.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::{
     body::Bytes,
@@ -61,6 +61,15 @@ impl LocalRunPod {
         }
         Ok(())
     }
+
+    /// Admits a `status` or `stream` request, counts it in `calls` and lets
+    /// results past their retention go first.
+    fn look(&self, headers: &HeaderMap, endpoint: &str, calls: &AtomicU64) -> Result<(), Refusal> {
+        self.admit(headers, endpoint)?;
+        self.purge_expired();
+        calls.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 /// The job's `input` and optional `webhook` from a `run` body.
@@ -104,9 +113,7 @@ async fn status(
     Path((endpoint, job)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Answer {
-    rp.admit(&headers, &endpoint)?;
-    rp.purge_expired();
-    rp.0.counters.status_calls.fetch_add(1, Ordering::Relaxed);
+    rp.look(&headers, &endpoint, &rp.0.counters.status_calls)?;
     rp.view(&job, true).map(Json).ok_or_else(not_found)
 }
 
@@ -115,9 +122,7 @@ async fn stream(
     Path((endpoint, job)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Answer {
-    rp.admit(&headers, &endpoint)?;
-    rp.purge_expired();
-    rp.0.counters.stream_calls.fetch_add(1, Ordering::Relaxed);
+    rp.look(&headers, &endpoint, &rp.0.counters.stream_calls)?;
     rp.stream_view(&job).map(Json).ok_or_else(not_found)
 }
 

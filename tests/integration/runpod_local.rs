@@ -59,6 +59,12 @@ async fn call(url: &str, method: &str, path: &str, key: &str, body: Option<Value
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// A `GET /ep/{route}/{job}` with the right key: `status` or `stream`.
+async fn look(url: &str, route: &str, job: &str) -> (u16, Value) {
+    let path = format!("/ep/{route}/{job}");
+    call(url, "GET", &path, "test-runpod-key", None).await
+}
+
 #[tokio::test]
 async fn the_client_gets_a_labelled_development_reply() {
     let (_, url) = start(Settings::default()).await;
@@ -93,14 +99,7 @@ async fn queued_jobs_are_polled_through_to_completion() {
     let id = job["id"].as_str().unwrap();
     let mut seen = vec![];
     for _ in 0..50 {
-        let (_, j) = call(
-            &url,
-            "GET",
-            &format!("/ep/status/{id}"),
-            "test-runpod-key",
-            None,
-        )
-        .await;
+        let (_, j) = look(&url, "status", id).await;
         let s = j["status"].as_str().unwrap().to_owned();
         if seen.last() != Some(&s) {
             seen.push(s.clone());
@@ -110,14 +109,7 @@ async fn queued_jobs_are_polled_through_to_completion() {
                 .as_str()
                 .unwrap()
                 .starts_with(DEV_REPLY_PREFIX));
-            let (_, stream) = call(
-                &url,
-                "GET",
-                &format!("/ep/stream/{id}"),
-                "test-runpod-key",
-                None,
-            )
-            .await;
+            let (_, stream) = look(&url, "stream", id).await;
             assert_eq!(stream["stream"].as_array().unwrap().len(), 1);
             break;
         }
@@ -206,14 +198,7 @@ async fn results_expire() {
     let done = client.wait(&id, secs(10)).await.unwrap();
     assert!(matches!(done, JobPoll::Done(Ok(_))), "{done:?}");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let (status, _) = call(
-        &url,
-        "GET",
-        &format!("/ep/status/{id}"),
-        "test-runpod-key",
-        None,
-    )
-    .await;
+    let (status, _) = look(&url, "status", &id).await;
     assert_eq!(status, 404);
 }
 

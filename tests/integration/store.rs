@@ -2,6 +2,7 @@
 
 use crate::common;
 use chat_shared::refusal::Refusal;
+use chat_shared::{app::App, runpod::RunPodClient};
 use chrono::{Duration, Utc};
 
 use chat_shared::{
@@ -13,9 +14,20 @@ fn user(name: &str) -> UserId {
     UserId::parse(name).unwrap()
 }
 
-fn new_conversation(title: &str, at: chrono::DateTime<Utc>) -> (Conversation, Message) {
+/// A conversation titled `title`, stored for `owner` with its first message.
+async fn seeded(
+    app: &App<RunPodClient>,
+    owner: &UserId,
+    title: &str,
+    at: chrono::DateTime<Utc>,
+) -> (Conversation, Message) {
     let first = Message::new(Role::User, format!("first message of {title}"), at);
     let c = Conversation::started_with(Title::from_stored(title.to_owned()), &first);
+    app.chat
+        .store()
+        .create_conversation(owner, &c, &first)
+        .await
+        .unwrap();
     (c, first)
 }
 
@@ -31,12 +43,7 @@ async fn create_then_append_then_read_back_in_order() {
     let app = common::app().await;
     let alice = user("alice");
     let t0 = Utc::now();
-    let (conv, first) = new_conversation("files", t0);
-    app.chat
-        .store()
-        .create_conversation(&alice, &conv, &first)
-        .await
-        .unwrap();
+    let (conv, first) = seeded(&app, &alice, "files", t0).await;
 
     let mut expected = vec![first.content.clone()];
     for i in 0..5 {
@@ -84,20 +91,10 @@ async fn list_is_most_recently_updated_first_and_only_the_callers() {
     let t0 = Utc::now();
     let mut ids = Vec::new();
     for i in 0..3 {
-        let (c, m) = new_conversation(&format!("a{i}"), t0 + Duration::seconds(i));
-        app.chat
-            .store()
-            .create_conversation(&alice, &c, &m)
-            .await
-            .unwrap();
+        let (c, _) = seeded(&app, &alice, &format!("a{i}"), t0 + Duration::seconds(i)).await;
         ids.push(c.id);
     }
-    let (bc, bm) = new_conversation("bob's", t0 + Duration::seconds(10));
-    app.chat
-        .store()
-        .create_conversation(&bob, &bc, &bm)
-        .await
-        .unwrap();
+    let (bc, _) = seeded(&app, &bob, "bob's", t0 + Duration::seconds(10)).await;
 
     // A new message moves the oldest conversation to the top.
     let m = Message::new(Role::User, "bump".into(), t0 + Duration::seconds(20));
@@ -132,12 +129,7 @@ async fn list_is_most_recently_updated_first_and_only_the_callers() {
 async fn another_user_can_neither_read_nor_append() {
     let app = common::app().await;
     let (alice, mallory) = (user("alice"), user("mallory"));
-    let (conv, first) = new_conversation("private", Utc::now());
-    app.chat
-        .store()
-        .create_conversation(&alice, &conv, &first)
-        .await
-        .unwrap();
+    let (conv, _) = seeded(&app, &alice, "private", Utc::now()).await;
 
     let read = app
         .chat
@@ -202,12 +194,7 @@ async fn message_pages_walk_back_from_the_newest() {
     let app = common::app().await;
     let alice = user("alice");
     let t0 = Utc::now();
-    let (conv, first) = new_conversation("long", t0);
-    app.chat
-        .store()
-        .create_conversation(&alice, &conv, &first)
-        .await
-        .unwrap();
+    let (conv, first) = seeded(&app, &alice, "long", t0).await;
     let mut all = vec![first.content.clone()];
     for i in 1..=24 {
         let m = Message::new(Role::User, format!("m{i}"), t0 + Duration::milliseconds(i));
@@ -252,12 +239,7 @@ async fn a_cursor_only_works_for_its_own_user_and_list() {
     let t0 = Utc::now();
     let mut convs = Vec::new();
     for i in 0..3 {
-        let (c, m) = new_conversation(&format!("c{i}"), t0 + Duration::seconds(i));
-        app.chat
-            .store()
-            .create_conversation(&alice, &c, &m)
-            .await
-            .unwrap();
+        let (c, _) = seeded(&app, &alice, &format!("c{i}"), t0 + Duration::seconds(i)).await;
         convs.push(c);
     }
     let first = app

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::{
     backend,
-    items::{attr, key_of, s, ConversationItem, Item, MessageItem},
+    items::{attr, conversation_key, key_of, s, ConversationItem, Item, MessageItem},
     messages::{conversation_in, moved_to, Actions, Guard, MOVED, OWNED},
     transact::{
         failed_conditions, live_refused, not_found_or_backend, quota_refused, transaction_failed,
@@ -175,8 +175,7 @@ impl Conversations for DynamoStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .key(keys::PK, s(keys::conversation_pk(user, conversation)))
-            .key(keys::SK, s(keys::CONVERSATION_SK))
+            .set_key(Some(conversation_key(user, conversation)))
             .update_expression("SET title = :title")
             .condition_expression(OWNED)
             .expression_attribute_names("#pk", keys::PK)
@@ -199,8 +198,7 @@ impl Conversations for DynamoStore {
             .client
             .delete_item()
             .table_name(&self.table)
-            .key(keys::PK, s(keys::conversation_pk(user, conversation)))
-            .key(keys::SK, s(keys::CONVERSATION_SK))
+            .set_key(Some(conversation_key(user, conversation)))
             .condition_expression(OWNED)
             .expression_attribute_names("#pk", keys::PK)
             .expression_attribute_names("#user", attr::USER_ID)

@@ -265,6 +265,17 @@ pub(super) fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 
+/// The key of a conversation's own item.
+pub(super) fn conversation_key(user: &UserId, conversation: ConversationId) -> Item {
+    Item::from([
+        (
+            keys::PK.to_owned(),
+            s(keys::conversation_pk(user, conversation)),
+        ),
+        (keys::SK.to_owned(), s(keys::CONVERSATION_SK)),
+    ])
+}
+
 /// Keeps only the named attributes: the key of an item, as a cursor needs it.
 pub(super) fn key_of(item: &Item, names: &[&str]) -> Item {
     names

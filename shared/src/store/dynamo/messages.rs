@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     backend,
-    items::{attr, s, ConversationItem, Item, MessageItem},
+    items::{attr, conversation_key, s, ConversationItem, Item, MessageItem},
     transact::{failed_conditions, live_refused, quota_refused, transaction_failed},
     DynamoStore,
 };
@@ -112,8 +112,7 @@ impl DynamoStore {
         let guarded = guard.values(
             Update::builder()
                 .table_name(&self.table)
-                .key(keys::PK, s(keys::conversation_pk(user, conversation)))
-                .key(keys::SK, s(keys::CONVERSATION_SK))
+                .set_key(Some(conversation_key(user, conversation)))
                 .condition_expression(guard.condition())
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,

@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 
 use super::{
     backend,
-    items::{is_conversation, key_of, s, ConversationItem, Item, MessageItem},
+    items::{conversation_key, is_conversation, key_of, s, ConversationItem, Item, MessageItem},
     DynamoStore,
 };
 use crate::{
@@ -37,8 +37,7 @@ impl DynamoStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .key(keys::PK, s(keys::conversation_pk(user, conversation)))
-            .key(keys::SK, s(keys::CONVERSATION_SK))
+            .set_key(Some(conversation_key(user, conversation)))
             .consistent_read(true)
             .send()
             .await

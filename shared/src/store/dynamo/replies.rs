@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::{
-    items::{attr, s, Item},
+    items::{attr, conversation_key, s, Item},
     messages::{moved_to, Actions, Guard, MOVED},
     transact::{failed_conditions, n, transact, transaction_failed, update_item},
     DynamoStore,
@@ -155,8 +155,7 @@ impl Replies for DynamoStore {
     ) -> Result<(), StoreError> {
         let release = Update::builder()
             .table_name(&self.table)
-            .key(keys::PK, s(keys::conversation_pk(user, conversation)))
-            .key(keys::SK, s(keys::CONVERSATION_SK))
+            .set_key(Some(conversation_key(user, conversation)))
             .update_expression("REMOVE #pending, #claimed")
             .condition_expression(Guard::ClaimedBy(reply).condition())
             .expression_attribute_names("#pk", keys::PK)
