@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole API on http://localhost:8001, in one command:
 #   DynamoDB Local (data kept in .local/dynamodb) with the table of template.yaml,
-#   a local RunPod endpoint unless RUNPOD_API_KEY and RUNPOD_ENDPOINT_ID are set,
+#   a local RunPod endpoint unless RUNPOD_API_KEY and RUNPOD_ENDPOINT_ID (or
+#   RUNPOD_MODELS, the catalogue) are set; the local endpoint serves every
+#   endpoint id of RUNPOD_MODELS,
 #   and `cargo lambda watch` serving the three functions under their real paths.
 # Ctrl-C stops everything it started.
 set -euo pipefail
@@ -31,11 +33,15 @@ export JWT_SECRET=${JWT_SECRET:-local-development-secret-do-not-deploy}
 export SIGNING_SECRET=${SIGNING_SECRET:-local-signing-secret-do-not-deploy}
 # The local RunPod endpoint delivers finished jobs here (a real RunPod
 # cannot reach localhost: with real credentials, pending replies complete on read).
-if [ -z "${RUNPOD_API_KEY:-}" ] || [ -z "${RUNPOD_ENDPOINT_ID:-}" ]; then
+REAL_RUNPOD=
+if [ -n "${RUNPOD_API_KEY:-}" ] && [ -n "${RUNPOD_ENDPOINT_ID:-}${RUNPOD_MODELS:-}" ]; then
+  REAL_RUNPOD=1
+fi
+if [ -z "$REAL_RUNPOD" ]; then
   export WEBHOOK_BASE_URL=${WEBHOOK_BASE_URL:-http://127.0.0.1:$PORT/api/chat/runpod/webhook}
 fi
-if [ -n "${RUNPOD_API_KEY:-}" ] && [ -n "${RUNPOD_ENDPOINT_ID:-}" ]; then
-  echo "using the real RunPod endpoint $RUNPOD_ENDPOINT_ID" >&2
+if [ -n "$REAL_RUNPOD" ]; then
+  echo "using the real RunPod endpoint(s) ${RUNPOD_ENDPOINT_ID:-of RUNPOD_MODELS}" >&2
 else
   export RUNPOD_API_KEY=local-runpod-key RUNPOD_ENDPOINT_ID=local-endpoint
   export RUNPOD_BASE_URL="http://127.0.0.1:$RUNPOD_LOCAL_PORT"

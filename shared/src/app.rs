@@ -146,15 +146,17 @@ impl<S> App<(), S> {
         Self {
             auth: Authenticator::new(&config, &signing),
             env: Environment::process(),
-            chat: Chat::new(store, webhooks, limits, pending).with_quota(QuotaLimits {
-                messages: config.user_daily_message_limit,
-                tokens: config.user_daily_token_limit,
-                generations: config.user_max_concurrent_generations,
-                // A pending reply settles by this age (the read that finds
-                // it older fails it); a send's own claim by Lambda's 15 min.
-                generation_lifetime: config.pending_max_age
-                    + std::time::Duration::from_secs(15 * 60),
-            }),
+            chat: Chat::new(store, webhooks, limits, pending)
+                .with_catalogue(config.models.clone())
+                .with_quota(QuotaLimits {
+                    messages: config.user_daily_message_limit,
+                    tokens: config.user_daily_token_limit,
+                    generations: config.user_max_concurrent_generations,
+                    // A pending reply settles by this age (the read that finds
+                    // it older fails it); a send's own claim by Lambda's 15 min.
+                    generation_lifetime: config.pending_max_age
+                        + std::time::Duration::from_secs(15 * 60),
+                }),
             config,
         }
     }
@@ -173,8 +175,18 @@ impl<M, S> App<M, S> {
 
     /// The RunPod client its environment configures (`RUNPOD_API_KEY` read
     /// like the other secrets).
+    /// Every model of the catalogue needs its endpoint here.
     pub fn runpod(&self) -> Result<RunPodClient, lambda_http::Error> {
         let config = RunPodConfig::from_lookup(|name| self.env.get(name))?;
+        if self
+            .config
+            .models
+            .models()
+            .iter()
+            .any(|m| m.endpoint_id.is_empty())
+        {
+            return Err(ConfigError::Missing("RUNPOD_ENDPOINT_ID").into());
+        }
         Ok(RunPodClient::new(config)?)
     }
 

@@ -78,6 +78,9 @@ pub struct Config {
     pub dynamodb_timeout: Duration,
     /// Most pending replies one read checks at RunPod.
     pub pending_checks_per_read: usize,
+    /// The models conversations choose from (`RUNPOD_MODELS`), and the
+    /// default instructions (`SYSTEM_PROMPT`).
+    pub models: crate::catalogue::Catalogue,
 }
 
 /// How the conversation is sent to the worker (`RUNPOD_INPUT_FORMAT`).
@@ -94,16 +97,8 @@ pub enum InputFormat {
 pub struct RunPodConfig {
     /// The API base; requests go to `{base_url}/{endpoint_id}/...`.
     pub base_url: String,
-    /// The serverless endpoint.
-    pub endpoint_id: String,
     /// The RunPod API key.
     pub api_key: Secret,
-    /// How the conversation is sent to the worker.
-    pub input_format: InputFormat,
-    /// A system message sent first, when set.
-    pub system_prompt: Option<String>,
-    /// The reply's token limit (`sampling_params.max_tokens`).
-    pub max_tokens: u32,
     /// Timeout of one HTTP call (`run`, `status`).
     pub request_timeout: Duration,
     /// Retries after the first attempt: of `status` after 429, 5xx,
@@ -199,6 +194,7 @@ impl Config {
                 vars.number("DYNAMODB_ATTEMPT_TIMEOUT_MS", 1_000)?,
             ),
             dynamodb_timeout: Duration::from_millis(vars.number("DYNAMODB_TIMEOUT_MS", 2_000)?),
+            models: crate::catalogue::Catalogue::from_lookup(&get)?,
         })
     }
 
@@ -237,35 +233,14 @@ impl RunPodConfig {
     /// Reads the configuration through `get`, so tests need not touch the process environment.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let vars = Vars(&get);
-        let input_format = match vars.optional("RUNPOD_INPUT_FORMAT").as_deref() {
-            None | Some("messages") => InputFormat::Messages,
-            Some("prompt") => InputFormat::Prompt,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    name: "RUNPOD_INPUT_FORMAT",
-                    reason: format!("{other:?} is neither \"messages\" nor \"prompt\""),
-                })
-            }
-        };
         let base_url = vars
             .optional("RUNPOD_BASE_URL")
             .unwrap_or_else(|| DEFAULT_RUNPOD_BASE_URL.to_owned())
             .trim_end_matches('/')
             .to_owned();
-        let endpoint_id = vars.required("RUNPOD_ENDPOINT_ID")?;
-        if endpoint_id.contains('/') {
-            return Err(ConfigError::Invalid {
-                name: "RUNPOD_ENDPOINT_ID",
-                reason: "must not contain '/'".into(),
-            });
-        }
         Ok(Self {
             base_url,
-            endpoint_id,
             api_key: Secret(vars.required("RUNPOD_API_KEY")?),
-            input_format,
-            system_prompt: vars.optional("SYSTEM_PROMPT"),
-            max_tokens: vars.number("RUNPOD_MAX_TOKENS", 1024)?,
             request_timeout: Duration::from_millis(
                 vars.number("RUNPOD_REQUEST_TIMEOUT_MS", 10_000)?,
             ),
@@ -341,7 +316,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(r.base_url, DEFAULT_RUNPOD_BASE_URL);
-        assert_eq!(r.input_format, InputFormat::Messages);
+        assert_eq!(c.models.default_model().input_format, InputFormat::Messages);
     }
 
     #[test]
@@ -363,9 +338,9 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("USER_MAX_CONCURRENT_GENERATIONS"));
-        let err = RunPodConfig::from_lookup(lookup(&[
+        let err = Config::from_lookup(lookup(&[
+            ("TABLE_NAME", "t"),
             ("RUNPOD_ENDPOINT_ID", "ep"),
-            ("RUNPOD_API_KEY", "k"),
             ("RUNPOD_INPUT_FORMAT", "xml"),
         ]))
         .unwrap_err();

@@ -4,8 +4,9 @@
 //! # Layout
 //!
 //! - [`config`]: `Config` / `RunPodConfig` from the environment, read once per cold start.
+//! - [`catalogue`]: the models conversations choose from (`RUNPOD_MODELS`), each on its RunPod endpoint.
 //! - [`auth`]: Bearer JWT (HS256, `JWT_SECRET`) to a `UserId`.
-//! - [`domain`]: ids, validated message content, titles, conversations, messages, token usage.
+//! - [`domain`]: ids, validated message content, titles, conversations, messages, settings, token usage.
 //! - [`store`]: the store traits by capability (`Store` is all of them), their DynamoDB implementation,
 //!   every key format (`store::keys`) and signed page cursors (`store::cursor`).
 //! - [`runpod`]: the RunPod serverless client: job input, polling, retries, output parsing.
@@ -25,6 +26,7 @@
 pub mod app;
 pub mod auth;
 pub mod call_log;
+pub mod catalogue;
 pub mod chat;
 pub mod config;
 pub mod deadline;

@@ -5,10 +5,12 @@
 use std::time::Duration;
 
 use chat_shared::{
+    catalogue::Catalogue,
+    chat::{Prompt, Sampling},
     config::RunPodConfig,
     domain::Completion,
     domain::{Message, Role},
-    runpod::{JobPoll, RunPodClient, RunPodError},
+    runpod::{build_input, JobPoll, RunPodClient, RunPodError},
 };
 use chrono::Utc;
 use serde_json::{json, Value};
@@ -48,12 +50,41 @@ fn client(server: &MockServer, extra: &[(&str, &str)]) -> RunPodClient {
     RunPodClient::new(config).unwrap()
 }
 
-fn history() -> Vec<Message> {
-    vec![Message::new(
+/// The endpoint every test's client calls.
+const EP: &str = "ep1";
+
+/// A job's input for one question, as the catalogue's default model
+/// (`RUNPOD_ENDPOINT_ID` ep1, the messages format) builds it.
+fn input() -> Value {
+    input_with(&[])
+}
+
+/// The same, with the catalogue's variables `extra` set too.
+fn input_with(extra: &[(&str, &str)]) -> Value {
+    let history = vec![Message::new(
         Role::User,
         "How do I organize patient files?".into(),
         Utc::now(),
-    )]
+    )];
+    let catalogue = Catalogue::from_lookup(&|k: &str| {
+        let set = extra.iter().find(|(name, _)| *name == k);
+        let value = set
+            .map(|(_, v)| *v)
+            .or((k == "RUNPOD_ENDPOINT_ID").then_some(EP));
+        value.map(str::to_owned)
+    })
+    .unwrap();
+    let model = catalogue.default_model();
+    build_input(&Prompt {
+        model,
+        instructions: catalogue.system_prompt.as_deref(),
+        sampling: Sampling {
+            max_tokens: model.max_output_tokens,
+            temperature: None,
+            top_p: None,
+        },
+        history: &history,
+    })
 }
 
 fn deadline(secs: u64) -> Instant {
@@ -129,7 +160,8 @@ async fn submit_posts_the_history_the_key_and_the_webhook() {
         .await;
     let id = client(&server, &[])
         .submit(
-            &history(),
+            EP,
+            input(),
             Some("https://api.example/hook/t1"),
             deadline(10),
         )
@@ -143,7 +175,7 @@ async fn submit_without_a_webhook_sends_none() {
     let server = MockServer::start().await;
     run_answers(&server, ok(job("IN_QUEUE"))).await;
     client(&server, &[])
-        .submit(&history(), None, deadline(10))
+        .submit(EP, input(), None, deadline(10))
         .await
         .unwrap();
     let body: Value =
@@ -163,7 +195,7 @@ async fn a_429_is_retried_after_retry_after() {
     run_answers(&server, ok(job("IN_QUEUE"))).await;
     let started = std::time::Instant::now();
     let id = client(&server, &[])
-        .submit(&history(), None, deadline(10))
+        .submit(EP, input(), None, deadline(10))
         .await
         .unwrap();
     assert_eq!(id, "job-1");
@@ -185,7 +217,7 @@ async fn a_5xx_on_run_is_not_retried() {
     )
     .await;
     let err = client(&server, &[("RUNPOD_MAX_RETRIES", "2")])
-        .submit(&history(), None, deadline(10))
+        .submit(EP, input(), None, deadline(10))
         .await
         .unwrap_err();
     assert!(
@@ -201,7 +233,7 @@ async fn persistent_5xx_on_status_exhaust_the_retries() {
     let server = MockServer::start().await;
     status_answers(&server, ResponseTemplate::new(503), None).await;
     let err = client(&server, &[("RUNPOD_MAX_RETRIES", "2")])
-        .poll("job-1", deadline(10))
+        .poll(EP, "job-1", deadline(10))
         .await
         .unwrap_err();
     assert!(
@@ -218,13 +250,13 @@ async fn an_answer_over_the_byte_cap_is_refused() {
     let huge = completed(json!("x".repeat(5_000)));
     status_answers(&server, ok(huge.clone()), None).await;
     let capped = client(&server, &[("RUNPOD_MAX_RESPONSE_BYTES", "4096")]);
-    let err = capped.poll("job-1", deadline(10)).await.unwrap_err();
+    let err = capped.poll(EP, "job-1", deadline(10)).await.unwrap_err();
     assert!(
         matches!(&err, RunPodError::InvalidResponse(m) if m.contains("4096 bytes")),
         "{err:?}"
     );
     let roomy = client(&server, &[("RUNPOD_MAX_RESPONSE_BYTES", "8192")]);
-    let text = reply(roomy.poll("job-1", deadline(10)).await.unwrap())
+    let text = reply(roomy.poll(EP, "job-1", deadline(10)).await.unwrap())
         .unwrap()
         .text;
     assert_eq!(text.len(), 5_000);
@@ -249,7 +281,7 @@ async fn an_error_answer_is_read_only_to_its_start() {
     });
     let server = MockServer::start().await;
     let err = client(&server, &[("RUNPOD_BASE_URL", &base)])
-        .submit(&history(), None, deadline(10))
+        .submit(EP, input(), None, deadline(10))
         .await
         .unwrap_err();
     let RunPodError::Status { status, body } = &err else {
@@ -271,12 +303,12 @@ async fn a_job_id_runpod_never_gives_is_not_put_in_a_url() {
         "",
         &"a".repeat(129),
     ] {
-        let err = client.poll(id, deadline(5)).await.unwrap_err();
+        let err = client.poll(EP, id, deadline(5)).await.unwrap_err();
         assert!(
             matches!(err, RunPodError::Status { status: 404, .. }),
             "{id:?}: {err:?}"
         );
-        assert!(client.cancel(id, deadline(5)).await.is_err(), "{id:?}");
+        assert!(client.cancel(EP, id, deadline(5)).await.is_err(), "{id:?}");
     }
     let requests = server.received_requests().await.unwrap();
     assert!(requests.is_empty(), "{requests:?}");
@@ -291,7 +323,7 @@ async fn client_errors_are_not_retried() {
     )
     .await;
     let err = client(&server, &[])
-        .submit(&history(), None, deadline(10))
+        .submit(EP, input(), None, deadline(10))
         .await
         .unwrap_err();
     assert!(
@@ -310,7 +342,7 @@ async fn a_submission_that_times_out_is_not_sent_again() {
     )
     .await;
     let err = client(&server, &[])
-        .submit(&history(), None, deadline(10))
+        .submit(EP, input(), None, deadline(10))
         .await
         .unwrap_err();
     assert!(matches!(err, RunPodError::Transport(_)), "{err:?}");
@@ -328,7 +360,8 @@ async fn a_submission_past_the_deadline_is_a_timeout() {
     .await;
     let err = client(&server, &[("RUNPOD_REQUEST_TIMEOUT_MS", "10000")])
         .submit(
-            &history(),
+            EP,
+            input(),
             None,
             Instant::now() + Duration::from_millis(300),
         )
@@ -349,9 +382,9 @@ async fn poll_asks_once_and_reads_the_job() {
         .mount(&server)
         .await;
     let c = client(&server, &[]);
-    let first = c.poll("job-1", deadline(10)).await.unwrap();
+    let first = c.poll(EP, "job-1", deadline(10)).await.unwrap();
     assert!(matches!(first, JobPoll::Running), "{first:?}");
-    let second = reply(c.poll("job-1", deadline(10)).await.unwrap()).unwrap();
+    let second = reply(c.poll(EP, "job-1", deadline(10)).await.unwrap()).unwrap();
     assert_eq!(second.text, "Done.");
     assert_eq!(requests_to(&server, "/ep1/status/job-1").await.len(), 2);
 }
@@ -361,7 +394,7 @@ async fn a_job_runpod_no_longer_knows_is_a_404() {
     let server = MockServer::start().await;
     status_answers(&server, ResponseTemplate::new(404), None).await;
     let err = client(&server, &[])
-        .poll("job-1", deadline(10))
+        .poll(EP, "job-1", deadline(10))
         .await
         .unwrap_err();
     assert!(
@@ -378,7 +411,7 @@ async fn wait_polls_with_growing_delays_until_the_job_is_final() {
     status_answers(&server, ok(completed(json!("Done."))), None).await;
     let started = std::time::Instant::now();
     let poll = client(&server, &[])
-        .wait("job-1", deadline(10))
+        .wait(EP, "job-1", deadline(10))
         .await
         .unwrap();
     assert_eq!(reply(poll).unwrap().text, "Done.");
@@ -398,7 +431,7 @@ async fn wait_leaves_a_running_job_at_the_end_of_the_wait() {
     status_answers(&server, ok(job("IN_PROGRESS")), None).await;
     let started = std::time::Instant::now();
     let poll = client(&server, &[])
-        .wait("job-1", Instant::now() + Duration::from_millis(300))
+        .wait(EP, "job-1", Instant::now() + Duration::from_millis(300))
         .await
         .unwrap();
     assert!(matches!(poll, JobPoll::Running), "{poll:?}");
@@ -418,7 +451,7 @@ async fn a_status_call_that_times_out_is_retried() {
     .await;
     status_answers(&server, ok(completed(json!("late but fine"))), None).await;
     let poll = client(&server, &[])
-        .poll("job-1", deadline(10))
+        .poll(EP, "job-1", deadline(10))
         .await
         .unwrap();
     assert_eq!(reply(poll).unwrap().text, "late but fine");
@@ -441,7 +474,7 @@ async fn final_jobs_end_as_their_status_says() {
         let server = MockServer::start().await;
         status_answers(&server, ok(final_job), None).await;
         let poll = client(&server, &[])
-            .poll("job-1", deadline(10))
+            .poll(EP, "job-1", deadline(10))
             .await
             .unwrap();
         let err = reply(poll).unwrap_err();
@@ -471,7 +504,7 @@ async fn every_worker_output_shape_is_read() {
         let server = MockServer::start().await;
         status_answers(&server, ok(completed(output)), None).await;
         let poll = client(&server, &[])
-            .poll("job-1", deadline(10))
+            .poll(EP, "job-1", deadline(10))
             .await
             .unwrap();
         assert_eq!(reply(poll).unwrap().text, text);
@@ -488,7 +521,7 @@ async fn garbage_answers_are_errors() {
     ] {
         let server = MockServer::start().await;
         status_answers(&server, body, None).await;
-        let err = match client(&server, &[]).poll("job-1", deadline(10)).await {
+        let err = match client(&server, &[]).poll(EP, "job-1", deadline(10)).await {
             Ok(poll) => reply(poll).unwrap_err(),
             Err(e) => e,
         };
@@ -504,7 +537,7 @@ async fn garbage_answers_are_errors() {
     let server = MockServer::start().await;
     run_answers(&server, ok(json!({"status": "IN_QUEUE"}))).await;
     let err = client(&server, &[])
-        .submit(&history(), None, deadline(10))
+        .submit(EP, input(), None, deadline(10))
         .await
         .unwrap_err();
     assert!(matches!(err, RunPodError::InvalidResponse(_)), "{err:?}");
@@ -522,12 +555,10 @@ async fn prompt_format_and_system_prompt_are_sent() {
         .expect(1)
         .mount(&server)
         .await;
-    let c = client(
-        &server,
-        &[
-            ("RUNPOD_INPUT_FORMAT", "prompt"),
-            ("SYSTEM_PROMPT", "Be brief."),
-        ],
-    );
-    c.submit(&history(), None, deadline(10)).await.unwrap();
+    let input = input_with(&[
+        ("RUNPOD_INPUT_FORMAT", "prompt"),
+        ("SYSTEM_PROMPT", "Be brief."),
+    ]);
+    let c = client(&server, &[]);
+    c.submit(EP, input, None, deadline(10)).await.unwrap();
 }

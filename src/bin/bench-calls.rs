@@ -26,9 +26,10 @@ use chat_service_dev::{
 };
 use chat_shared::{
     app::load_aws_config,
+    chat::{Prompt, Sampling},
     config::{Config, RunPodConfig},
     domain::{ConversationId, Message, MessageId, Role, UserId},
-    runpod::RunPodClient,
+    runpod::{build_input, RunPodClient},
     store::{keys, prelude::*, PageRequest},
     App,
 };
@@ -153,16 +154,42 @@ impl Scene {
         let id = seed_messages(&app, user.as_str(), HISTORY as usize + 10).await;
         let history: Vec<Message> = (0..HISTORY).map(|_| user_message()).collect();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(24 * 3600);
-        let job = model.submit(&history, None, deadline).await.unwrap();
-        Scene {
+        let mut scene = Scene {
             app,
             model,
             user,
             id,
             history,
-            job,
+            job: String::new(),
             deadline,
-        }
+        };
+        scene.job = scene
+            .model
+            .submit(scene.endpoint(), scene.input(), None, deadline)
+            .await
+            .unwrap();
+        scene
+    }
+
+    /// The default model's endpoint.
+    fn endpoint(&self) -> &str {
+        &self.app.chat.catalogue().default_model().endpoint_id
+    }
+
+    /// The job input a send of `history` builds for the default model.
+    fn input(&self) -> Value {
+        let catalogue = self.app.chat.catalogue();
+        let model = catalogue.default_model();
+        build_input(&Prompt {
+            model,
+            instructions: catalogue.system_prompt.as_deref(),
+            sampling: Sampling {
+                max_tokens: model.max_output_tokens,
+                temperature: None,
+                top_p: None,
+            },
+            history: &self.history,
+        })
     }
 
     /// The service's own calls: `DynamoStore` and `RunPodClient`.
@@ -192,13 +219,17 @@ impl Scene {
             .await,
             measure("RunPodClient: run (20 messages)", n, || async {
                 self.model
-                    .submit(&self.history, None, self.deadline)
+                    .submit(self.endpoint(), self.input(), None, self.deadline)
                     .await
                     .unwrap();
             })
             .await,
             measure("RunPodClient: status", n, || async {
-                self.model.poll(&self.job, self.deadline).await.unwrap();
+                let endpoint = self.endpoint();
+                self.model
+                    .poll(endpoint, &self.job, self.deadline)
+                    .await
+                    .unwrap();
             })
             .await,
         ]
@@ -246,7 +277,7 @@ impl Scene {
     /// A bare HTTP exchange on loopback: the floor every call pays.
     async fn bare_row(&self, n: usize) -> Value {
         let config = self.model.config();
-        let health = format!("{}/{}/health", config.base_url, config.endpoint_id);
+        let health = format!("{}/{}/health", config.base_url, self.endpoint());
         let bare = reqwest::Client::new();
         measure(
             "bare HTTP exchange (GET, tiny body, loopback)",

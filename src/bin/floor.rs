@@ -26,10 +26,11 @@
 use std::time::Duration;
 
 use chat_shared::{
+    chat::{Prompt, Sampling},
     deadline::hold_lapses,
     domain::{Claim, Conversation, Message, MessageContent, MessageId, Role, Title, UserId},
     http::CONVERSATIONS_PAGE_DEFAULT,
-    runpod::{JobPoll, RunPodClient},
+    runpod::{build_input, JobPoll, RunPodClient},
     store::{prelude::*, PageRequest},
     App,
 };
@@ -117,8 +118,21 @@ impl Floor {
         let mut reply = Message::new(Role::Assistant, String::new(), chrono::Utc::now());
         reply.id = claim.reply;
         if runpod {
-            let job = model.submit(&[first], None, deadline).await?;
-            let JobPoll::Done(Ok(completion)) = model.wait(&job, deadline).await? else {
+            // The job's input as the send builds it, for the default model.
+            let spec = app.chat.catalogue().default_model();
+            let input = build_input(&Prompt {
+                model: spec,
+                instructions: app.chat.catalogue().system_prompt.as_deref(),
+                sampling: Sampling {
+                    max_tokens: spec.max_output_tokens,
+                    temperature: None,
+                    top_p: None,
+                },
+                history: &[first],
+            });
+            let endpoint = &spec.endpoint_id;
+            let job = model.submit(endpoint, input, None, deadline).await?;
+            let JobPoll::Done(Ok(completion)) = model.wait(endpoint, &job, deadline).await? else {
                 return Err("the job was not done when polled".into());
             };
             reply.settle(completion.kept(app.config.max_reply_chars));

@@ -45,6 +45,10 @@ impl Status {
 }
 
 pub(super) struct Job {
+    /// The endpoint it was submitted to: RunPod's job operations name the
+    /// endpoint (`/v2/{endpoint_id}/status/{job_id}`, docs "Job
+    /// operations"), and a job is not found at another one.
+    endpoint: String,
     pub(super) status: Status,
     output: Option<Value>,
     error: Option<String>,
@@ -65,12 +69,21 @@ pub(super) struct Job {
 }
 
 impl LocalRunPod {
-    /// Queues a job for `input`; its id.
-    pub(super) fn submit(&self, input: Value, webhook: Option<String>) -> String {
+    /// Whether job `id` is known at `endpoint`.
+    pub(super) fn at(&self, endpoint: &str, id: &str) -> bool {
+        let jobs = self.0.jobs.lock().unwrap();
+        jobs.get(id).is_some_and(|j| j.endpoint == endpoint)
+    }
+
+    /// Queues a job for `input` at `endpoint`; its id.
+    pub(super) fn submit(&self, endpoint: &str, input: Value, webhook: Option<String>) -> String {
         self.0.counters.submitted.fetch_add(1, Ordering::Relaxed);
+        let submission = (endpoint.to_owned(), input.clone());
+        self.0.submissions.lock().unwrap().push(submission);
         let id = format!("local-{}", uuid::Uuid::new_v4());
         let release = Arc::new(Notify::new());
         let job = Job {
+            endpoint: endpoint.to_owned(),
             status: Status::InQueue,
             output: None,
             error: None,

@@ -45,6 +45,8 @@ struct Inner {
     /// When the endpoint was made (the `run` throttle counts from here).
     started: std::time::Instant,
     jobs: Mutex<HashMap<String, jobs::Job>>,
+    /// Every `run`'s endpoint and `input`, in order.
+    submissions: Mutex<Vec<(String, serde_json::Value)>>,
     counters: Counters,
     http: reqwest::Client,
 }
@@ -60,6 +62,7 @@ impl LocalRunPod {
             settings,
             started: std::time::Instant::now(),
             jobs: Mutex::new(HashMap::new()),
+            submissions: Mutex::new(Vec::new()),
             counters: Counters::default(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(300))
@@ -91,6 +94,11 @@ impl LocalRunPod {
                 j.release.notify_one();
             }
         }
+    }
+
+    /// Every job's endpoint and `input` as `run` received them, oldest first.
+    pub fn submissions(&self) -> Vec<(String, serde_json::Value)> {
+        self.0.submissions.lock().unwrap().clone()
     }
 
     /// Jobs submitted so far.

@@ -56,19 +56,33 @@ impl LocalRunPod {
         if !authorized {
             return Err(refuse(StatusCode::UNAUTHORIZED, "Unauthorized"));
         }
-        if s.endpoint_id.as_deref().is_some_and(|e| e != endpoint) {
+        if s.endpoint_ids
+            .as_ref()
+            .is_some_and(|ids| !ids.iter().any(|e| e == endpoint))
+        {
             return Err(refuse(StatusCode::NOT_FOUND, "endpoint not found"));
         }
         Ok(())
     }
 
-    /// Admits a `status` or `stream` request, counts it in `calls` and lets
-    /// results past their retention go first.
-    fn look(&self, headers: &HeaderMap, endpoint: &str, calls: &AtomicU64) -> Result<(), Refusal> {
+    /// Admits a `status` or `stream` request for `job`, counts it in
+    /// `calls` and lets results past their retention go first. A job of
+    /// another endpoint is not found.
+    fn look(
+        &self,
+        headers: &HeaderMap,
+        endpoint: &str,
+        job: &str,
+        calls: &AtomicU64,
+    ) -> Result<(), Refusal> {
         self.admit(headers, endpoint)?;
         self.purge_expired();
         calls.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        if self.at(endpoint, job) {
+            Ok(())
+        } else {
+            Err(not_found())
+        }
     }
 }
 
@@ -104,7 +118,7 @@ async fn run(
     }
     rp.purge_expired();
     let (input, webhook) = job_input(&body).map_err(IntoResponse::into_response)?;
-    let id = rp.submit(input, webhook);
+    let id = rp.submit(&endpoint, input, webhook);
     Ok(Json(json!({"id": id, "status": "IN_QUEUE"})))
 }
 
@@ -113,7 +127,7 @@ async fn status(
     Path((endpoint, job)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Answer {
-    rp.look(&headers, &endpoint, &rp.0.counters.status_calls)?;
+    rp.look(&headers, &endpoint, &job, &rp.0.counters.status_calls)?;
     rp.view(&job, true).map(Json).ok_or_else(not_found)
 }
 
@@ -122,7 +136,7 @@ async fn stream(
     Path((endpoint, job)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Answer {
-    rp.look(&headers, &endpoint, &rp.0.counters.stream_calls)?;
+    rp.look(&headers, &endpoint, &job, &rp.0.counters.stream_calls)?;
     rp.stream_view(&job).map(Json).ok_or_else(not_found)
 }
 
@@ -133,6 +147,9 @@ async fn cancel(
 ) -> Answer {
     rp.admit(&headers, &endpoint)?;
     rp.0.counters.cancels.fetch_add(1, Ordering::Relaxed);
+    if !rp.at(&endpoint, &job) {
+        return Err(not_found());
+    }
     rp.set(&job, Status::Cancelled, Ok(None));
     let v = rp.view(&job, false).ok_or_else(not_found)?;
     Ok(Json(json!({"id": job, "status": v["status"]})))

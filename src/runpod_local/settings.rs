@@ -3,6 +3,8 @@
 
 use std::{str::FromStr, time::Duration};
 
+use chat_shared::catalogue::Catalogue;
+
 /// Marks every reply of the development responder, so nobody mistakes it
 /// for a model's answer.
 pub const DEV_REPLY_PREFIX: &str = "[local development responder: no AI model was called]";
@@ -28,8 +30,9 @@ pub enum Responder {
 pub struct Settings {
     /// Required Bearer key; `None` accepts any key (but still requires one).
     pub api_key: Option<String>,
-    /// Only this endpoint id is served; `None` serves any.
-    pub endpoint_id: Option<String>,
+    /// Only these endpoint ids are served; `None` serves any. From
+    /// `RUNPOD_MODELS` (every model's `endpoint_id`), else `RUNPOD_ENDPOINT_ID`.
+    pub endpoint_ids: Option<Vec<String>>,
     /// Time a job spends `IN_QUEUE`.
     pub queue_delay: Duration,
     /// Time a job spends `IN_PROGRESS` (at least the responder's own time).
@@ -60,7 +63,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             api_key: None,
-            endpoint_id: None,
+            endpoint_ids: None,
             queue_delay: Duration::ZERO,
             execution_time: Duration::from_millis(50),
             execution_timeout: None,
@@ -86,7 +89,7 @@ impl Settings {
         let ms = |name| vars.number(name).map(|v| v.map(Duration::from_millis));
         Ok(Self {
             api_key: vars.text("RUNPOD_API_KEY"),
-            endpoint_id: vars.text("RUNPOD_ENDPOINT_ID"),
+            endpoint_ids: endpoint_ids(vars)?,
             queue_delay: ms("RUNPOD_LOCAL_QUEUE_MS")?.unwrap_or_default(),
             execution_time: ms("RUNPOD_LOCAL_EXEC_MS")?.unwrap_or(Duration::from_millis(300)),
             execution_timeout: ms("RUNPOD_LOCAL_EXECUTION_TIMEOUT_MS")?,
@@ -106,6 +109,24 @@ impl Settings {
             responder: Responder::from_vars(vars),
         })
     }
+}
+
+/// The endpoint ids the service's catalogue names, read as the service
+/// reads it ([`Catalogue`]): one endpoint per model of `RUNPOD_MODELS`, or
+/// `RUNPOD_ENDPOINT_ID` alone.
+fn endpoint_ids(vars: &Vars) -> Result<Option<Vec<String>>, String> {
+    if vars.text("RUNPOD_MODELS").is_none() {
+        return Ok(vars.text("RUNPOD_ENDPOINT_ID").map(|id| vec![id]));
+    }
+    let catalogue =
+        Catalogue::from_lookup(&|name: &str| vars.text(name)).map_err(|e| e.to_string())?;
+    Ok(Some(
+        catalogue
+            .models()
+            .iter()
+            .map(|m| m.endpoint_id.clone())
+            .collect(),
+    ))
 }
 
 impl Responder {

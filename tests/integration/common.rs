@@ -45,6 +45,8 @@ pub fn config_with(table: &str, extra: &[(&str, &str)]) -> Config {
         ("TABLE_NAME", table),
         ("JWT_SECRET", DEV_JWT_SECRET),
         ("SIGNING_SECRET", DEV_SIGNING_SECRET),
+        // The catalogue's one model, as a deployment without RUNPOD_MODELS has it.
+        ("RUNPOD_ENDPOINT_ID", "test-endpoint"),
     ];
     Config::from_lookup(lookup(&defaults, extra)).unwrap()
 }

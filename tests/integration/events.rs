@@ -7,7 +7,8 @@ use chat_shared::webhook::Webhooks;
 use chat_shared::{
     chat::QuotaLimits,
     domain::{
-        Claim, Conversation, ConversationId, Message, MessageId, MessageStatus, Role, Title, UserId,
+        Claim, Conversation, ConversationId, Message, MessageId, MessageStatus, Role,
+        SettingsPatch, Title, UserId,
     },
     http,
     runpod::RunPodClient,
@@ -25,7 +26,7 @@ const SAMPLE_REPLY: &str = "019ab000-0000-7000-8000-000000000001";
 fn expected_status(file: &str) -> u16 {
     match file {
         "send-new.json" | "send-existing.json" | "list.json" | "get.json" | "rename.json" => 200,
-        "usage.json" => 200,
+        "usage.json" | "models.json" => 200,
         "delete.json" => 204,
         "runpod-webhook.json" => 200,
         "runpod-webhook-bad-token.json" => 401,
@@ -142,6 +143,7 @@ async fn every_sample_event_gets_its_documented_status() {
                 },
                 truncated: false,
                 reserved: None,
+                model: None,
             };
             // Claimed by the send that stored the question, as a send does.
             let question = Message::new(Role::User, "a question".into(), Utc::now());
@@ -152,7 +154,14 @@ async fn every_sample_event_gets_its_documented_status() {
             let store = app.chat.store();
             let unlimited = QuotaLimits::default().at(Utc::now());
             store
-                .append_and_claim(&alice, seeded.id, &question, &claim, &unlimited)
+                .append_and_claim(
+                    &alice,
+                    seeded.id,
+                    &question,
+                    &claim,
+                    &unlimited,
+                    &SettingsPatch::default(),
+                )
                 .await
                 .unwrap();
             store
@@ -213,6 +222,7 @@ async fn every_sample_event_gets_its_documented_status() {
             "DELETE /api/chat/conversations/{id}" => http::delete_conversation(&app, req).await,
             "POST /api/chat/runpod/webhook/{token}" => http::runpod_webhook(&hooks_app, req).await,
             "GET /api/chat/usage" => http::get_usage(&app, req).await,
+            "GET /api/chat/models" => http::list_models(&app, req).await,
             "POST /api/chat/conversations/{id}/stop" => http::stop_reply(&app, req).await,
             other => panic!("{name}: unknown route {other}"),
         };

@@ -133,10 +133,10 @@ async fn send_creates_a_conversation_that_list_and_get_show() {
     assert!(is_utc_rfc3339(&body["timestamp"]), "{body}");
     let id = body["conversation_id"].as_str().unwrap().to_owned();
     assert!(uuid::Uuid::parse_str(&id).is_ok());
-    assert_eq!(
-        body["usage"],
-        json!({"input_tokens": 5, "output_tokens": 2})
-    );
+    let usage = json!({"input_tokens": 5, "output_tokens": 2, "prompt_tokens": 5,
+        "completion_tokens": 2, "total_tokens": 7});
+    assert_eq!(body["usage"], usage);
+    assert_eq!(body["model"], "default");
 
     let (status, list) = h.list(Event::list(Some(alice.clone()))).await;
     assert_eq!(status, 200, "{list}");
@@ -149,6 +149,7 @@ async fn send_creates_a_conversation_that_list_and_get_show() {
         "Sort them by patient, then by date."
     );
     assert!(is_utc_rfc3339(&convs[0]["updated_at"]));
+    assert_eq!(convs[0]["model"], "default");
 
     let (status, conv) = h.get(Event::get(&id, Some(alice))).await;
     assert_eq!(status, 200, "{conv}");
@@ -164,6 +165,15 @@ async fn send_creates_a_conversation_that_list_and_get_show() {
         "Sort them by patient, then by date."
     );
     assert!(messages.iter().all(|m| is_utc_rfc3339(&m["timestamp"])));
+    // The reply names its model and keeps its usage; the question has neither.
+    assert_eq!(
+        (&messages[1]["model"], &messages[1]["usage"]),
+        (&json!("default"), &usage)
+    );
+    assert!(messages[0].get("model").is_none() && messages[0].get("usage").is_none());
+    let defaults = json!({"model": "default", "instructions": null, "temperature": null,
+        "top_p": null, "max_tokens": null});
+    assert_eq!(conv["settings"], defaults);
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chat_service_dev::runpod_local::{LocalRunPod, Settings, DEV_REPLY_PREFIX};
 use chat_shared::{
-    domain::{Completion, Message, Role, Usage, UsageSum},
+    domain::{Completion, Usage, UsageSum},
     runpod::{JobPoll, RunPodClient, RunPodError},
 };
 use serde_json::{json, Value};
@@ -25,8 +25,21 @@ fn client_of(url: &str) -> RunPodClient {
     RunPodClient::new(common::runpod_config(url, &[])).unwrap()
 }
 
-fn history(text: &str) -> Vec<Message> {
-    vec![Message::new(Role::User, text.into(), chrono::Utc::now())]
+/// The endpoint id the clients call (the local endpoint serves any).
+const EP: &str = "test-endpoint";
+
+/// A job's input for one question, in the vLLM worker's messages format.
+fn input(text: &str) -> Value {
+    json!({
+        "messages": [{"role": "user", "content": text}],
+        "sampling_params": {"max_tokens": 1024}
+    })
+}
+
+/// `input` for a job read with `stream`.
+fn streamed(mut input: Value) -> Value {
+    input["stream"] = json!(true);
+    input
 }
 
 fn secs(n: u64) -> Instant {
@@ -39,8 +52,8 @@ async fn generate(
     text: &str,
     until: Instant,
 ) -> Option<Result<Completion, RunPodError>> {
-    let job = client.submit(&history(text), None, until).await.unwrap();
-    match client.wait(&job, until).await.unwrap() {
+    let job = client.submit(EP, input(text), None, until).await.unwrap();
+    match client.wait(EP, &job, until).await.unwrap() {
         JobPoll::Done(result) => Some(result),
         JobPoll::Running => None,
     }
@@ -174,11 +187,14 @@ async fn a_held_job_outlasts_the_wait_and_completes_when_released() {
     })
     .await;
     let client = client_of(&url);
-    let job = client.submit(&history("hi"), None, secs(10)).await.unwrap();
-    let wait = client.wait(&job, Instant::now() + Duration::from_millis(500));
+    let job = client
+        .submit(EP, input("hi"), None, secs(10))
+        .await
+        .unwrap();
+    let wait = client.wait(EP, &job, Instant::now() + Duration::from_millis(500));
     assert!(matches!(wait.await.unwrap(), JobPoll::Running));
     rp.release(Some(&job));
-    let JobPoll::Done(reply) = client.wait(&job, secs(10)).await.unwrap() else {
+    let JobPoll::Done(reply) = client.wait(EP, &job, secs(10)).await.unwrap() else {
         panic!("the released job did not finish")
     };
     assert!(reply.unwrap().text.starts_with(DEV_REPLY_PREFIX));
@@ -194,8 +210,11 @@ async fn results_expire() {
     })
     .await;
     let client = client_of(&url);
-    let id = client.submit(&history("hi"), None, secs(10)).await.unwrap();
-    let done = client.wait(&id, secs(10)).await.unwrap();
+    let id = client
+        .submit(EP, input("hi"), None, secs(10))
+        .await
+        .unwrap();
+    let done = client.wait(EP, &id, secs(10)).await.unwrap();
     assert!(matches!(done, JobPoll::Done(Ok(_))), "{done:?}");
     tokio::time::sleep(Duration::from_millis(400)).await;
     let (status, _) = look(&url, "status", &id).await;
@@ -215,12 +234,12 @@ async fn a_streamed_jobs_running_totals_are_counted_once_both_ways() {
     let client = client_of(&url);
     let text = "How do I organize patient files by date and by doctor?";
     let job = client
-        .submit_streaming(&history(text), None, secs(10))
+        .submit(EP, streamed(input(text)), None, secs(10))
         .await
         .unwrap();
     let (mut relayed, mut calls, mut chunks) = (UsageSum::default(), 0, 0);
     loop {
-        let step = client.stream(&job, secs(10)).await.unwrap();
+        let step = client.stream(EP, &job, secs(10)).await.unwrap();
         chunks += step.pieces.len();
         relayed.add(step.usage);
         calls += 1;
@@ -238,7 +257,7 @@ async fn a_streamed_jobs_running_totals_are_counted_once_both_ways() {
     };
     assert!(chunks > 10 && calls > 3, "{chunks} chunks in {calls} calls");
     assert_eq!(relayed.total(), Some(whole), "relayed");
-    let JobPoll::Done(polled) = client.wait(&job, secs(10)).await.unwrap() else {
+    let JobPoll::Done(polled) = client.wait(EP, &job, secs(10)).await.unwrap() else {
         panic!("the job is final")
     };
     assert_eq!(polled.unwrap().usage, Some(whole), "polled");

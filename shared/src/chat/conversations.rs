@@ -5,9 +5,10 @@ use tokio::time::Instant;
 use super::{Chat, ChatError, ChatModel};
 use crate::{
     domain::{
-        Conversation, ConversationId, ConversationState, Message, MessageStatus, Title, UserId,
+        Change, Conversation, ConversationId, ConversationState, Message, MessageStatus, Settings,
+        UserId,
     },
-    store::{Page, PageRequest, Store},
+    store::{ConversationChange, Page, PageRequest, Store},
 };
 
 impl<S: Store, M> Chat<S, M> {
@@ -20,14 +21,32 @@ impl<S: Store, M> Chat<S, M> {
         Ok(self.store.list_conversations(user, page).await?)
     }
 
-    /// Sets the title; `updated_at` stays.
-    pub async fn rename_conversation(
+    /// Sets the title, changes the settings, or both; `updated_at` stays.
+    /// The settings are checked against the catalogue first: a new
+    /// `max_tokens` without a new model is checked against the stored
+    /// model, which is read for it (the one case this reads first).
+    pub async fn update_conversation(
         &self,
         user: &UserId,
         id: ConversationId,
-        title: &Title,
+        change: &ConversationChange,
     ) -> Result<Conversation, ChatError> {
-        Ok(self.store.rename_conversation(user, id, title).await?)
+        let patch = &change.settings;
+        let newest = PageRequest {
+            limit: 1,
+            cursor: None,
+        };
+        let read = || self.store.conversation_page(user, id, &newest);
+        if change.title.is_none() && patch.is_empty() {
+            // Nothing to change: the conversation as it is.
+            return Ok(read().await?.0);
+        }
+        let stored = match (&patch.model, &patch.max_tokens) {
+            (Change::Keep, Change::Set(_)) => read().await?.0.settings,
+            _ => Settings::default(),
+        };
+        self.catalogue.check(&patch.applied_to(&stored))?;
+        Ok(self.store.update_conversation(user, id, change).await?)
     }
 }
 
@@ -49,7 +68,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             match self.store.message(user, id, reply).await {
                 Ok(Some(message)) => {
                     if let MessageStatus::Pending { job_id } = &message.status {
-                        self.cancel_job(job_id, until).await;
+                        self.cancel_job(self.job_of(&message, job_id), until).await;
                         // Nothing will settle it now: let its reservation go.
                         self.abandon(user, &message).await;
                     }

@@ -22,14 +22,18 @@ mod usage;
 use std::time::Duration;
 
 pub use model::{
-    ChatModel, Completion, Generation, JobDelivery, ModelError, StreamEnd, StreamStep,
+    ChatModel, Completion, Generation, JobDelivery, JobRef, ModelError, Prompt, Sampling,
+    StreamEnd, StreamStep,
 };
 pub use pending::WebhookResult;
 pub use send::{SendOutcome, SendRequest, SendTimes};
 pub use streaming::{EventSink, StreamEvent, StreamingReply, KEEP_ALIVE};
 pub use usage::{next_midnight, QuotaLimits, UsageReport};
 
-use crate::{refusal::Refusal, store::StoreError, webhook::Webhooks};
+use crate::{
+    catalogue::Catalogue, domain::SettingsError, refusal::Refusal, store::StoreError,
+    webhook::Webhooks,
+};
 
 /// How much of a conversation goes to the model.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +65,7 @@ pub struct Chat<S, M = ()> {
     limits: HistoryLimits,
     pending: PendingPolicy,
     quota: QuotaLimits,
+    catalogue: Catalogue,
 }
 
 impl<S> Chat<S, ()> {
@@ -78,6 +83,7 @@ impl<S> Chat<S, ()> {
             limits,
             pending,
             quota: QuotaLimits::default(),
+            catalogue: Catalogue::from_lookup(&|_| None).expect("the one-model default"),
         }
     }
 }
@@ -92,7 +98,18 @@ impl<S, M> Chat<S, M> {
             limits: self.limits,
             pending: self.pending,
             quota: self.quota,
+            catalogue: self.catalogue,
         }
+    }
+
+    /// The same context with the models of `catalogue` to choose from.
+    pub fn with_catalogue(self, catalogue: Catalogue) -> Self {
+        Self { catalogue, ..self }
+    }
+
+    /// The models conversations choose from.
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
     }
 
     /// The same context with per-user daily quotas.
@@ -134,6 +151,9 @@ pub enum ChatError {
     /// The model failed; the user's message is stored.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// The settings asked for are refused; nothing is stored.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
 }
 
 impl From<StoreError> for ChatError {

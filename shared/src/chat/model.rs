@@ -8,7 +8,10 @@ use tokio::time::Instant;
 
 pub use crate::domain::Completion;
 pub use crate::domain::TokenBounds;
-use crate::domain::{Message, Usage};
+use crate::{
+    catalogue::ModelSpec,
+    domain::{Message, Usage},
+};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -85,18 +88,53 @@ pub enum StreamEnd {
     Failed(ModelError),
 }
 
+/// What one job asks: the catalogue's model it goes to, the instructions,
+/// the sampling values and the conversation.
+#[derive(Debug, Clone, Copy)]
+pub struct Prompt<'a> {
+    /// The model (its endpoint and input format).
+    pub model: &'a ModelSpec,
+    /// The system instructions, when there are any.
+    pub instructions: Option<&'a str>,
+    /// `sampling_params`.
+    pub sampling: Sampling,
+    /// Oldest first, ending with the user's new message; already within
+    /// the model's budget.
+    pub history: &'a [Message],
+}
+
+/// The sampling values a job carries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// The reply's token limit.
+    pub max_tokens: u32,
+    /// When the conversation set one.
+    pub temperature: Option<f64>,
+    /// When the conversation set one.
+    pub top_p: Option<f64>,
+}
+
+/// A submitted job: the model whose endpoint runs it, and its id there.
+/// `status`, `stream` and `cancel` go to the same endpoint as `run` did.
+#[derive(Debug, Clone, Copy)]
+pub struct JobRef<'a> {
+    /// The model the job was submitted to.
+    pub model: &'a ModelSpec,
+    /// The job's id at that model's endpoint.
+    pub id: &'a str,
+}
+
 /// The model behind the chat.
 pub trait ChatModel: Sync {
-    /// What a job for `history` can count at most, and its prompt's
+    /// What a job for `prompt` can count at most, and its prompt's
     /// estimate: what a send reserves of a daily token quota.
-    fn token_bounds(&self, history: &[Message]) -> TokenBounds;
+    fn token_bounds(&self, prompt: &Prompt<'_>) -> TokenBounds;
 
-    /// Queues a job for `history` (oldest first, ending with the user's new
-    /// message) and returns its id; the model's service posts the finished
-    /// job to `webhook` when one is given.
+    /// Queues a job for `prompt` and returns its id; the model's service
+    /// posts the finished job to `webhook` when one is given.
     fn submit(
         &self,
-        history: &[Message],
+        prompt: &Prompt<'_>,
         webhook: Option<&str>,
         deadline: Instant,
     ) -> impl Future<Output = Result<String, ModelError>> + Send;
@@ -105,14 +143,14 @@ pub trait ChatModel: Sync {
     /// in the second case.
     fn wait(
         &self,
-        job_id: &str,
+        job: JobRef<'_>,
         until: Instant,
     ) -> impl Future<Output = Result<Generation, ModelError>> + Send;
 
     /// Asks once where the job stands.
     fn poll(
         &self,
-        job_id: &str,
+        job: JobRef<'_>,
         deadline: Instant,
     ) -> impl Future<Output = Result<Generation, ModelError>> + Send;
 
@@ -120,7 +158,7 @@ pub trait ChatModel: Sync {
     /// pieces with [`ChatModel::stream`].
     fn submit_streaming(
         &self,
-        history: &[Message],
+        prompt: &Prompt<'_>,
         webhook: Option<&str>,
         deadline: Instant,
     ) -> impl Future<Output = Result<String, ModelError>> + Send;
@@ -128,7 +166,7 @@ pub trait ChatModel: Sync {
     /// The pieces a streaming job wrote since the last call.
     fn stream(
         &self,
-        job_id: &str,
+        job: JobRef<'_>,
         deadline: Instant,
     ) -> impl Future<Output = Result<StreamStep, ModelError>> + Send;
 
@@ -137,7 +175,7 @@ pub trait ChatModel: Sync {
     /// already ended is not an error.
     fn cancel(
         &self,
-        job_id: &str,
+        job: JobRef<'_>,
         deadline: Instant,
     ) -> impl Future<Output = Result<(), ModelError>> + Send;
 }

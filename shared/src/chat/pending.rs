@@ -10,7 +10,8 @@ use chrono::Utc;
 use tokio::time::Instant;
 
 use super::{
-    Chat, ChatError, ChatModel, Completion, Generation, JobDelivery, ModelError, PendingPolicy,
+    Chat, ChatError, ChatModel, Completion, Generation, JobDelivery, JobRef, ModelError,
+    PendingPolicy,
 };
 use crate::{
     domain::{ConversationId, Message, MessageStatus, ReplyOutcome, UserId},
@@ -56,17 +57,21 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             .store
             .message(user, conversation, target.message)
             .await?;
-        let (job_id, reserved) = match stored.map(|m| (m.status, m.reserved)) {
-            Some((MessageStatus::Pending { job_id }, reserved)) if job_id == delivery.job_id => {
-                (job_id, reserved)
-            }
-            Some((MessageStatus::Pending { .. }, _)) | None => {
-                return Err(ChatError::Refused(Refusal::NotFound))
-            }
+        let stored = match stored {
+            Some(m) if m.is_pending() => m,
+            None => return Err(ChatError::Refused(Refusal::NotFound)),
             Some(_) => return Ok(WebhookResult::Stored),
         };
-        let job_id = job_id.as_str();
-        let outcome = match self.model.poll(job_id, deadline).await {
+        let job_id = match &stored.status {
+            MessageStatus::Pending { job_id } if *job_id == delivery.job_id => job_id.as_str(),
+            _ => return Err(ChatError::Refused(Refusal::NotFound)),
+        };
+        let reserved = stored.reserved;
+        let outcome = match self
+            .model
+            .poll(self.job_of(&stored, job_id), deadline)
+            .await
+        {
             Ok(Generation::Done(result)) => self.final_outcome(result, job_id),
             Ok(Generation::Running) => return Ok(WebhookResult::NotFinal),
             Err(ModelError::UnknownJob(_)) => return Err(ChatError::Refused(Refusal::NotFound)),
@@ -164,8 +169,9 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
 
     /// Stops a job whose reply nobody will read; a failure is only logged
     /// (the job ends on its own at RunPod's execution timeout).
-    pub(super) async fn cancel_job(&self, job_id: &str, deadline: Instant) {
-        match self.model.cancel(job_id, deadline).await {
+    pub(super) async fn cancel_job(&self, job: JobRef<'_>, deadline: Instant) {
+        let job_id = job.id;
+        match self.model.cancel(job, deadline).await {
             Ok(()) => tracing::info!(job_id, "job cancelled"),
             Err(e) => tracing::warn!(job_id, error = %e, "could not cancel the job"),
         }
@@ -188,13 +194,14 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         let expired = || ReplyOutcome::Failed {
             error: EXPIRED.into(),
         };
-        match self.model.poll(job_id, deadline).await {
+        let job = self.job_of(message, job_id);
+        match self.model.poll(job, deadline).await {
             Ok(Generation::Done(result)) => Some(self.final_outcome(result, job_id)),
             // The model's service forgets results a while after they finish.
             Err(ModelError::UnknownJob(_)) => Some(expired()),
             Ok(Generation::Running) | Err(_) if age > max_age => {
                 // Nobody will wait for it any more: stop paying for it.
-                self.cancel_job(job_id, deadline).await;
+                self.cancel_job(job, deadline).await;
                 Some(expired())
             }
             Ok(Generation::Running) => None,
@@ -207,6 +214,15 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
 }
 
 impl<S, M> Chat<S, M> {
+    /// The job of a pending `message`, at the model that writes it (the
+    /// default for a reply stored before the catalogue).
+    pub(super) fn job_of<'a>(&'a self, message: &'a Message, job_id: &'a str) -> JobRef<'a> {
+        JobRef {
+            model: self.catalogue.model_or_default(message.model.as_ref()),
+            id: job_id,
+        }
+    }
+
     /// The outcome to store for a final job: the reply as kept (cut to
     /// `max_reply_chars`); a failure is logged with its cause and stored as
     /// a short, safe reason.

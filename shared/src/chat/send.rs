@@ -6,11 +6,15 @@ use crate::refusal::Refusal;
 use chrono::Utc;
 use tokio::time::Instant;
 
-use super::{Chat, ChatError, ChatModel, Generation, ModelError, PendingPolicy};
+use super::{
+    Chat, ChatError, ChatModel, Generation, JobRef, ModelError, PendingPolicy, Prompt, Sampling,
+};
 use crate::{
+    catalogue::ModelSpec,
     domain::{
-        Claim, Conversation, ConversationId, Message, MessageContent, MessageId, MessageStatus,
-        Reservation, Role, Title, UserId,
+        message_tokens_estimate, Claim, Conversation, ConversationId, Message, MessageContent,
+        MessageId, MessageStatus, Reservation, Role, Settings, SettingsPatch, Title, UserId,
+        TEMPLATE_TOKENS_ONCE,
     },
     store::{PageRequest, Quota, Store, StoreError},
 };
@@ -26,6 +30,9 @@ pub struct SendRequest {
     pub conversation_id: Option<ConversationId>,
     /// The user's message.
     pub content: MessageContent,
+    /// Changes to the conversation's settings, made before this turn (on
+    /// a new conversation, its settings).
+    pub settings: SettingsPatch,
 }
 
 /// Time limits of one send.
@@ -48,35 +55,68 @@ pub struct SendOutcome {
     pub reply: Message,
 }
 
+/// What a job asks, owned until it is submitted ([`Ask::prompt`]).
+#[derive(Debug)]
+pub(super) struct Ask {
+    /// The model, as the catalogue had it when the send began.
+    model: ModelSpec,
+    instructions: Option<String>,
+    sampling: Sampling,
+    /// Oldest first, ending with the user's new message.
+    pub(super) history: Vec<Message>,
+}
+
+impl Ask {
+    /// The job's request.
+    pub(super) fn prompt(&self) -> Prompt<'_> {
+        Prompt {
+            model: &self.model,
+            instructions: self.instructions.as_deref(),
+            sampling: self.sampling,
+            history: &self.history,
+        }
+    }
+
+    /// The job, once submitted.
+    pub(super) fn job<'a>(&'a self, id: &'a str) -> JobRef<'a> {
+        JobRef {
+            model: &self.model,
+            id,
+        }
+    }
+
+    /// The reply of job `job_id`, as stored while it is generated.
+    pub(super) fn pending_reply(
+        &self,
+        id: MessageId,
+        job_id: String,
+        reserved: Option<Reservation>,
+    ) -> Message {
+        Message {
+            id,
+            role: Role::Assistant,
+            content: String::new(),
+            created_at: Utc::now(),
+            usage: None,
+            status: MessageStatus::Pending { job_id },
+            truncated: false,
+            reserved,
+            model: Some(self.model.id.clone()),
+        }
+    }
+}
+
 /// The stored user message and what goes to the model with it.
 pub(super) struct Turn {
     pub(super) conversation_id: ConversationId,
-    /// Oldest first, ending with the user's new message.
-    pub(super) history: Vec<Message>,
+    /// What goes to the model.
+    pub(super) ask: Ask,
     /// The user's message as stored.
     pub(super) user_message: Message,
     /// The reply the conversation is claimed for.
     pub(super) reply_id: MessageId,
     /// What the reply holds of the day's token quota.
     pub(super) reserved: Reservation,
-}
-
-/// The reply of `job_id`, as stored while it is generated.
-pub(super) fn pending_reply(
-    id: MessageId,
-    job_id: String,
-    reserved: Option<Reservation>,
-) -> Message {
-    Message {
-        id,
-        role: Role::Assistant,
-        content: String::new(),
-        created_at: Utc::now(),
-        usage: None,
-        status: MessageStatus::Pending { job_id },
-        truncated: false,
-        reserved,
-    }
 }
 
 impl<S: Store, M: ChatModel> Chat<S, M> {
@@ -95,13 +135,18 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         let webhook = self.webhooks.url_for(user, conversation, reply_id);
         let submitted = self
             .model
-            .submit(&turn.history, webhook.as_deref(), times.deadline)
+            .submit(&turn.ask.prompt(), webhook.as_deref(), times.deadline)
             .await;
         let job_id = self
             .job_or_released(user, conversation, reply_id, Some(turn.reserved), submitted)
             .await?;
-        let waited = self.model.wait(&job_id, times.wait_until).await;
-        let reply = pending_reply(reply_id, job_id, Some(turn.reserved));
+        let waited = self
+            .model
+            .wait(turn.ask.job(&job_id), times.wait_until)
+            .await;
+        let reply = turn
+            .ask
+            .pending_reply(reply_id, job_id, Some(turn.reserved));
         let reply = self
             .settle(user, conversation, reply, waited, times.deadline)
             .await?;
@@ -137,27 +182,65 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             until: crate::deadline::hold_lapses(times.deadline),
         };
         let quota = self.quota.at(message.created_at);
+        let settings = &request.settings;
         match request.conversation_id {
             None => {
-                self.start(user, &request.content, message, &claim, quota)
+                self.start(user, &request.content, message, (&claim, quota), settings)
                     .await
             }
             Some(id) => {
-                self.continue_with(user, id, message, (&claim, quota), times.deadline)
+                self.continue_with(user, id, message, (&claim, quota), settings, times.deadline)
                     .await
             }
         }
     }
 
-    /// What goes to the model, from the conversation's recent complete
-    /// messages and the new one, and what its reply reserves: known before
-    /// the write that admits the send, which holds the reservation.
-    fn prompt(&self, mut history: Vec<Message>, quota: &mut Quota) -> (Vec<Message>, Reservation) {
-        bound_history(&mut history, self.limits.max_chars);
+    /// What goes to the model, from the conversation's settings, its
+    /// recent complete messages and the new one, and what its reply
+    /// reserves: known before the write that admits the send, which holds
+    /// the reservation. Settings the send changes are checked against the
+    /// catalogue here, before anything is stored; stored ones are taken as
+    /// they are (a model that left the catalogue is the default's, a
+    /// `max_tokens` above the model's limit is cut to it).
+    fn ask(
+        &self,
+        settings: &Settings,
+        changed: bool,
+        mut history: Vec<Message>,
+        quota: &mut Quota,
+    ) -> Result<(Ask, Reservation), ChatError> {
+        let model = if changed {
+            self.catalogue.check(settings)?
+        } else {
+            self.catalogue.model_for(settings)
+        };
+        let instructions = match &settings.instructions {
+            Some(own) => Some(own.clone()).filter(|t| !t.is_empty()),
+            None => self.catalogue.system_prompt.clone(),
+        };
+        let max_tokens = settings
+            .max_tokens
+            .unwrap_or(model.max_output_tokens)
+            .min(model.max_output_tokens);
+        let budget = Budget {
+            chars: self.limits.max_chars,
+            tokens: history_tokens(model.context_tokens, max_tokens, instructions.as_deref()),
+        };
+        bound_history(&mut history, budget);
         merge_consecutive_user_turns(&mut history);
-        let reserved = self.reservation(&history, quota.day);
+        let ask = Ask {
+            model: model.clone(),
+            instructions,
+            sampling: Sampling {
+                max_tokens,
+                temperature: settings.temperature,
+                top_p: settings.top_p,
+            },
+            history,
+        };
+        let reserved = self.reservation(&ask.prompt(), quota.day);
         quota.reserve = reserved.tokens;
-        (history, reserved)
+        Ok((ask, reserved))
     }
 
     /// A new conversation, titled after its first message, stored with it
@@ -167,12 +250,18 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         user: &UserId,
         content: &MessageContent,
         first: Message,
-        claim: &Claim,
-        mut quota: Quota,
+        (claim, mut quota): (&Claim, Quota),
+        settings: &SettingsPatch,
     ) -> Result<Turn, ChatError> {
         let title = Title::from_first_message(content);
-        let conversation = Conversation::started_with(title, &first).claimed(claim);
-        let (history, reserved) = self.prompt(vec![first.clone()], &mut quota);
+        let mut conversation = Conversation::started_with(title, &first).claimed(claim);
+        conversation.settings = settings.applied_to(&Settings::default());
+        let (ask, reserved) = self.ask(
+            &conversation.settings,
+            true,
+            vec![first.clone()],
+            &mut quota,
+        )?;
         self.store
             .start_conversation(user, &conversation, &first, &quota)
             .await?;
@@ -180,7 +269,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         Ok(Turn {
             conversation_id: conversation.id,
             user_message: first,
-            history,
+            ask,
             reply_id: claim.reply,
             reserved,
         })
@@ -196,6 +285,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         id: ConversationId,
         message: Message,
         (claim, mut quota): (&Claim, Quota),
+        changes: &SettingsPatch,
         deadline: Instant,
     ) -> Result<Turn, ChatError> {
         let recent = PageRequest {
@@ -226,13 +316,14 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             .filter(|m| m.status == MessageStatus::Complete)
             .collect();
         history.push(message.clone());
-        let (history, reserved) = self.prompt(history, &mut quota);
+        let settings = changes.applied_to(&conversation.settings);
+        let (ask, reserved) = self.ask(&settings, !changes.is_empty(), history, &mut quota)?;
         self.store
-            .append_and_claim(user, id, &message, claim, &quota)
+            .append_and_claim(user, id, &message, claim, &quota, changes)
             .await?;
         Ok(Turn {
             conversation_id: id,
-            history,
+            ask,
             user_message: message,
             reply_id: claim.reply,
             reserved,
@@ -335,7 +426,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             // ends failed when read, and the conversation is free again.
             tracing::warn!(job_id, error = %e, "the pending reply is not recorded; cancelling its job");
             let budget = deadline.max(Instant::now() + CANCEL_BUDGET);
-            self.cancel_job(job_id, budget).await;
+            self.cancel_job(self.job_of(reply, job_id), budget).await;
         }
         if let Err(StoreError::Refused(Refusal::NotFound)) = &stored {
             // Deleted while the job ran: nothing will settle the reply.
@@ -401,18 +492,42 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
     }
 }
 
-/// Drops the oldest messages until the history fits in `max_chars`; the
-/// newest message always stays. A history sent to a chat template must open
-/// with a user turn, so a leading assistant message goes too.
-fn bound_history(history: &mut Vec<Message>, max_chars: usize) {
-    let mut total = 0usize;
+/// What of a conversation may go to the model.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    /// `HISTORY_MAX_CHARS`: a fallback upper bound, whatever the model.
+    chars: usize,
+    /// The model's room for the history ([`history_tokens`]).
+    tokens: u64,
+}
+
+/// The tokens a model's context leaves for the history: its
+/// `context_tokens` less the reply's `max_tokens`, the instructions and the
+/// template's own, each estimated as a quota reservation's prompt is (one
+/// token per four characters, and the template's tokens per message).
+fn history_tokens(context_tokens: u32, max_tokens: u32, instructions: Option<&str>) -> u64 {
+    let instructions = instructions.map_or(0, message_tokens_estimate);
+    u64::from(context_tokens)
+        .saturating_sub(u64::from(max_tokens))
+        .saturating_sub(instructions)
+        .saturating_sub(TEMPLATE_TOKENS_ONCE)
+}
+
+/// Keeps the newest messages that fit the budget, in characters and in
+/// estimated tokens ([`message_tokens_estimate`]); the newest message
+/// always stays. A history sent to a chat template must open with a user
+/// turn, so a leading assistant message goes too.
+fn bound_history(history: &mut Vec<Message>, budget: Budget) {
+    let (mut chars, mut tokens) = (0usize, 0u64);
     let keep_from = history
         .iter()
         .enumerate()
         .rev()
         .find_map(|(i, m)| {
-            total += m.content.chars().count();
-            (total > max_chars && i + 1 < history.len()).then_some(i + 1)
+            chars += m.content.chars().count();
+            tokens += message_tokens_estimate(&m.content);
+            let over = chars > budget.chars || tokens > budget.tokens;
+            (over && i + 1 < history.len()).then_some(i + 1)
         })
         .unwrap_or(0);
     history.drain(..keep_from);
@@ -469,6 +584,53 @@ mod tests {
         Message::new(role, text.into(), Utc::now())
     }
 
+    fn chars(chars: usize) -> Budget {
+        Budget {
+            chars,
+            tokens: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn the_models_token_budget_cuts_the_history_newest_first() {
+        // 400 characters: 100 tokens and 16 of template each.
+        let text = "x".repeat(400);
+        // Oldest first, ending with the user's new message.
+        let turns = |n: usize| -> Vec<Message> {
+            (0..n)
+                .map(|i| {
+                    let role = if (n - i) % 2 == 1 {
+                        Role::User
+                    } else {
+                        Role::Assistant
+                    };
+                    msg(role, &text)
+                })
+                .collect()
+        };
+        let budget = |messages: u64| Budget {
+            chars: usize::MAX,
+            tokens: messages * 116,
+        };
+        let mut h = turns(6);
+        bound_history(&mut h, budget(3));
+        assert_eq!(h.len(), 3);
+        // Four fit, but an assistant turn cannot open the history.
+        let mut h = turns(6);
+        bound_history(&mut h, budget(4));
+        assert_eq!((h.len(), h[0].role), (3, Role::User));
+        // Less than one: the newest stays.
+        let mut h = turns(6);
+        bound_history(&mut h, budget(0));
+        assert_eq!(h.len(), 1);
+        // context 8192 - reply 1024 - instructions (8 chars: 2 + 16) - 64.
+        assert_eq!(
+            history_tokens(8192, 1024, Some("Be brief")),
+            8192 - 1024 - 18 - 64
+        );
+        assert_eq!(history_tokens(100, 1024, None), 0);
+    }
+
     fn texts(h: &[Message]) -> Vec<&str> {
         h.iter().map(|m| m.content.as_str()).collect()
     }
@@ -480,7 +642,7 @@ mod tests {
             msg(Role::Assistant, "b"),
             msg(Role::User, "c"),
         ];
-        bound_history(&mut h, 100);
+        bound_history(&mut h, chars(100));
         assert_eq!(texts(&h), ["a", "b", "c"]);
     }
 
@@ -493,11 +655,11 @@ mod tests {
             msg(Role::Assistant, "4444"),
             msg(Role::User, "5555"),
         ];
-        bound_history(&mut h, 13);
+        bound_history(&mut h, chars(13));
         // 5555 + 4444 + 3333 = 12 fits, 2222 would not.
         assert_eq!(texts(&h), ["3333", "4444", "5555"]);
         let mut h2 = h.clone();
-        bound_history(&mut h2, 9);
+        bound_history(&mut h2, chars(9));
         // 5555 + 4444 fit, but the assistant turn cannot open the history.
         assert_eq!(texts(&h2), ["5555"]);
     }
@@ -505,7 +667,7 @@ mod tests {
     #[test]
     fn newest_message_stays_even_when_alone_over_budget() {
         let mut h = vec![msg(Role::User, "old"), msg(Role::User, &"x".repeat(50))];
-        bound_history(&mut h, 10);
+        bound_history(&mut h, chars(10));
         assert_eq!(h.len(), 1);
         assert_eq!(h[0].content.len(), 50);
     }

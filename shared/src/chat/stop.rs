@@ -55,7 +55,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         if result != FinishResult::Written {
             return Err(ChatError::Refused(Refusal::NoReplyInProgress));
         }
-        self.cancel_job(job_id, deadline).await;
+        self.cancel_job(self.job_of(&reply, job_id), deadline).await;
         tracing::info!(message_id = %reply.id, "reply stopped");
         let mut stopped = reply.clone();
         stopped.settle(outcome);

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use tokio::time::{sleep, sleep_until, Instant};
 
 use super::{
-    send::{pending_reply, Turn},
+    send::{Ask, Turn},
     Chat, ChatError, ChatModel, Completion, ModelError, SendOutcome, SendRequest, SendTimes,
     StreamEnd, StreamStep,
 };
@@ -84,8 +84,8 @@ pub struct StreamingReply {
     pub user_message: Message,
     /// The reply, pending once its job is submitted (its job id empty until then).
     pub reply: Message,
-    /// What goes to the model, oldest first.
-    history: Vec<Message>,
+    /// What goes to the model.
+    ask: Ask,
 }
 
 /// Whether the client is still there, and when it last heard from us.
@@ -147,7 +147,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
     ) -> Result<StreamingReply, ChatError> {
         let Turn {
             conversation_id,
-            history,
+            ask,
             user_message,
             reply_id,
             reserved,
@@ -156,8 +156,8 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             user: user.clone(),
             conversation_id,
             user_message,
-            reply: pending_reply(reply_id, String::new(), Some(reserved)),
-            history,
+            reply: ask.pending_reply(reply_id, String::new(), Some(reserved)),
+            ask,
         })
     }
 
@@ -209,9 +209,10 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         let webhook = self
             .webhooks
             .url_for(user, conversation, streaming.reply.id);
+        let prompt = streaming.ask.prompt();
         let submit = self
             .model
-            .submit_streaming(&streaming.history, webhook.as_deref(), deadline);
+            .submit_streaming(&prompt, webhook.as_deref(), deadline);
         let submitted = client.keep_alive_while(submit, sink).await;
         let (reply_id, reserved) = (streaming.reply.id, streaming.reply.reserved);
         let job_id = match self
@@ -248,7 +249,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         let mut written = Written::default();
         let mut delay = POLL_FAST;
         while Instant::now() < deadline {
-            let look = self.model.stream(job_id, deadline);
+            let look = self.model.stream(streaming.ask.job(job_id), deadline);
             let step = match client.keep_alive_while(look, sink).await {
                 Ok(step) => step,
                 Err(ModelError::UnknownJob(e)) => StreamStep {

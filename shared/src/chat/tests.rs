@@ -15,7 +15,7 @@ use super::*;
 use crate::{
     domain::{
         Claim, Completion, ConversationId, ConversationState, Message, MessageContent, MessageId,
-        MessageStatus, Role, UserId,
+        MessageStatus, Role, SettingsPatch, UserId,
     },
     store::{memory::MemoryStore, prelude::*, PageRequest},
     webhook::{WebhookTarget, Webhooks},
@@ -62,6 +62,16 @@ struct ScriptedModel {
     submitted: Mutex<Vec<Vec<String>>>,
     /// Every job cancelled.
     cancelled: Mutex<Vec<String>>,
+    /// What every submitted job asked, beyond its history.
+    prompts: Mutex<Vec<Asked>>,
+}
+
+/// A submitted job's model, instructions and sampling.
+#[derive(Clone, Debug, PartialEq)]
+struct Asked {
+    model: String,
+    instructions: Option<String>,
+    sampling: Sampling,
 }
 
 impl ScriptedModel {
@@ -111,22 +121,22 @@ const SCRIPTED_MAX_TOKENS: u64 = 10;
 impl ChatModel for ScriptedModel {
     /// A prompt's bound is its characters (every test text is ASCII); its
     /// estimate one token per four.
-    fn token_bounds(&self, history: &[Message]) -> crate::domain::TokenBounds {
-        let chars: u64 = history.iter().map(|m| m.content.len() as u64).sum();
+    fn token_bounds(&self, prompt: &Prompt<'_>) -> crate::domain::TokenBounds {
+        let chars: u64 = prompt.history.iter().map(|m| m.content.len() as u64).sum();
         crate::domain::TokenBounds {
             most: chars + SCRIPTED_MAX_TOKENS,
             prompt: chars.div_ceil(4),
         }
     }
 
-    async fn cancel(&self, job_id: &str, _deadline: Instant) -> Result<(), ModelError> {
-        self.cancelled.lock().unwrap().push(job_id.into());
+    async fn cancel(&self, job: JobRef<'_>, _deadline: Instant) -> Result<(), ModelError> {
+        self.cancelled.lock().unwrap().push(job.id.into());
         Ok(())
     }
 
     async fn submit(
         &self,
-        history: &[Message],
+        prompt: &Prompt<'_>,
         _webhook: Option<&str>,
         _deadline: Instant,
     ) -> Result<String, ModelError> {
@@ -134,14 +144,20 @@ impl ChatModel for ScriptedModel {
             return Err(ModelError::Failed("refused".into()));
         }
         let mut submitted = self.submitted.lock().unwrap();
-        submitted.push(history.iter().map(|m| m.content.clone()).collect());
+        submitted.push(prompt.history.iter().map(|m| m.content.clone()).collect());
+        self.prompts.lock().unwrap().push(Asked {
+            model: prompt.model.id.to_string(),
+            instructions: prompt.instructions.map(str::to_owned),
+            sampling: prompt.sampling,
+        });
         let id = format!("job-{}", submitted.len());
         let script = self.next.lock().unwrap().clone().unwrap_or(Script::Running);
         self.jobs.lock().unwrap().insert(id.clone(), script);
         Ok(id)
     }
 
-    async fn wait(&self, job_id: &str, _until: Instant) -> Result<Generation, ModelError> {
+    async fn wait(&self, job: JobRef<'_>, _until: Instant) -> Result<Generation, ModelError> {
+        let job_id = job.id;
         let state = self.state(job_id);
         if let Some(next) = self.after_wait.lock().unwrap().take() {
             self.set(job_id, next);
@@ -149,18 +165,18 @@ impl ChatModel for ScriptedModel {
         state
     }
 
-    async fn poll(&self, job_id: &str, _deadline: Instant) -> Result<Generation, ModelError> {
-        self.state(job_id)
+    async fn poll(&self, job: JobRef<'_>, _deadline: Instant) -> Result<Generation, ModelError> {
+        self.state(job.id)
     }
 
     async fn submit_streaming(
         &self,
-        history: &[Message],
+        prompt: &Prompt<'_>,
         webhook: Option<&str>,
         deadline: Instant,
     ) -> Result<String, ModelError> {
         tokio::time::sleep(self.submit_delay).await;
-        let id = self.submit(history, webhook, deadline).await?;
+        let id = self.submit(prompt, webhook, deadline).await?;
         let (pieces, ending) = self
             .stream_next
             .lock()
@@ -172,7 +188,8 @@ impl ChatModel for ScriptedModel {
         Ok(id)
     }
 
-    async fn stream(&self, job_id: &str, _deadline: Instant) -> Result<StreamStep, ModelError> {
+    async fn stream(&self, job: JobRef<'_>, _deadline: Instant) -> Result<StreamStep, ModelError> {
+        let job_id = job.id;
         if self.cancelled().iter().any(|j| j == job_id) {
             let end = Some(StreamEnd::Cancelled);
             return Ok(StreamStep {
@@ -249,6 +266,7 @@ async fn send<M: ChatModel>(
     let request = SendRequest {
         conversation_id,
         content: MessageContent::parse(text.into(), 1000).unwrap(),
+        settings: SettingsPatch::default(),
     };
     chat.send(&alice(), request, times()).await
 }
@@ -372,7 +390,14 @@ async fn a_running_sends_claim_refuses_other_sends_until_it_lapses() {
         until: chrono::Utc::now() + chrono::Duration::seconds(60),
     };
     chat.store()
-        .append_and_claim(&alice(), id, &other, &claim, &unlimited())
+        .append_and_claim(
+            &alice(),
+            id,
+            &other,
+            &claim,
+            &unlimited(),
+            &SettingsPatch::default(),
+        )
         .await
         .unwrap();
     let refused = send(&chat, Some(id), "three").await.unwrap_err();
@@ -397,7 +422,14 @@ async fn a_running_sends_claim_refuses_other_sends_until_it_lapses() {
         .await
         .unwrap();
     chat.store()
-        .append_and_claim(&alice(), id, &other, &lapsed, &unlimited())
+        .append_and_claim(
+            &alice(),
+            id,
+            &other,
+            &lapsed,
+            &unlimited(),
+            &SettingsPatch::default(),
+        )
         .await
         .unwrap();
     let out = send(&chat, Some(id), "four").await.unwrap();
@@ -602,6 +634,7 @@ async fn another_users_conversation_cannot_be_continued() {
     let request = SendRequest {
         conversation_id: Some(id),
         content: MessageContent::parse("theirs".into(), 1000).unwrap(),
+        settings: SettingsPatch::default(),
     };
     let err = chat.send(&bob, request, times()).await.unwrap_err();
     assert!(

@@ -4,9 +4,9 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::{Chat, ChatError, ChatModel};
+use super::{Chat, ChatError, ChatModel, Prompt};
 use crate::{
-    domain::{Message, Reservation, UserId},
+    domain::{Reservation, UserId},
     store::{DailyUsage, GenerationCap, Quota, Store},
 };
 
@@ -63,11 +63,11 @@ pub fn next_midnight(now: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 impl<S, M: ChatModel> Chat<S, M> {
-    /// What a send of `history` admitted on `day` holds of the day's token
+    /// What a send of `prompt` admitted on `day` holds of the day's token
     /// quota until its reply settles (nothing without a token limit), and
     /// the prompt's estimate, which a stopped reply counts.
-    pub(super) fn reservation(&self, history: &[Message], day: NaiveDate) -> Reservation {
-        let bounds = self.model.token_bounds(history);
+    pub(super) fn reservation(&self, prompt: &Prompt<'_>, day: NaiveDate) -> Reservation {
+        let bounds = self.model.token_bounds(prompt);
         Reservation {
             day,
             tokens: if self.quota.tokens.is_some() {

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{preview, ConversationId, Message, MessageId, Title};
+use super::{preview, ConversationId, Message, MessageId, Settings, Title};
 
 /// A conversation as the API lists it.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +22,8 @@ pub struct Conversation {
     /// Whether a reply is in the making: while one is, no new message can
     /// be sent to the conversation.
     pub state: ConversationState,
+    /// Its model, instructions and sampling values.
+    pub settings: Settings,
 }
 
 /// Where a conversation stands: one generation at a time.
@@ -78,6 +80,7 @@ impl Conversation {
             updated_at: first.created_at,
             message_count: 1,
             state: ConversationState::Free,
+            settings: Settings::default(),
         }
     }
 

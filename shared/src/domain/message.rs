@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{DomainError, MessageId, Reservation, Usage};
+use super::{DomainError, MessageId, ModelId, Reservation, Usage};
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +121,9 @@ pub struct Message {
     pub truncated: bool,
     /// What a reply holds of the daily token quota until it settles.
     pub reserved: Option<Reservation>,
+    /// The catalogue's model that writes (or wrote) a reply; `None` on the
+    /// user's messages and on replies stored before the catalogue.
+    pub model: Option<ModelId>,
 }
 
 impl Message {
@@ -162,6 +165,7 @@ impl Message {
             status: MessageStatus::Complete,
             truncated: false,
             reserved: None,
+            model: None,
         }
     }
 }

@@ -6,11 +6,13 @@
 //! - `time`: timestamps as stored and served.
 //! - `conversation`: a conversation and a send's claim on it.
 //! - `message`: a message, its status, how a pending reply ends.
+//! - `settings`: a conversation's model, instructions and sampling, and changes to them.
 //! - `usage`: token counts, reservations and settlements.
 
 mod conversation;
 mod ids;
 mod message;
+mod settings;
 mod text;
 mod time;
 mod usage;
@@ -18,11 +20,15 @@ mod usage;
 pub use conversation::{Claim, Conversation, ConversationState};
 pub use ids::{ConversationId, MessageId, UserId};
 pub use message::{Completion, Message, MessageStatus, ReplyOutcome, Role};
+pub use settings::{
+    Change, ModelId, Settings, SettingsError, SettingsPatch, INSTRUCTIONS_MAX_CHARS,
+    SETTINGS_FIELDS,
+};
 pub use text::{preview, MessageContent, Title, PREVIEW_MAX_CHARS};
 pub use time::{format_timestamp, parse_timestamp};
 pub use usage::{
-    outcome_tokens, tokens_used, Reservation, Settlement, TokenBounds, Usage, UsageSum,
-    CHARS_PER_TOKEN,
+    message_tokens_estimate, outcome_tokens, tokens_used, Reservation, Settlement, TokenBounds,
+    Usage, UsageSum, CHARS_PER_TOKEN, TEMPLATE_TOKENS_ONCE, TEMPLATE_TOKENS_PER_MESSAGE,
 };
 
 /// A value that breaks a domain rule.

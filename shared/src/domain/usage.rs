@@ -9,6 +9,20 @@ use super::ReplyOutcome;
 /// thumb for English text with the common tokenizers.
 pub const CHARS_PER_TOKEN: u64 = 4;
 
+/// Template tokens a chat template adds around each message (role
+/// headers, end-of-turn markers: Llama 3's adds 4 or 5, ChatML's 5), with room.
+pub const TEMPLATE_TOKENS_PER_MESSAGE: u64 = 16;
+/// Tokens a template adds once (begin-of-text, the assistant's opening,
+/// a default system header such as Llama 3.1's dated one).
+pub const TEMPLATE_TOKENS_ONCE: u64 = 64;
+
+/// The estimate of what one message of `text` takes of a model's context:
+/// the quota's one token per [`CHARS_PER_TOKEN`] characters, and its
+/// template's [`TEMPLATE_TOKENS_PER_MESSAGE`].
+pub fn message_tokens_estimate(text: &str) -> u64 {
+    (text.chars().count() as u64).div_ceil(CHARS_PER_TOKEN) + TEMPLATE_TOKENS_PER_MESSAGE
+}
+
 /// The tokens a reply counts for in a user's quota: what the worker
 /// reported (prompt and reply), or, without a report, one per
 /// [`CHARS_PER_TOKEN`] characters of the reply.

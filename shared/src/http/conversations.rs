@@ -5,15 +5,20 @@ use crate::store::Store;
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use serde::{Deserialize, Serialize};
 
+use super::send::UsageView;
 use super::{
     extract::{authenticate, page_request, parse_json, path_conversation_id, MAX_BODY_BYTES},
     handle, ok_json, ApiError,
 };
 use crate::{
     app::App,
+    catalogue::Catalogue,
     chat::ChatModel,
-    domain::{format_timestamp, Conversation, Message, MessageStatus, Title},
-    store::Page,
+    domain::{
+        format_timestamp, Conversation, DomainError, Message, MessageStatus, Settings,
+        SettingsPatch, Title,
+    },
+    store::{ConversationChange, Page},
 };
 
 /// Conversations per list page when `limit` is not given.
@@ -33,17 +38,43 @@ struct ConversationSummary {
     updated_at: String,
     created_at: String,
     message_count: u64,
+    /// The model that answers it: its own, or the catalogue's default.
+    model: String,
 }
 
-impl From<Conversation> for ConversationSummary {
-    fn from(c: Conversation) -> Self {
+impl ConversationSummary {
+    fn of(c: Conversation, catalogue: &Catalogue) -> Self {
         Self {
+            model: catalogue.model_for(&c.settings).id.to_string(),
             id: c.id.to_string(),
             title: c.title.as_str().to_owned(),
             last_message: c.last_message,
             updated_at: format_timestamp(c.updated_at),
             created_at: format_timestamp(c.created_at),
             message_count: c.message_count,
+        }
+    }
+}
+
+/// A conversation's settings, `model` always filled in, the others as
+/// stored (`null`: the deployment's default).
+#[derive(Serialize)]
+struct SettingsView {
+    model: String,
+    instructions: Option<String>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    max_tokens: Option<u32>,
+}
+
+impl SettingsView {
+    fn of(s: Settings, catalogue: &Catalogue) -> Self {
+        Self {
+            model: catalogue.model_for(&s).id.to_string(),
+            instructions: s.instructions,
+            temperature: s.temperature,
+            top_p: s.top_p,
+            max_tokens: s.max_tokens,
         }
     }
 }
@@ -67,6 +98,12 @@ struct MessageView {
     /// Only on a reply stored cut to `MAX_REPLY_CHARS`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     truncated: bool,
+    /// A reply's model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<String>,
+    /// A reply's token counts, when the worker reported them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<UsageView>,
 }
 
 impl From<Message> for MessageView {
@@ -82,6 +119,8 @@ impl From<Message> for MessageView {
             content: m.content,
             timestamp: format_timestamp(m.created_at),
             truncated: m.truncated,
+            model: m.model.map(|id| id.to_string()),
+            usage: m.usage.map(UsageView::from),
         }
     }
 }
@@ -90,15 +129,26 @@ impl From<Message> for MessageView {
 struct ConversationResponse {
     id: String,
     title: String,
+    settings: SettingsView,
     messages: Vec<MessageView>,
     next_cursor: Option<String>,
 }
 
-/// Unknown fields are refused, as on the send.
+/// Unknown fields are refused, as on the send; `settings` is read by
+/// [`SettingsPatch::parse`], which names a field it does not know.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RenameBody {
-    title: String,
+struct PatchBody {
+    #[serde(default, deserialize_with = "present")]
+    title: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    settings: Option<serde_json::Value>,
+}
+
+/// A field that is there, `null` included (serde reads a `null` into an
+/// `Option` as absent): a `PATCH` refuses `null` where the contract has none.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
 }
 
 /// The caller's conversations, newest first.
@@ -108,7 +158,10 @@ pub async fn list_conversations<M, S: Store>(app: &App<M, S>, req: Request) -> R
         let page = page_request(&req, CONVERSATIONS_PAGE_DEFAULT, CONVERSATIONS_PAGE_MAX)?;
         let Page { items, next_cursor } = app.chat.list_conversations(&user, &page).await?;
         Ok(ok_json(&ListResponse {
-            conversations: items.into_iter().map(Into::into).collect(),
+            conversations: items
+                .into_iter()
+                .map(|c| ConversationSummary::of(c, app.chat.catalogue()))
+                .collect(),
             next_cursor,
         }))
     })
@@ -131,6 +184,7 @@ pub async fn get_conversation<M: ChatModel, S: Store>(
         Ok(ok_json(&ConversationResponse {
             id: conversation.id.to_string(),
             title: conversation.title.as_str().to_owned(),
+            settings: SettingsView::of(conversation.settings, app.chat.catalogue()),
             messages: messages.items.into_iter().map(Into::into).collect(),
             next_cursor: messages.next_cursor,
         }))
@@ -138,16 +192,36 @@ pub async fn get_conversation<M: ChatModel, S: Store>(
     .await
 }
 
-/// A new title for one of the caller's conversations.
+/// A new title, new settings, or both, for one of the caller's conversations.
 pub async fn rename_conversation<M, S: Store>(app: &App<M, S>, req: Request) -> Response<Body> {
     handle("rename-conversation", app, req, |req, _meta| async move {
         let user = authenticate(app, &req)?;
         let id = path_conversation_id(&req)?;
-        let body: RenameBody = parse_json(&req, MAX_BODY_BYTES)?;
-        let title = Title::parse(&body.title)
+        let body: PatchBody = parse_json(&req, MAX_BODY_BYTES)?;
+        if body.title.is_none() && body.settings.is_none() {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "give a title, settings, or both",
+            ));
+        }
+        let title = body
+            .title
+            .map(|t| match t {
+                serde_json::Value::String(t) => Title::parse(&t),
+                _ => Err(DomainError::InvalidTitle),
+            })
+            .transpose()
             .map_err(|e| ApiError::unprocessable("invalid_title", e.to_string()))?;
-        let conversation = app.chat.rename_conversation(&user, id, &title).await?;
-        Ok(ok_json(&ConversationSummary::from(conversation)))
+        let settings = match &body.settings {
+            None => SettingsPatch::default(),
+            Some(raw) => SettingsPatch::parse(raw)?,
+        };
+        let change = ConversationChange { title, settings };
+        let conversation = app.chat.update_conversation(&user, id, &change).await?;
+        Ok(ok_json(&ConversationSummary::of(
+            conversation,
+            app.chat.catalogue(),
+        )))
     })
     .await
 }

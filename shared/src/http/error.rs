@@ -11,7 +11,9 @@ use lambda_http::{
 use serde::Serialize;
 
 use super::json_response;
-use crate::{auth::AuthError, chat::ChatError, refusal::Refusal, store::StoreError};
+use crate::{
+    auth::AuthError, chat::ChatError, domain::SettingsError, refusal::Refusal, store::StoreError,
+};
 
 /// `Retry-After` of a send refused for the user's generations at once: a
 /// short reply's time.
@@ -233,6 +235,7 @@ impl From<ChatError> for ApiError {
     fn from(e: ChatError) -> Self {
         match e {
             ChatError::Refused(refusal) => Self::Refused(refusal),
+            ChatError::Settings(e) => e.into(),
             ChatError::Store(StoreError::InvalidCursor(_)) => {
                 Self::bad_request("invalid_cursor", "the cursor is not valid for this list")
             }
@@ -241,6 +244,17 @@ impl From<ChatError> for ApiError {
             ChatError::Model(ref m) if m.is_timeout() => Self::GatewayTimeout(e),
             ChatError::Model(_) => Self::BadGateway(e),
         }
+    }
+}
+
+/// Settings refused by their own rules or the catalogue's: 422, nothing stored.
+impl From<SettingsError> for ApiError {
+    fn from(e: SettingsError) -> Self {
+        let code = match e {
+            SettingsError::UnknownModel(_) => "unknown_model",
+            SettingsError::Invalid { .. } => "invalid_settings",
+        };
+        Self::unprocessable(code, e.to_string())
     }
 }
 

@@ -11,6 +11,7 @@ mod docs;
 mod error;
 mod extract;
 mod idempotency;
+mod models;
 mod send;
 mod stream;
 mod usage;
@@ -31,6 +32,7 @@ pub use conversations::{
 };
 pub use docs::ApiDocs;
 pub use error::ApiError;
+pub use models::list_models;
 pub use send::send_message;
 pub use stream::{stream_message, SseBody};
 pub use usage::get_usage;

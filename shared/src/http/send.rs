@@ -12,7 +12,10 @@ use super::{
 use crate::{
     app::App,
     chat::{ChatModel, SendOutcome, SendRequest, SendTimes},
-    domain::{format_timestamp, ConversationId, DomainError, MessageContent, MessageStatus, Usage},
+    domain::{
+        format_timestamp, ConversationId, DomainError, MessageContent, MessageStatus,
+        SettingsPatch, Usage,
+    },
 };
 
 /// A field this does not name is refused (400 `invalid_request` naming
@@ -24,6 +27,9 @@ pub(super) struct SendBody {
     message: String,
     #[serde(default)]
     conversation_id: Option<String>,
+    /// Read by [`SettingsPatch::parse`], which names a field it does not know.
+    #[serde(default)]
+    settings: Option<serde_json::Value>,
 }
 
 /// 200: the reply is complete (and a stream's `message.completed`).
@@ -35,10 +41,36 @@ pub(super) struct SendResponse {
     message_id: String,
     user_message_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<Usage>,
+    usage: Option<UsageView>,
+    /// The catalogue's model that wrote the reply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<String>,
     /// Only when the reply was stored cut to `MAX_REPLY_CHARS`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     truncated: bool,
+}
+
+/// A reply's token counts, under the names this API has always used and
+/// the OpenAI API's (`prompt_tokens`, `completion_tokens`, `total_tokens`).
+#[derive(Serialize)]
+pub(super) struct UsageView {
+    input_tokens: u64,
+    output_tokens: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+}
+
+impl From<Usage> for UsageView {
+    fn from(u: Usage) -> Self {
+        Self {
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            prompt_tokens: u.input_tokens,
+            completion_tokens: u.output_tokens,
+            total_tokens: u.input_tokens.saturating_add(u.output_tokens),
+        }
+    }
 }
 
 /// 202: the reply is still being generated; the webhook or a later read
@@ -93,9 +125,14 @@ pub(super) fn send_request(body: SendBody, max_chars: usize) -> Result<SendReque
         };
         ApiError::unprocessable(code, e.to_string())
     })?;
+    let settings = match &body.settings {
+        None | Some(serde_json::Value::Null) => SettingsPatch::default(),
+        Some(raw) => SettingsPatch::parse(raw)?,
+    };
     Ok(SendRequest {
         conversation_id,
         content,
+        settings,
     })
 }
 
@@ -128,7 +165,8 @@ impl From<SendOutcome> for SendResponse {
             timestamp: format_timestamp(reply.created_at),
             message_id: reply.id.to_string(),
             user_message_id: user_message.id.to_string(),
-            usage: reply.usage,
+            usage: reply.usage.map(UsageView::from),
+            model: reply.model.map(|m| m.to_string()),
             truncated: reply.truncated,
             message: reply.content,
         }

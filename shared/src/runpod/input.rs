@@ -1,63 +1,66 @@
-//! The job `input` sent to the worker, in the shape `RUNPOD_INPUT_FORMAT` names.
+//! The job `input` sent to the worker, in the shape its model's
+//! `input_format` names, and what a job can count.
 
 use serde_json::{json, Value};
 
 use crate::{
-    config::{InputFormat, RunPodConfig},
-    domain::{Message, Role, TokenBounds, CHARS_PER_TOKEN},
+    chat::Prompt,
+    config::InputFormat,
+    domain::{
+        Message, Role, TokenBounds, CHARS_PER_TOKEN, TEMPLATE_TOKENS_ONCE,
+        TEMPLATE_TOKENS_PER_MESSAGE,
+    },
 };
 
-/// `history` is the conversation so far, oldest first, ending with the
-/// user's new message; it arrives already bounded by the use case.
-pub fn build_input(config: &RunPodConfig, history: &[Message]) -> Value {
-    match config.input_format {
+/// The `input` of a job for `prompt`. Both formats carry
+/// `sampling_params` (`max_tokens`, and `temperature` and `top_p` when the
+/// conversation set them), which the vLLM worker reads in either
+/// (worker-vllm `src/utils.py` `JobInput`: `sampling_params` beside
+/// `messages` or `prompt`).
+pub fn build_input(prompt: &Prompt<'_>) -> Value {
+    let mut sampling = json!({"max_tokens": prompt.sampling.max_tokens});
+    if let Some(t) = prompt.sampling.temperature {
+        sampling["temperature"] = json!(t);
+    }
+    if let Some(p) = prompt.sampling.top_p {
+        sampling["top_p"] = json!(p);
+    }
+    match prompt.model.input_format {
         InputFormat::Messages => {
-            let system = config
-                .system_prompt
-                .as_deref()
+            let system = prompt
+                .instructions
                 .map(|p| json!({"role": "system", "content": p}));
             let messages: Vec<Value> = system
                 .into_iter()
                 .chain(
-                    history
+                    prompt
+                        .history
                         .iter()
                         .map(|m| json!({"role": m.role.as_str(), "content": m.content})),
                 )
                 .collect();
-            json!({
-                "messages": messages,
-                "sampling_params": {"max_tokens": config.max_tokens},
-            })
+            json!({"messages": messages, "sampling_params": sampling})
         }
-        InputFormat::Prompt => {
-            json!({ "prompt": render_prompt(config.system_prompt.as_deref(), history) })
-        }
+        InputFormat::Prompt => json!({
+            "prompt": render_prompt(prompt.instructions, prompt.history),
+            "sampling_params": sampling,
+        }),
     }
 }
 
-/// Template tokens a chat template adds around each message (role
-/// headers, end-of-turn markers: Llama 3's adds 4 or 5, ChatML's 5), with room.
-const TEMPLATE_TOKENS_PER_MESSAGE: u64 = 16;
-/// Tokens a template adds once (begin-of-text, the assistant's opening,
-/// a default system header such as Llama 3.1's dated one).
-const TEMPLATE_TOKENS_ONCE: u64 = 64;
-
-/// What a job for `history` can count at most, and its prompt's estimate.
+/// What a job for `prompt` can count at most, and its prompt's estimate.
 ///
 /// The prompt's bound is its bytes: byte-level BPE tokenizers (GPT-2's,
 /// tiktoken's, Llama 3's, Qwen's) and SentencePiece with byte fallback
 /// never make a token of less than one byte, so a text has at most as many
 /// tokens as bytes; the template's own tokens are added. The reply's is
-/// `RUNPOD_MAX_TOKENS`, which the `messages` input sends as
-/// `sampling_params.max_tokens` (a `prompt` worker must be configured to
-/// the same limit). The estimate is the quota's usual one character in
-/// [`CHARS_PER_TOKEN`].
-pub fn token_bounds(config: &RunPodConfig, history: &[Message]) -> TokenBounds {
-    let texts = config
-        .system_prompt
-        .iter()
-        .map(String::as_str)
-        .chain(history.iter().map(|m| m.content.as_str()));
+/// the job's `sampling_params.max_tokens`. The estimate is the quota's
+/// usual one token per [`CHARS_PER_TOKEN`] characters.
+pub fn token_bounds(prompt: &Prompt<'_>) -> TokenBounds {
+    let texts = prompt
+        .instructions
+        .into_iter()
+        .chain(prompt.history.iter().map(|m| m.content.as_str()));
     let (mut bytes, mut chars, mut count) = (0u64, 0u64, 0u64);
     for text in texts {
         bytes += text.len() as u64;
@@ -66,7 +69,7 @@ pub fn token_bounds(config: &RunPodConfig, history: &[Message]) -> TokenBounds {
     }
     let template = TEMPLATE_TOKENS_ONCE + count * TEMPLATE_TOKENS_PER_MESSAGE;
     TokenBounds {
-        most: bytes + template + u64::from(config.max_tokens),
+        most: bytes + template + u64::from(prompt.sampling.max_tokens),
         prompt: chars.div_ceil(CHARS_PER_TOKEN),
     }
 }
@@ -95,24 +98,19 @@ fn render_prompt(system: Option<&str>, history: &[Message]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::{catalogue::ModelSpec, chat::Sampling, domain::ModelId};
     use chrono::Utc;
-    use std::time::Duration;
 
-    fn config(format: InputFormat, system: Option<&str>) -> RunPodConfig {
-        RunPodConfig {
-            base_url: "http://127.0.0.1:1".into(),
+    fn model(format: InputFormat) -> ModelSpec {
+        ModelSpec {
+            id: ModelId::parse("m").unwrap(),
+            name: "M".into(),
+            description: String::new(),
             endpoint_id: "ep".into(),
-            api_key: Secret::new("k"),
             input_format: format,
-            system_prompt: system.map(str::to_owned),
-            max_tokens: 256,
-            request_timeout: Duration::from_secs(1),
-            max_retries: 0,
-            retry_base_delay: Duration::from_millis(1),
-            poll_initial_delay: Duration::from_millis(1),
-            poll_max_delay: Duration::from_millis(1),
-            max_response_bytes: 1 << 20,
+            context_tokens: 4096,
+            max_output_tokens: 256,
+            default: true,
         }
     }
 
@@ -128,12 +126,25 @@ mod tests {
         ]
     }
 
+    fn input(format: InputFormat, system: Option<&str>, sampling: Sampling) -> Value {
+        let (model, history) = (model(format), history());
+        build_input(&Prompt {
+            model: &model,
+            instructions: system,
+            sampling,
+            history: &history,
+        })
+    }
+
+    const PLAIN: Sampling = Sampling {
+        max_tokens: 256,
+        temperature: None,
+        top_p: None,
+    };
+
     #[test]
     fn messages_format_is_what_the_vllm_worker_takes() {
-        let v = build_input(
-            &config(InputFormat::Messages, Some("Be brief.")),
-            &history(),
-        );
+        let v = input(InputFormat::Messages, Some("Be brief."), PLAIN);
         assert_eq!(
             v,
             json!({
@@ -146,16 +157,24 @@ mod tests {
                 "sampling_params": {"max_tokens": 256}
             })
         );
-        let v = build_input(&config(InputFormat::Messages, None), &history());
+        let v = input(InputFormat::Messages, None, PLAIN);
         assert_eq!(v["messages"][0]["role"], "user");
     }
 
     #[test]
-    fn prompt_format_renders_a_transcript() {
-        let v = build_input(&config(InputFormat::Prompt, Some("Be brief.")), &history());
+    fn prompt_format_renders_a_transcript_with_its_sampling() {
+        let sampling = Sampling {
+            max_tokens: 64,
+            temperature: Some(0.2),
+            top_p: Some(0.9),
+        };
+        let v = input(InputFormat::Prompt, Some("Be brief."), sampling);
         assert_eq!(
             v,
-            json!({"prompt": "Be brief.\n\nUser: Hi\n\nAssistant: Hello!\n\nUser: How do I organize patient files?\n\nAssistant:"})
+            json!({
+                "prompt": "Be brief.\n\nUser: Hi\n\nAssistant: Hello!\n\nUser: How do I organize patient files?\n\nAssistant:",
+                "sampling_params": {"max_tokens": 64, "temperature": 0.2, "top_p": 0.9}
+            })
         );
     }
 }

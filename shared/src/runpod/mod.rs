@@ -23,7 +23,7 @@ pub use output::{parse_chunk, parse_output, OutputError};
 
 use crate::{
     config::RunPodConfig,
-    domain::{Completion, Message, UsageSum},
+    domain::{Completion, UsageSum},
 };
 
 /// The client, built once per cold start; its connection pool is reused.
@@ -196,62 +196,39 @@ impl RunPodClient {
         &self.config
     }
 
-    fn url(&self, path: &str) -> String {
-        format!(
-            "{}/{}/{}",
-            self.config.base_url, self.config.endpoint_id, path
-        )
+    /// `{base_url}/{endpoint}/{path}`; the catalogue checked every
+    /// endpoint id at the cold start (letters, digits, `-`, `_`).
+    fn url(&self, endpoint: &str, path: &str) -> String {
+        format!("{}/{}/{}", self.config.base_url, endpoint, path)
     }
 
     /// The URL of `op` (`status`, `stream`, `cancel`) on `job_id`, or
     /// `None` for an id that is not one RunPod gives (letters, digits, `-`
     /// and `_`, at most 128): it never becomes part of a path.
-    fn job_url(&self, op: &str, job_id: &str) -> Option<String> {
+    fn job_url(&self, endpoint: &str, op: &str, job_id: &str) -> Option<String> {
         let valid = (1..=128).contains(&job_id.len())
             && job_id
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        valid.then(|| self.url(&format!("{op}/{job_id}")))
+        valid.then(|| self.url(endpoint, &format!("{op}/{job_id}")))
     }
 
-    /// `POST run`: queues the job and returns its id at once. With a
-    /// `webhook`, RunPod posts the finished job there.
+    /// `POST {endpoint}/run`: queues a job of `input` ([`build_input`])
+    /// and returns its id at once. With a `webhook`, RunPod posts the
+    /// finished job there. A job read with [`RunPodClient::stream`] needs
+    /// `"stream": true` in its input for the vLLM worker to stream.
     pub async fn submit(
         &self,
-        history: &[Message],
+        endpoint: &str,
+        input: Value,
         webhook: Option<&str>,
         deadline: Instant,
     ) -> Result<String, RunPodError> {
-        self.submit_job(history, webhook, false, deadline).await
-    }
-
-    /// `POST run` for a job read with [`RunPodClient::stream`]: its input
-    /// carries `"stream": true`, which the vLLM worker needs to stream.
-    pub async fn submit_streaming(
-        &self,
-        history: &[Message],
-        webhook: Option<&str>,
-        deadline: Instant,
-    ) -> Result<String, RunPodError> {
-        self.submit_job(history, webhook, true, deadline).await
-    }
-
-    async fn submit_job(
-        &self,
-        history: &[Message],
-        webhook: Option<&str>,
-        stream: bool,
-        deadline: Instant,
-    ) -> Result<String, RunPodError> {
-        let mut input = build_input(&self.config, history);
-        if stream {
-            input["stream"] = json!(true);
-        }
         let mut body = json!({ "input": input });
         if let Some(url) = webhook {
             body["webhook"] = json!(url);
         }
-        let url = self.url("run");
+        let url = self.url(endpoint, "run");
         let job = self
             .call(
                 || self.http.post(&url).json(&body),
@@ -265,7 +242,12 @@ impl RunPodClient {
 
     /// Polls the job until it is final or `until` comes; the job is left
     /// running in the second case.
-    pub async fn wait(&self, job_id: &str, until: Instant) -> Result<JobPoll, RunPodError> {
+    pub async fn wait(
+        &self,
+        endpoint: &str,
+        job_id: &str,
+        until: Instant,
+    ) -> Result<JobPoll, RunPodError> {
         let mut delay = self.config.poll_initial_delay;
         loop {
             if Instant::now() + delay >= until {
@@ -273,7 +255,7 @@ impl RunPodClient {
             }
             sleep(delay).await;
             delay = (delay * 3 / 2).min(self.config.poll_max_delay);
-            match self.poll(job_id, until).await {
+            match self.poll(endpoint, job_id, until).await {
                 Ok(JobPoll::Running) => {}
                 Err(RunPodError::Deadline { .. }) => return Ok(JobPoll::Running),
                 other => return other,
@@ -283,15 +265,25 @@ impl RunPodClient {
 
     /// One `status` call. A job RunPod no longer knows (its result expired)
     /// is `Err(Status { status: 404, .. })`.
-    pub async fn poll(&self, job_id: &str, deadline: Instant) -> Result<JobPoll, RunPodError> {
-        JobPoll::of(self.status(job_id, deadline).await?)
+    pub async fn poll(
+        &self,
+        endpoint: &str,
+        job_id: &str,
+        deadline: Instant,
+    ) -> Result<JobPoll, RunPodError> {
+        JobPoll::of(self.status(endpoint, job_id, deadline).await?)
     }
 
     /// One `GET stream` call: the chunks produced since the last one. A
     /// chunk of no known shape fails the call, like unusable output.
-    pub async fn stream(&self, job_id: &str, deadline: Instant) -> Result<StreamPoll, RunPodError> {
+    pub async fn stream(
+        &self,
+        endpoint: &str,
+        job_id: &str,
+        deadline: Instant,
+    ) -> Result<StreamPoll, RunPodError> {
         let url = self
-            .job_url("stream", job_id)
+            .job_url(endpoint, "stream", job_id)
             .ok_or_else(|| not_a_job(job_id))?;
         let job = self
             .call(
@@ -331,9 +323,14 @@ impl RunPodClient {
     }
 
     /// `POST cancel`: stops the job (a job already final stays as it is).
-    pub async fn cancel(&self, job_id: &str, deadline: Instant) -> Result<(), RunPodError> {
+    pub async fn cancel(
+        &self,
+        endpoint: &str,
+        job_id: &str,
+        deadline: Instant,
+    ) -> Result<(), RunPodError> {
         let url = self
-            .job_url("cancel", job_id)
+            .job_url(endpoint, "cancel", job_id)
             .ok_or_else(|| not_a_job(job_id))?;
         self.call(
             || self.http.post(&url),
@@ -345,9 +342,14 @@ impl RunPodClient {
         Ok(())
     }
 
-    async fn status(&self, job_id: &str, deadline: Instant) -> Result<Job, RunPodError> {
+    async fn status(
+        &self,
+        endpoint: &str,
+        job_id: &str,
+        deadline: Instant,
+    ) -> Result<Job, RunPodError> {
         let url = self
-            .job_url("status", job_id)
+            .job_url(endpoint, "status", job_id)
             .ok_or_else(|| not_a_job(job_id))?;
         self.call(
             || self.http.request(Method::GET, &url),

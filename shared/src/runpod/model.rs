@@ -3,10 +3,12 @@
 
 use tokio::time::Instant;
 
-use super::{Job, JobPoll, JobState, RunPodClient, RunPodError, StreamEnd as RunPodEnd};
+use super::{
+    build_input, Job, JobPoll, JobState, RunPodClient, RunPodError, StreamEnd as RunPodEnd,
+};
 use crate::{
-    chat::{ChatModel, Generation, JobDelivery, ModelError, StreamEnd, StreamStep},
-    domain::{Message, TokenBounds},
+    chat::{ChatModel, Generation, JobDelivery, JobRef, ModelError, Prompt, StreamEnd, StreamStep},
+    domain::TokenBounds,
 };
 
 impl From<RunPodError> for ModelError {
@@ -44,42 +46,57 @@ impl TryFrom<Job> for JobDelivery {
 }
 
 impl ChatModel for RunPodClient {
-    fn token_bounds(&self, history: &[Message]) -> TokenBounds {
-        super::input::token_bounds(&self.config, history)
+    fn token_bounds(&self, prompt: &Prompt<'_>) -> TokenBounds {
+        super::input::token_bounds(prompt)
     }
 
     async fn submit(
         &self,
-        history: &[Message],
+        prompt: &Prompt<'_>,
         webhook: Option<&str>,
         deadline: Instant,
     ) -> Result<String, ModelError> {
-        Ok(RunPodClient::submit(self, history, webhook, deadline).await?)
+        let input = build_input(prompt);
+        let endpoint = &prompt.model.endpoint_id;
+        Ok(RunPodClient::submit(self, endpoint, input, webhook, deadline).await?)
     }
 
-    async fn wait(&self, job_id: &str, until: Instant) -> Result<Generation, ModelError> {
-        Ok(RunPodClient::wait(self, job_id, until).await?.into())
+    async fn wait(&self, job: JobRef<'_>, until: Instant) -> Result<Generation, ModelError> {
+        let endpoint = &job.model.endpoint_id;
+        Ok(RunPodClient::wait(self, endpoint, job.id, until)
+            .await?
+            .into())
     }
 
-    async fn cancel(&self, job_id: &str, deadline: Instant) -> Result<(), ModelError> {
-        Ok(RunPodClient::cancel(self, job_id, deadline).await?)
+    async fn cancel(&self, job: JobRef<'_>, deadline: Instant) -> Result<(), ModelError> {
+        let endpoint = &job.model.endpoint_id;
+        Ok(RunPodClient::cancel(self, endpoint, job.id, deadline).await?)
     }
 
-    async fn poll(&self, job_id: &str, deadline: Instant) -> Result<Generation, ModelError> {
-        Ok(RunPodClient::poll(self, job_id, deadline).await?.into())
+    async fn poll(&self, job: JobRef<'_>, deadline: Instant) -> Result<Generation, ModelError> {
+        let endpoint = &job.model.endpoint_id;
+        Ok(RunPodClient::poll(self, endpoint, job.id, deadline)
+            .await?
+            .into())
     }
 
+    /// The vLLM worker streams a job only when its input says
+    /// `"stream": true` (worker-vllm `src/utils.py` `JobInput.stream`).
     async fn submit_streaming(
         &self,
-        history: &[Message],
+        prompt: &Prompt<'_>,
         webhook: Option<&str>,
         deadline: Instant,
     ) -> Result<String, ModelError> {
-        Ok(RunPodClient::submit_streaming(self, history, webhook, deadline).await?)
+        let mut input = build_input(prompt);
+        input["stream"] = serde_json::json!(true);
+        let endpoint = &prompt.model.endpoint_id;
+        Ok(RunPodClient::submit(self, endpoint, input, webhook, deadline).await?)
     }
 
-    async fn stream(&self, job_id: &str, deadline: Instant) -> Result<StreamStep, ModelError> {
-        let poll = RunPodClient::stream(self, job_id, deadline).await?;
+    async fn stream(&self, job: JobRef<'_>, deadline: Instant) -> Result<StreamStep, ModelError> {
+        let endpoint = &job.model.endpoint_id;
+        let poll = RunPodClient::stream(self, endpoint, job.id, deadline).await?;
         Ok(StreamStep {
             pieces: poll.pieces,
             usage: poll.usage,

@@ -20,8 +20,8 @@ pub mod prelude {
 pub use dynamo::DynamoStore;
 
 use crate::domain::{
-    Claim, Conversation, ConversationId, Message, MessageId, ReplyOutcome, Reservation, Title,
-    UserId,
+    Claim, Conversation, ConversationId, Message, MessageId, ReplyOutcome, Reservation,
+    SettingsPatch, Title, UserId,
 };
 use crate::refusal::Refusal;
 
@@ -187,8 +187,17 @@ pub trait Store: Conversations + Pages + Replies + Idempotency + Quotas {}
 
 impl<T: Conversations + Pages + Replies + Idempotency + Quotas> Store for T {}
 
+/// What a `PATCH` of a conversation changes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConversationChange {
+    /// A new title.
+    pub title: Option<Title>,
+    /// Settings set or reset (already checked against the catalogue).
+    pub settings: SettingsPatch,
+}
+
 /// Writing conversations: start one (counting the send and claiming it
-/// for the reply), append to one, rename, delete, purge.
+/// for the reply), append to one, rename or change its settings, delete, purge.
 pub trait Conversations: Sync {
     /// Stores a send's new conversation, claimed, with its first message,
     /// and counts the send on the quota's day, in one write: refused
@@ -202,8 +211,9 @@ pub trait Conversations: Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Appends the user's message as [`Self::append_message`] does, claims
-    /// the conversation for the reply and counts the send, in one write:
-    /// refused ([`Refusal::ReplyPending`](crate::refusal::Refusal::ReplyPending)) while another reply is pending
+    /// the conversation for the reply, counts the send and makes the
+    /// send's change to the settings, in one write: refused
+    /// ([`Refusal::ReplyPending`](crate::refusal::Refusal::ReplyPending)) while another reply is pending
     /// or another send's claim holds, or over the quota.
     fn append_and_claim(
         &self,
@@ -212,14 +222,16 @@ pub trait Conversations: Sync {
         message: &Message,
         claim: &Claim,
         quota: &Quota,
+        settings: &SettingsPatch,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Sets the title; `updated_at` stays (the list follows messages, not renames).
-    fn rename_conversation(
+    /// Sets the title, changes the settings, or both; `updated_at` stays
+    /// (the list follows messages, not renames).
+    fn update_conversation(
         &self,
         user: &UserId,
         conversation: ConversationId,
-        title: &Title,
+        change: &ConversationChange,
     ) -> impl Future<Output = Result<Conversation, StoreError>> + Send;
 
     /// Removes the conversation item: from then on the conversation is gone

@@ -53,6 +53,7 @@ async fn start(
     let request = SendRequest {
         conversation_id,
         content: MessageContent::parse("How do I organize patient files?".into(), 1000).unwrap(),
+        settings: SettingsPatch::default(),
     };
     chat.start_streaming(&alice(), request, times())
         .await

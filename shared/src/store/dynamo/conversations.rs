@@ -9,7 +9,10 @@ use tokio::time::Instant;
 
 use super::{
     backend,
-    items::{attr, conversation_key, key_of, s, ConversationItem, Item, MessageItem},
+    items::{
+        attr, conversation_key, key_of, s, settings_change, Clauses, ConversationItem, Item,
+        MessageItem,
+    },
     messages::{conversation_in, moved_to, Actions, Guard, MOVED, OWNED},
     transact::{
         failed_conditions, live_refused, not_found_or_backend, quota_refused, transaction_failed,
@@ -17,8 +20,10 @@ use super::{
     DynamoStore,
 };
 use crate::{
-    domain::{format_timestamp, Claim, Conversation, ConversationId, Message, Title, UserId},
-    store::{keys, Conversations, Quota, StoreError},
+    domain::{
+        format_timestamp, Claim, Conversation, ConversationId, Message, SettingsPatch, UserId,
+    },
+    store::{keys, ConversationChange, Conversations, Quota, StoreError},
 };
 
 /// Most items one BatchWriteItem takes.
@@ -66,7 +71,7 @@ impl DynamoStore {
         user: &UserId,
         conversation: ConversationId,
         message: &Message,
-        claim: Option<(&Claim, &Quota)>,
+        claim: Option<(&Claim, &Quota, &SettingsPatch)>,
     ) -> Result<(), StoreError> {
         let guard = match claim {
             None => Guard::Free,
@@ -74,14 +79,13 @@ impl DynamoStore {
         };
         let mut admitted = vec![];
         let mut cap = None;
-        if let Some((claim, quota)) = claim {
+        if let Some((claim, quota, _)) = claim {
             admitted.push(self.count_send(user, quota)?);
             if let Some(limit) = &quota.generations {
                 admitted.push(self.begin_generation(user, claim.reply, limit)?);
                 cap = Some(limit);
             }
         }
-        let claim = claim.map(|(claim, _)| claim);
         let actions = Actions {
             more: admitted,
             cap,
@@ -90,11 +94,22 @@ impl DynamoStore {
             let update = moved_to(update, conversation, message);
             match claim {
                 None => update.update_expression(format!("SET {MOVED}")),
-                Some(claim) => update
-                    .update_expression(format!("SET {MOVED}, #pending = :reply, #claimed = :until"))
-                    .expression_attribute_names("#claimed", attr::CLAIMED_UNTIL)
-                    .expression_attribute_values(":reply", s(claim.reply.to_string()))
-                    .expression_attribute_values(":until", s(format_timestamp(claim.until))),
+                Some((claim, _, settings)) => {
+                    let mut clauses =
+                        Clauses::setting(&[MOVED, "#pending = :reply, #claimed = :until"]);
+                    let (names, values) = settings_change(settings, &mut clauses);
+                    let update = names
+                        .into_iter()
+                        .fold(update, |u, (k, v)| u.expression_attribute_names(k, v));
+                    let update = values
+                        .into_iter()
+                        .fold(update, |u, (k, v)| u.expression_attribute_values(k, v));
+                    update
+                        .update_expression(clauses.expression())
+                        .expression_attribute_names("#claimed", attr::CLAIMED_UNTIL)
+                        .expression_attribute_values(":reply", s(claim.reply.to_string()))
+                        .expression_attribute_values(":until", s(format_timestamp(claim.until)))
+                }
             }
         })
         .await
@@ -160,32 +175,44 @@ impl Conversations for DynamoStore {
         message: &Message,
         claim: &Claim,
         quota: &Quota,
+        settings: &SettingsPatch,
     ) -> Result<(), StoreError> {
-        self.append(user, conversation, message, Some((claim, quota)))
+        self.append(user, conversation, message, Some((claim, quota, settings)))
             .await
     }
 
-    async fn rename_conversation(
+    async fn update_conversation(
         &self,
         user: &UserId,
         conversation: ConversationId,
-        title: &Title,
+        change: &ConversationChange,
     ) -> Result<Conversation, StoreError> {
-        let out = self
+        let mut clauses = Clauses::default();
+        let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(conversation_key(user, conversation)))
-            .update_expression("SET title = :title")
             .condition_expression(OWNED)
             .expression_attribute_names("#pk", keys::PK)
             .expression_attribute_names("#user", attr::USER_ID)
-            .expression_attribute_values(":title", s(title.as_str()))
             .expression_attribute_values(":user", s(user.as_str()))
-            .return_values(ReturnValue::AllNew)
+            .return_values(ReturnValue::AllNew);
+        if let Some(title) = &change.title {
+            clauses.set.push("title = :title".into());
+            update = update.expression_attribute_values(":title", s(title.as_str()));
+        }
+        let (names, values) = settings_change(&change.settings, &mut clauses);
+        let update = names
+            .into_iter()
+            .fold(update, |u, (k, v)| u.expression_attribute_names(k, v));
+        let out = values
+            .into_iter()
+            .fold(update, |u, (k, v)| u.expression_attribute_values(k, v))
+            .update_expression(clauses.expression())
             .send()
             .await
-            .map_err(not_found_or_backend("UpdateItem rename"))?;
+            .map_err(not_found_or_backend("UpdateItem conversation"))?;
         conversation_in(out.attributes, "UpdateItem")
     }
 

@@ -10,8 +10,9 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::{
     domain::{
-        format_timestamp, parse_timestamp, Conversation, ConversationId, ConversationState,
-        Message, MessageId, MessageStatus, Reservation, Role, Title, Usage, UserId,
+        format_timestamp, parse_timestamp, Change, Conversation, ConversationId, ConversationState,
+        Message, MessageId, MessageStatus, ModelId, Reservation, Role, Settings, SettingsPatch,
+        Title, Usage, UserId,
     },
     store::{keys, StoreError},
 };
@@ -57,6 +58,90 @@ pub(super) mod attr {
     pub const RESPONSE_STATUS: &str = "response_status";
     /// The first answer's body, once done.
     pub const RESPONSE_BODY: &str = "response_body";
+    /// A conversation's chosen model; a reply's model.
+    pub const MODEL: &str = "model";
+    /// A conversation's instructions.
+    pub const INSTRUCTIONS: &str = "instructions";
+    /// A conversation's temperature.
+    pub const TEMPERATURE: &str = "temperature";
+    /// A conversation's nucleus.
+    pub const TOP_P: &str = "top_p";
+    /// A conversation's reply token limit.
+    pub const MAX_TOKENS: &str = "max_tokens";
+}
+
+/// The clauses of an update expression, gathered from a write's parts.
+#[derive(Debug, Default)]
+pub(super) struct Clauses {
+    /// `SET` assignments.
+    pub set: Vec<String>,
+    /// `REMOVE`d attributes.
+    pub remove: Vec<String>,
+}
+
+impl Clauses {
+    /// Clauses that start with the `SET` assignments `set`.
+    pub fn setting(set: &[&str]) -> Self {
+        Self {
+            set: set.iter().map(|c| (*c).to_owned()).collect(),
+            remove: vec![],
+        }
+    }
+
+    /// The update expression: `SET …` then `REMOVE …`.
+    pub fn expression(&self) -> String {
+        let mut parts = vec![];
+        if !self.set.is_empty() {
+            parts.push(format!("SET {}", self.set.join(", ")));
+        }
+        if !self.remove.is_empty() {
+            parts.push(format!("REMOVE {}", self.remove.join(", ")));
+        }
+        parts.join(" ")
+    }
+}
+
+/// Expression attribute names and values, to add to an update.
+type Names = Vec<(String, &'static str)>;
+type Values = Vec<(String, AttributeValue)>;
+
+/// The change `patch` makes to a conversation item: a setting given is
+/// set, one given as `null` removed, one not named left alone.
+pub(super) fn settings_change(patch: &SettingsPatch, clauses: &mut Clauses) -> (Names, Values) {
+    let (mut names, mut values) = (vec![], vec![]);
+    let mut one = |attr: &'static str, change: Change<AttributeValue>| {
+        let (name, value) = (format!("#set_{attr}"), format!(":set_{attr}"));
+        match change {
+            Change::Keep => return,
+            Change::Reset => clauses.remove.push(name.clone()),
+            Change::Set(v) => {
+                clauses.set.push(format!("{name} = {value}"));
+                values.push((value, v));
+            }
+        }
+        names.push((name, attr));
+    };
+    let n = |x: String| AttributeValue::N(x);
+    one(attr::MODEL, map(&patch.model, |m| s(m.as_str())));
+    one(attr::INSTRUCTIONS, map(&patch.instructions, |t| s(t)));
+    one(
+        attr::TEMPERATURE,
+        map(&patch.temperature, |t| n(t.to_string())),
+    );
+    one(attr::TOP_P, map(&patch.top_p, |p| n(p.to_string())));
+    one(
+        attr::MAX_TOKENS,
+        map(&patch.max_tokens, |m| n(m.to_string())),
+    );
+    (names, values)
+}
+
+fn map<T>(change: &Change<T>, f: impl FnOnce(&T) -> AttributeValue) -> Change<AttributeValue> {
+    match change {
+        Change::Keep => Change::Keep,
+        Change::Reset => Change::Reset,
+        Change::Set(v) => Change::Set(f(v)),
+    }
 }
 
 /// The stored form of a conversation.
@@ -81,6 +166,17 @@ pub(super) struct ConversationItem {
     pending_reply: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     claimed_until: Option<String>,
+    /// The settings: each absent until chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    instructions: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
 }
 
 /// The stored form of a message.
@@ -121,6 +217,9 @@ pub(super) struct MessageItem {
     /// Present (true) on a pending reply counted among its user's live generations.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     reserved_live: bool,
+    /// The catalogue's model of a reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model: Option<String>,
 }
 
 impl ConversationItem {
@@ -143,6 +242,11 @@ impl ConversationItem {
                 ConversationState::Claimed { until, .. } => Some(format_timestamp(until)),
                 _ => None,
             },
+            model: c.settings.model.as_ref().map(|m| m.as_str().to_owned()),
+            instructions: c.settings.instructions.clone(),
+            temperature: c.settings.temperature,
+            top_p: c.settings.top_p,
+            max_tokens: c.settings.max_tokens,
         })
     }
 
@@ -167,6 +271,13 @@ impl ConversationItem {
                     reply: MessageId::parse(&reply).map_err(corrupt)?,
                     until: parse_timestamp(&until).map_err(corrupt)?,
                 },
+            },
+            settings: Settings {
+                model: model_id(i.model)?,
+                instructions: i.instructions,
+                temperature: i.temperature,
+                top_p: i.top_p,
+                max_tokens: i.max_tokens,
             },
         })
     }
@@ -208,6 +319,7 @@ impl MessageItem {
             reserved_tokens: reserved.map(|r| r.tokens),
             reserved_prompt: reserved.map(|r| r.prompt),
             reserved_live: reserved.is_some_and(|r| r.live),
+            model: m.model.as_ref().map(|id| id.as_str().to_owned()),
         })
     }
 
@@ -238,8 +350,15 @@ impl MessageItem {
                 }),
                 _ => None,
             },
+            model: model_id(i.model)?,
         })
     }
+}
+
+/// A stored model id, checked as any other id read back.
+fn model_id(raw: Option<String>) -> Result<Option<ModelId>, StoreError> {
+    raw.map(|m| ModelId::parse(&m).ok_or_else(|| corrupt(format!("model id {m:?}"))))
+        .transpose()
 }
 
 fn status(

@@ -15,10 +15,13 @@ use std::{
 use chrono::{DateTime, NaiveDate, Utc};
 use tokio::time::Instant;
 
-use super::{Conversations, DailyUsage, Page, PageRequest, Pages, Quota, Quotas, StoreError};
+use super::{
+    ConversationChange, Conversations, DailyUsage, Page, PageRequest, Pages, Quota, Quotas,
+    StoreError,
+};
 use crate::domain::{
     preview, Claim, Conversation, ConversationId, ConversationState, Message, MessageId,
-    ReplyOutcome, Reservation, Settlement, Title, UserId,
+    ReplyOutcome, Reservation, SettingsPatch, Settlement, UserId,
 };
 
 mod keyed;
@@ -241,6 +244,7 @@ impl Conversations for MemoryStore {
         message: &Message,
         claim: &Claim,
         quota: &Quota,
+        settings: &SettingsPatch,
     ) -> Result<(), StoreError> {
         self.with(user, conversation, |c, _| {
             let lapsed = matches!(c.state, ConversationState::Claimed { until, .. } if until < message.created_at);
@@ -256,18 +260,22 @@ impl Conversations for MemoryStore {
                 reply: claim.reply,
                 until: claim.until,
             };
+            c.settings = settings.applied_to(&c.settings);
             Ok(())
         })
     }
 
-    async fn rename_conversation(
+    async fn update_conversation(
         &self,
         user: &UserId,
         conversation: ConversationId,
-        title: &Title,
+        change: &ConversationChange,
     ) -> Result<Conversation, StoreError> {
         self.with(user, conversation, |c, _| {
-            c.title = title.clone();
+            if let Some(title) = &change.title {
+                c.title = title.clone();
+            }
+            c.settings = change.settings.applied_to(&c.settings);
             Ok(c.clone())
         })
     }
