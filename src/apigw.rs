@@ -63,6 +63,16 @@ impl Event {
         )
     }
 
+    /// `GET /api/chat/models`.
+    pub fn models(token: Option<String>) -> Self {
+        Self::new(
+            "GET",
+            "GET /api/chat/models",
+            "/api/chat/models".into(),
+            token,
+        )
+    }
+
     /// `POST /api/chat/send` with `body`.
     pub fn send(body: &str, token: Option<String>) -> Self {
         Self::new(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chat_shared::{
     catalogue::Catalogue,
-    chat::{Prompt, Sampling},
+    chat::Prompt,
     config::RunPodConfig,
     domain::Completion,
     domain::{Message, Role},
@@ -74,17 +74,7 @@ fn input_with(extra: &[(&str, &str)]) -> Value {
         value.map(str::to_owned)
     })
     .unwrap();
-    let model = catalogue.default_model();
-    build_input(&Prompt {
-        model,
-        instructions: catalogue.system_prompt.as_deref(),
-        sampling: Sampling {
-            max_tokens: model.max_output_tokens,
-            temperature: None,
-            top_p: None,
-        },
-        history: &history,
-    })
+    build_input(&Prompt::by_default(&catalogue, &history))
 }
 
 fn deadline(secs: u64) -> Instant {

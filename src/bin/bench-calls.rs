@@ -26,7 +26,7 @@ use chat_service_dev::{
 };
 use chat_shared::{
     app::load_aws_config,
-    chat::{Prompt, Sampling},
+    chat::Prompt,
     config::{Config, RunPodConfig},
     domain::{ConversationId, Message, MessageId, Role, UserId},
     runpod::{build_input, RunPodClient},
@@ -178,18 +178,10 @@ impl Scene {
 
     /// The job input a send of `history` builds for the default model.
     fn input(&self) -> Value {
-        let catalogue = self.app.chat.catalogue();
-        let model = catalogue.default_model();
-        build_input(&Prompt {
-            model,
-            instructions: catalogue.system_prompt.as_deref(),
-            sampling: Sampling {
-                max_tokens: model.max_output_tokens,
-                temperature: None,
-                top_p: None,
-            },
-            history: &self.history,
-        })
+        build_input(&Prompt::by_default(
+            self.app.chat.catalogue(),
+            &self.history,
+        ))
     }
 
     /// The service's own calls: `DynamoStore` and `RunPodClient`.

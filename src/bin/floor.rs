@@ -26,7 +26,7 @@
 use std::time::Duration;
 
 use chat_shared::{
-    chat::{Prompt, Sampling},
+    chat::Prompt,
     deadline::hold_lapses,
     domain::{Claim, Conversation, Message, MessageContent, MessageId, Role, Title, UserId},
     http::CONVERSATIONS_PAGE_DEFAULT,
@@ -119,18 +119,9 @@ impl Floor {
         reply.id = claim.reply;
         if runpod {
             // The job's input as the send builds it, for the default model.
-            let spec = app.chat.catalogue().default_model();
-            let input = build_input(&Prompt {
-                model: spec,
-                instructions: app.chat.catalogue().system_prompt.as_deref(),
-                sampling: Sampling {
-                    max_tokens: spec.max_output_tokens,
-                    temperature: None,
-                    top_p: None,
-                },
-                history: &[first],
-            });
-            let endpoint = &spec.endpoint_id;
+            let (catalogue, history) = (app.chat.catalogue(), [first]);
+            let input = build_input(&Prompt::by_default(catalogue, &history));
+            let endpoint = &catalogue.default_model().endpoint_id;
             let job = model.submit(endpoint, input, None, deadline).await?;
             let JobPoll::Done(Ok(completion)) = model.wait(endpoint, &job, deadline).await? else {
                 return Err("the job was not done when polled".into());

@@ -1,7 +1,7 @@
 //! Every integration test in one binary (one link, one `common`): the
 //! store against DynamoDB Local, the handlers and the `events/` files
 //! through the real handler code, replies that outlast the request,
-//! paging at scale, the local RunPod endpoint, and (ignored unless
+//! paging at scale, the model catalogue and settings, the local RunPod endpoint, and (ignored unless
 //! `scripts/test.sh` starts the whole stack) the end-to-end run over HTTP.
 
 mod common;
@@ -9,6 +9,7 @@ mod e2e;
 mod events;
 mod first_bytes;
 mod handlers;
+mod models;
 mod openapi;
 mod paging;
 mod pending;

@@ -22,9 +22,10 @@ impl<S: Store, M> Chat<S, M> {
     }
 
     /// Sets the title, changes the settings, or both; `updated_at` stays.
-    /// The settings are checked against the catalogue first: a new
-    /// `max_tokens` without a new model is checked against the stored
-    /// model, which is read for it (the one case this reads first).
+    /// The settings are checked against the catalogue first: a change to
+    /// the model or to `max_tokens` alone is checked with the other as
+    /// stored, which is read for it (the one case this reads first; a
+    /// rename reads nothing).
     pub async fn update_conversation(
         &self,
         user: &UserId,
@@ -41,8 +42,11 @@ impl<S: Store, M> Chat<S, M> {
             // Nothing to change: the conversation as it is.
             return Ok(read().await?.0);
         }
+        // A model's limit bounds `max_tokens`: a change to either is checked
+        // with the other as stored, unless it gives both.
         let stored = match (&patch.model, &patch.max_tokens) {
-            (Change::Keep, Change::Set(_)) => read().await?.0.settings,
+            (Change::Keep, Change::Keep) => Settings::default(),
+            (Change::Keep, _) | (_, Change::Keep) => read().await?.0.settings,
             _ => Settings::default(),
         };
         self.catalogue.check(&patch.applied_to(&stored))?;

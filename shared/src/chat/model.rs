@@ -9,7 +9,7 @@ use tokio::time::Instant;
 pub use crate::domain::Completion;
 pub use crate::domain::TokenBounds;
 use crate::{
-    catalogue::ModelSpec,
+    catalogue::{Catalogue, ModelSpec},
     domain::{Message, Usage},
 };
 
@@ -101,6 +101,25 @@ pub struct Prompt<'a> {
     /// Oldest first, ending with the user's new message; already within
     /// the model's budget.
     pub history: &'a [Message],
+}
+
+impl<'a> Prompt<'a> {
+    /// A job for `history` as a conversation without settings asks it: the
+    /// catalogue's default model, the deployment's instructions, the
+    /// model's whole reply limit (the tools' and benchmarks' job).
+    pub fn by_default(catalogue: &'a Catalogue, history: &'a [Message]) -> Self {
+        let model = catalogue.default_model();
+        Self {
+            model,
+            instructions: catalogue.system_prompt.as_deref(),
+            sampling: Sampling {
+                max_tokens: model.max_output_tokens,
+                temperature: None,
+                top_p: None,
+            },
+            history,
+        }
+    }
 }
 
 /// The sampling values a job carries.
