@@ -64,6 +64,30 @@ async fn rename_usage_idempotent_retries_delete_and_the_purge() {
     assert_eq!(status, 200, "{renamed}");
     assert_eq!(renamed["title"], "Referrals");
 
+    // Settings by PATCH: max_tokens alone is checked against the stored
+    // model, which the function reads for it (its role's Query).
+    let (status, models) = get(&http, Some(&token), "/api/chat/models").await;
+    assert_eq!(status, 200, "{models}");
+    let model = &models["models"][0];
+    assert_eq!(
+        (&model["id"], &model["default"]),
+        (&json!("default"), &json!(true))
+    );
+    let patch = http
+        .patch(format!("{}/api/chat/conversations/{id}", base()))
+        .bearer_auth(&token)
+        .json(&json!({"settings": {"max_tokens": 100, "temperature": 0.5}}));
+    let (status, _, patched) = call(patch).await;
+    assert_eq!(
+        (status, &patched["model"]),
+        (StatusCode::OK, &json!("default")),
+        "{patched}"
+    );
+    let path = format!("/api/chat/conversations/{id}");
+    let (status, read) = get(&http, Some(&token), &path).await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["settings"]["max_tokens"], 100, "{read}");
+
     let (status, usage) = get(&http, Some(&token), "/api/chat/usage").await;
     assert_eq!(status, 200, "{usage}");
     assert_eq!(usage["messages"], 1, "{usage}");
