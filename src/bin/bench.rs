@@ -115,6 +115,15 @@ async fn functions(app: &App) -> Vec<Function> {
             get_event(get_conv, "bench-get-10"),
             200,
         ),
+        // The catalogue from the configuration: no DynamoDB, no RunPod.
+        row(
+            "list-models",
+            "list-models",
+            Event::models(Some(token("bench-list-10")))
+                .to_json()
+                .to_string(),
+            200,
+        ),
         // No I/O: the runtime loop, event parsing and the 401 alone.
         row(
             "list-conversations (bad token: 401, no I/O)",

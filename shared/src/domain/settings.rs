@@ -9,6 +9,20 @@ use serde_json::{Map, Value};
 /// Longest `instructions`, in characters.
 pub const INSTRUCTIONS_MAX_CHARS: usize = 8_000;
 
+/// `temperature` and `top_p` are kept to this many decimal places: far
+/// finer than any sampler tells apart (vLLM samples in 32-bit floats), and
+/// every value so kept is a number DynamoDB can hold (it refuses a magnitude
+/// below 1e-130, which a JSON number such as 5e-324 is).
+const SAMPLING_DECIMALS: i32 = 6;
+
+/// The least `top_p`: above 0, and kept (six decimals) above 0 too.
+const TOP_P_MIN: f64 = 0.000_001;
+
+fn kept(x: f64) -> f64 {
+    let scale = 10f64.powi(SAMPLING_DECIMALS);
+    (x * scale).round() / scale
+}
+
 /// A model's id in the catalogue: 1 to 64 of `a-z`, `0-9`, `.`, `_`, `-`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ModelId(String);
@@ -163,17 +177,17 @@ impl SettingsPatch {
             temperature: change(fields, "temperature", |v| {
                 let t = v.as_f64().ok_or("must be a number or null")?;
                 if (0.0..=2.0).contains(&t) {
-                    Ok(t)
+                    Ok(kept(t))
                 } else {
                     Err("must be from 0 to 2")
                 }
             })?,
             top_p: change(fields, "top_p", |v| {
                 let p = v.as_f64().ok_or("must be a number or null")?;
-                if p > 0.0 && p <= 1.0 {
-                    Ok(p)
+                if (TOP_P_MIN..=1.0).contains(&p) {
+                    Ok(kept(p))
                 } else {
-                    Err("must be above 0 and at most 1")
+                    Err("must be from 0.000001 to 1")
                 }
             })?,
             max_tokens: change(fields, "max_tokens", |v| {
@@ -282,6 +296,15 @@ mod tests {
             Err(SettingsError::UnknownModel("No Such".into()))
         );
         assert!(parse(json!([1])).is_err());
+        // Kept to six decimals: a value DynamoDB cannot hold never reaches it.
+        let tiny = parse(json!({"temperature": 5e-324, "top_p": 0.1234567})).unwrap();
+        assert_eq!(
+            (tiny.temperature, tiny.top_p),
+            (Change::Set(0.0), Change::Set(0.123457))
+        );
+        assert!(parse(json!({"top_p": 5e-324})).is_err());
+        assert!(parse(json!({"top_p": 0.000001})).is_ok());
+        assert!(parse(json!({"temperature": 2.0000004})).is_err());
         assert!(parse(json!({"instructions": "x".repeat(8_000)})).is_ok());
     }
 }
