@@ -212,6 +212,28 @@ mod tests {
     }
 
     #[test]
+    fn the_catalogues_endpoints_are_served() {
+        let models = r#"[
+            {"id": "a", "endpoint_id": "ep-a", "context_tokens": 100, "max_output_tokens": 10, "default": true},
+            {"id": "b", "endpoint_id": "ep-b", "context_tokens": 100, "max_output_tokens": 10}
+        ]"#;
+        let vars = [("RUNPOD_MODELS", models), ("RUNPOD_ENDPOINT_ID", "ignored")];
+        let s = Settings::from_vars(&Vars::of(&vars)).unwrap();
+        assert_eq!(
+            s.endpoint_ids,
+            Some(vec!["ep-a".to_owned(), "ep-b".to_owned()])
+        );
+        let s = Settings::from_vars(&Vars::of(&[("RUNPOD_ENDPOINT_ID", "one")])).unwrap();
+        assert_eq!(s.endpoint_ids, Some(vec!["one".to_owned()]));
+        assert_eq!(
+            Settings::from_vars(&Vars::of(&[])).unwrap().endpoint_ids,
+            None
+        );
+        let broken = Settings::from_vars(&Vars::of(&[("RUNPOD_MODELS", "[]")]));
+        assert!(broken.unwrap_err().contains("RUNPOD_MODELS"));
+    }
+
+    #[test]
     fn numbers_are_read_from_their_variables() {
         let s = Settings::from_vars(&Vars::of(&[
             ("RUNPOD_LOCAL_QUEUE_MS", "20"),
