@@ -94,7 +94,11 @@ impl App {
     pub async fn from_env(callers: Callers) -> Result<Self, ConfigError> {
         let aws = load_aws_config().await;
         let env = Environment::load(&aws).await?;
-        let config = Config::from_lookup(|name| env.get(name))?;
+        let config = Config::from_lookup(|name| env.get(name)).inspect_err(|e| {
+            // One line that says which variable and which rule, before the
+            // runtime prints the error's debug form.
+            tracing::error!(error = %e, "the configuration is refused; the function does not start");
+        })?;
         if callers == Callers::Users {
             config.require_jwt_secret()?;
         }

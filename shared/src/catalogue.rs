@@ -7,6 +7,8 @@
 //! and `RUNPOD_CONTEXT_TOKENS`, so a deployment configured before the
 //! catalogue existed works unchanged.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 
 use crate::{
@@ -38,10 +40,11 @@ pub struct ModelSpec {
 /// The models, exactly one of them the default.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Catalogue {
-    models: Vec<ModelSpec>,
+    /// Shared with every send that asks them, never copied.
+    models: Vec<Arc<ModelSpec>>,
     default: usize,
     /// `SYSTEM_PROMPT`: the instructions of conversations that set none.
-    pub system_prompt: Option<String>,
+    pub system_prompt: Option<Arc<str>>,
 }
 
 /// An entry of `RUNPOD_MODELS` as written.
@@ -95,11 +98,14 @@ impl Catalogue {
     /// catalogue from the older variables. Empty and unset are the same.
     pub fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        let system_prompt = var("SYSTEM_PROMPT");
-        let models = match var(VAR) {
+        let system_prompt = var("SYSTEM_PROMPT").map(Arc::from);
+        let models: Vec<Arc<ModelSpec>> = match var(VAR) {
             Some(json) => parse(&json)?,
             None => vec![legacy(&var)?],
-        };
+        }
+        .into_iter()
+        .map(Arc::new)
+        .collect();
         let default = models.iter().position(|m| m.default).unwrap_or(0);
         Ok(Self {
             models,
@@ -109,36 +115,36 @@ impl Catalogue {
     }
 
     /// The models, in the order the catalogue lists them.
-    pub fn models(&self) -> &[ModelSpec] {
+    pub fn models(&self) -> &[Arc<ModelSpec>] {
         &self.models
     }
 
     /// The model of conversations that chose none.
-    pub fn default_model(&self) -> &ModelSpec {
+    pub fn default_model(&self) -> &Arc<ModelSpec> {
         &self.models[self.default]
     }
 
     /// The model `id` names, if the catalogue holds it.
-    pub fn get(&self, id: &ModelId) -> Option<&ModelSpec> {
+    pub fn get(&self, id: &ModelId) -> Option<&Arc<ModelSpec>> {
         self.models.iter().find(|m| &m.id == id)
     }
 
     /// The model that answers a conversation with `settings`: its own, or
     /// the default when it chose none or its model left the catalogue.
-    pub fn model_for(&self, settings: &Settings) -> &ModelSpec {
+    pub fn model_for(&self, settings: &Settings) -> &Arc<ModelSpec> {
         self.model_or_default(settings.model.as_ref())
     }
 
     /// The model `id` names, or the default for none or one that left the
     /// catalogue (a reply stored before the catalogue names none).
-    pub fn model_or_default(&self, id: Option<&ModelId>) -> &ModelSpec {
+    pub fn model_or_default(&self, id: Option<&ModelId>) -> &Arc<ModelSpec> {
         id.and_then(|id| self.get(id))
             .unwrap_or_else(|| self.default_model())
     }
 
     /// Checks `settings` against the catalogue: the model must be one of
     /// it, `max_tokens` within that model's `max_output_tokens`.
-    pub fn check(&self, settings: &Settings) -> Result<&ModelSpec, SettingsError> {
+    pub fn check(&self, settings: &Settings) -> Result<&Arc<ModelSpec>, SettingsError> {
         let model = match &settings.model {
             Some(id) => self
                 .get(id)

@@ -349,3 +349,50 @@ async fn the_history_is_cut_to_each_models_budget() {
     let (endpoint, input) = s.last_job();
     assert_eq!((endpoint.as_str(), turns(&input)), ("ep-large", 5));
 }
+
+/// A catalogue that breaks a rule stops a function at its cold start, with
+/// one line naming the entry and the rule, before it serves anything (never
+/// a 500 per request). The real binary, as Lambda starts it.
+#[test]
+fn a_broken_catalogue_stops_the_function_at_its_cold_start() {
+    // target/debug/deps/integration-… -> target/debug/list-models, built
+    // with the workspace's other targets (`cargo test --workspace
+    // --all-targets`, as scripts/test.sh runs it, builds it first).
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe.parent().unwrap().parent().unwrap().join("list-models");
+    assert!(binary.exists(), "{} is not built", binary.display());
+    let start = |models: &str| {
+        let out = std::process::Command::new(&binary)
+            .env_clear()
+            .envs([
+                ("TABLE_NAME", "t"),
+                ("JWT_SECRET", chat_service_dev::DEV_JWT_SECRET),
+                ("AWS_REGION", "us-east-1"),
+                ("AWS_ACCESS_KEY_ID", "local"),
+                ("AWS_SECRET_ACCESS_KEY", "local"),
+                // Nothing listens here: a function that started would fail
+                // otherwise, asking the runtime API for its first event.
+                ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9"),
+                ("RUNPOD_MODELS", models),
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let mut log = String::from_utf8_lossy(&out.stdout).into_owned();
+        log.push_str(&String::from_utf8_lossy(&out.stderr));
+        log
+    };
+    let log = start(&CATALOGUE.replace(r#""default": true"#, r#""default": false"#));
+    let refused = "the configuration is refused";
+    assert!(
+        log.contains(refused) && log.contains("RUNPOD_MODELS"),
+        "{log}"
+    );
+    assert!(log.contains("exactly one model must be"), "{log}");
+    let log = start(&CATALOGUE.replace(r#""id": "large""#, r#""id": "Large Model""#));
+    assert!(
+        log.contains("entry 1") && log.contains("Large Model"),
+        "{log}"
+    );
+    assert!(log.contains("id must be 1 to 64"), "{log}");
+}

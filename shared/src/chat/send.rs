@@ -3,6 +3,8 @@
 //! the job, wait for it, and settle the reply as complete or pending.
 
 use crate::refusal::Refusal;
+use std::sync::Arc;
+
 use chrono::Utc;
 use tokio::time::Instant;
 
@@ -59,8 +61,8 @@ pub struct SendOutcome {
 #[derive(Debug)]
 pub(super) struct Ask {
     /// The model, as the catalogue had it when the send began.
-    model: ModelSpec,
-    instructions: Option<String>,
+    model: Arc<ModelSpec>,
+    instructions: Option<Arc<str>>,
     sampling: Sampling,
     /// Oldest first, ending with the user's new message.
     pub(super) history: Vec<Message>,
@@ -215,7 +217,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             self.catalogue.model_for(settings)
         };
         let instructions = match &settings.instructions {
-            Some(own) => Some(own.clone()).filter(|t| !t.is_empty()),
+            Some(own) => Some(Arc::from(own.as_str())).filter(|t: &Arc<str>| !t.is_empty()),
             None => self.catalogue.system_prompt.clone(),
         };
         let max_tokens = settings
@@ -229,7 +231,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         bound_history(&mut history, budget);
         merge_consecutive_user_turns(&mut history);
         let ask = Ask {
-            model: model.clone(),
+            model: Arc::clone(model),
             instructions,
             sampling: Sampling {
                 max_tokens,

@@ -2,7 +2,7 @@
 //! instructions it gets instead of the deployment's `SYSTEM_PROMPT`, and
 //! its sampling values; and a change to them, as a send or a `PATCH` gives it.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use serde_json::{Map, Value};
 
@@ -24,8 +24,9 @@ fn kept(x: f64) -> f64 {
 }
 
 /// A model's id in the catalogue: 1 to 64 of `a-z`, `0-9`, `.`, `_`, `-`.
+/// Shared, not copied: every reply a send stores names its model.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ModelId(String);
+pub struct ModelId(Arc<str>);
 
 impl ModelId {
     /// `raw`, when it is a well-formed id.
@@ -34,7 +35,7 @@ impl ModelId {
             && raw
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-        valid.then(|| Self(raw.to_owned()))
+        valid.then(|| Self(Arc::from(raw)))
     }
 
     /// The id.

@@ -41,7 +41,7 @@ pub async fn list_models<M, S>(app: &App<M, S>, req: Request) -> Response<Body> 
         authenticate(app, &req)?;
         let models = app.chat.catalogue().models();
         Ok(ok_json(&ModelsResponse {
-            models: models.iter().map(ModelView::from).collect(),
+            models: models.iter().map(|m| ModelView::from(&**m)).collect(),
         }))
     })
     .await

@@ -94,6 +94,11 @@ impl DynamoStore {
             let update = moved_to(update, conversation, message);
             match claim {
                 None => update.update_expression(format!("SET {MOVED}")),
+                Some((claim, _, settings)) if settings.is_empty() => update
+                    .update_expression(format!("SET {MOVED}, #pending = :reply, #claimed = :until"))
+                    .expression_attribute_names("#claimed", attr::CLAIMED_UNTIL)
+                    .expression_attribute_values(":reply", s(claim.reply.to_string()))
+                    .expression_attribute_values(":until", s(format_timestamp(claim.until))),
                 Some((claim, _, settings)) => {
                     let mut clauses =
                         Clauses::setting(&[MOVED, "#pending = :reply, #claimed = :until"]);
