@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::{
     config::{ConfigError, InputFormat},
     domain::{ModelId, Settings, SettingsError},
+    runpod::is_runpod_id,
 };
 
 /// One model of the catalogue.
@@ -82,15 +83,6 @@ pub fn input_format(raw: Option<&str>) -> Result<InputFormat, String> {
         Some("prompt") => Ok(InputFormat::Prompt),
         Some(other) => Err(format!("{other:?} is neither \"messages\" nor \"prompt\"")),
     }
-}
-
-/// Whether `id` can stand in a RunPod URL's path (RunPod's ids are
-/// letters and digits; `-` and `_` are allowed too).
-pub fn valid_endpoint_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl Catalogue {
@@ -179,7 +171,7 @@ fn parse(json: &str) -> Result<Vec<ModelSpec>, ConfigError> {
         if models.iter().any(|m| m.id == id) {
             return Err(at("id is listed twice".into()));
         }
-        if !valid_endpoint_id(&e.endpoint_id) {
+        if !is_runpod_id(&e.endpoint_id) {
             return Err(at(
                 "endpoint_id must be 1 to 128 letters, digits, '-' or '_'".into(),
             ));
@@ -229,7 +221,7 @@ fn legacy(var: &impl Fn(&str) -> Option<String>) -> Result<ModelSpec, ConfigErro
         }
     })?;
     let endpoint_id = var("RUNPOD_ENDPOINT_ID").unwrap_or_default();
-    if !endpoint_id.is_empty() && !valid_endpoint_id(&endpoint_id) {
+    if !endpoint_id.is_empty() && !is_runpod_id(&endpoint_id) {
         return Err(ConfigError::Invalid {
             name: "RUNPOD_ENDPOINT_ID",
             reason: "must be 1 to 128 letters, digits, '-' or '_'".into(),

@@ -44,10 +44,11 @@ impl<S: Store, M> Chat<S, M> {
         }
         // A model's limit bounds `max_tokens`: a change to either is checked
         // with the other as stored, unless it gives both.
-        let stored = match (&patch.model, &patch.max_tokens) {
-            (Change::Keep, Change::Keep) => Settings::default(),
-            (Change::Keep, _) | (_, Change::Keep) => read().await?.0.settings,
-            _ => Settings::default(),
+        let model_kept = matches!(patch.model, Change::Keep);
+        let stored = if model_kept != matches!(patch.max_tokens, Change::Keep) {
+            read().await?.0.settings
+        } else {
+            Settings::default()
         };
         self.catalogue.check(&patch.applied_to(&stored))?;
         Ok(self.store.update_conversation(user, id, change).await?)

@@ -508,7 +508,7 @@ struct Budget {
 /// template's own, each estimated as a quota reservation's prompt is (one
 /// token per four characters, and the template's tokens per message).
 fn history_tokens(context_tokens: u32, max_tokens: u32, instructions: Option<&str>) -> u64 {
-    let instructions = instructions.map_or(0, message_tokens_estimate);
+    let instructions = instructions.map_or(0, |t| message_tokens_estimate(t.chars().count()));
     u64::from(context_tokens)
         .saturating_sub(u64::from(max_tokens))
         .saturating_sub(instructions)
@@ -526,8 +526,9 @@ fn bound_history(history: &mut Vec<Message>, budget: Budget) {
         .enumerate()
         .rev()
         .find_map(|(i, m)| {
-            chars += m.content.chars().count();
-            tokens += message_tokens_estimate(&m.content);
+            let n = m.content.chars().count();
+            chars += n;
+            tokens += message_tokens_estimate(n);
             let over = chars > budget.chars || tokens > budget.tokens;
             (over && i + 1 < history.len()).then_some(i + 1)
         })

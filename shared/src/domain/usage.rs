@@ -16,11 +16,11 @@ pub const TEMPLATE_TOKENS_PER_MESSAGE: u64 = 16;
 /// a default system header such as Llama 3.1's dated one).
 pub const TEMPLATE_TOKENS_ONCE: u64 = 64;
 
-/// The estimate of what one message of `text` takes of a model's context:
-/// the quota's one token per [`CHARS_PER_TOKEN`] characters, and its
-/// template's [`TEMPLATE_TOKENS_PER_MESSAGE`].
-pub fn message_tokens_estimate(text: &str) -> u64 {
-    (text.chars().count() as u64).div_ceil(CHARS_PER_TOKEN) + TEMPLATE_TOKENS_PER_MESSAGE
+/// The estimate of what one message of `chars` characters takes of a
+/// model's context: the quota's one token per [`CHARS_PER_TOKEN`]
+/// characters, and its template's [`TEMPLATE_TOKENS_PER_MESSAGE`].
+pub fn message_tokens_estimate(chars: usize) -> u64 {
+    (chars as u64).div_ceil(CHARS_PER_TOKEN) + TEMPLATE_TOKENS_PER_MESSAGE
 }
 
 /// The tokens a reply counts for in a user's quota: what the worker
@@ -28,7 +28,7 @@ pub fn message_tokens_estimate(text: &str) -> u64 {
 /// [`CHARS_PER_TOKEN`] characters of the reply.
 pub fn tokens_used(text: &str, usage: Option<Usage>) -> u64 {
     match usage {
-        Some(u) => u.input_tokens.saturating_add(u.output_tokens),
+        Some(u) => u.total(),
         None => (text.chars().count() as u64).div_ceil(CHARS_PER_TOKEN),
     }
 }
@@ -182,4 +182,11 @@ pub struct Usage {
     pub input_tokens: u64,
     /// Tokens of the reply.
     pub output_tokens: u64,
+}
+
+impl Usage {
+    /// The prompt's and the reply's tokens together.
+    pub fn total(self) -> u64 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
 }

@@ -68,7 +68,7 @@ impl From<Usage> for UsageView {
             output_tokens: u.output_tokens,
             prompt_tokens: u.input_tokens,
             completion_tokens: u.output_tokens,
-            total_tokens: u.input_tokens.saturating_add(u.output_tokens),
+            total_tokens: u.total(),
         }
     }
 }
@@ -126,7 +126,7 @@ pub(super) fn send_request(body: SendBody, max_chars: usize) -> Result<SendReque
         ApiError::unprocessable(code, e.to_string())
     })?;
     let settings = match &body.settings {
-        None | Some(serde_json::Value::Null) => SettingsPatch::default(),
+        None => SettingsPatch::default(),
         Some(raw) => SettingsPatch::parse(raw)?,
     };
     Ok(SendRequest {

@@ -26,6 +26,15 @@ use crate::{
     domain::{Completion, UsageSum},
 };
 
+/// Whether `id` is one RunPod gives (endpoint and job ids: letters, digits,
+/// `-` and `_`, at most 128), and so safe to put in a URL's path.
+pub fn is_runpod_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// The client, built once per cold start; its connection pool is reused.
 pub struct RunPodClient {
     http: reqwest::Client,
@@ -206,11 +215,7 @@ impl RunPodClient {
     /// `None` for an id that is not one RunPod gives (letters, digits, `-`
     /// and `_`, at most 128): it never becomes part of a path.
     fn job_url(&self, endpoint: &str, op: &str, job_id: &str) -> Option<String> {
-        let valid = (1..=128).contains(&job_id.len())
-            && job_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        valid.then(|| self.url(endpoint, &format!("{op}/{job_id}")))
+        is_runpod_id(job_id).then(|| self.url(endpoint, &format!("{op}/{job_id}")))
     }
 
     /// `POST {endpoint}/run`: queues a job of `input` ([`build_input`])

@@ -94,26 +94,25 @@ impl DynamoStore {
             let update = moved_to(update, conversation, message);
             match claim {
                 None => update.update_expression(format!("SET {MOVED}")),
-                Some((claim, _, settings)) if settings.is_empty() => update
-                    .update_expression(format!("SET {MOVED}, #pending = :reply, #claimed = :until"))
-                    .expression_attribute_names("#claimed", attr::CLAIMED_UNTIL)
-                    .expression_attribute_values(":reply", s(claim.reply.to_string()))
-                    .expression_attribute_values(":until", s(format_timestamp(claim.until))),
                 Some((claim, _, settings)) => {
-                    let mut clauses =
-                        Clauses::setting(&[MOVED, "#pending = :reply, #claimed = :until"]);
+                    const CLAIMED: &str = "#pending = :reply, #claimed = :until";
+                    let update = update
+                        .expression_attribute_names("#claimed", attr::CLAIMED_UNTIL)
+                        .expression_attribute_values(":reply", s(claim.reply.to_string()))
+                        .expression_attribute_values(":until", s(format_timestamp(claim.until)));
+                    if settings.is_empty() {
+                        // The usual send: the expression as it always was.
+                        return update.update_expression(format!("SET {MOVED}, {CLAIMED}"));
+                    }
+                    let mut clauses = Clauses::setting(&[MOVED, CLAIMED]);
                     let (names, values) = settings_change(settings, &mut clauses);
                     let update = names
                         .into_iter()
                         .fold(update, |u, (k, v)| u.expression_attribute_names(k, v));
-                    let update = values
+                    values
                         .into_iter()
-                        .fold(update, |u, (k, v)| u.expression_attribute_values(k, v));
-                    update
+                        .fold(update, |u, (k, v)| u.expression_attribute_values(k, v))
                         .update_expression(clauses.expression())
-                        .expression_attribute_names("#claimed", attr::CLAIMED_UNTIL)
-                        .expression_attribute_values(":reply", s(claim.reply.to_string()))
-                        .expression_attribute_values(":until", s(format_timestamp(claim.until)))
                 }
             }
         })
