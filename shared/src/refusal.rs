@@ -26,4 +26,15 @@ pub enum Refusal {
     /// message is stored, the reply `cancelled`.
     #[error("the reply was stopped")]
     ReplyCancelled,
+    /// A regenerate naming a user message, an edit naming an assistant's,
+    /// or either naming a message that is not on the active path.
+    #[error("the message cannot be regenerated or edited")]
+    InvalidTarget,
+    /// A message of the conversation that is not there (or not the user's).
+    #[error("message not found")]
+    MessageNotFound,
+    /// A regenerate, edit or switch that would move more messages on or off
+    /// the active path than one write can ([`crate::domain::MAX_MOVED`]).
+    #[error("the branch change reaches too far back")]
+    TooFarBack,
 }

@@ -144,6 +144,9 @@ async fn every_sample_event_gets_its_documented_status() {
                 truncated: false,
                 reserved: None,
                 model: None,
+                parent: None,
+                versions: vec![],
+                children: vec![],
             };
             // Claimed by the send that stored the question, as a send does.
             let question = Message::new(Role::User, "a question".into(), Utc::now());

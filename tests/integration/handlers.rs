@@ -426,7 +426,7 @@ async fn a_failing_model_is_502_and_the_users_message_is_kept() {
         json!([{
             "id": read_back["messages"][0]["id"], "role": "user",
             "content": "Will this be lost?", "timestamp": read_back["messages"][0]["timestamp"],
-        "status": "complete"
+        "status": "complete", "parent_id": null, "sibling_ids": [read_back["messages"][0]["id"]]
         }])
     );
     // The failed send released its claim: the conversation takes the next send.

@@ -38,9 +38,13 @@ impl<S: Store, M> Chat<S, M> {
             cursor: None,
         };
         let read = || self.store.conversation_page(user, id, &newest);
-        if change.title.is_none() && patch.is_empty() {
-            // Nothing to change: the conversation as it is.
-            return Ok(read().await?.0);
+        let rest = change.title.is_some() || !patch.is_empty();
+        if !rest {
+            return match change.active_message_id {
+                Some(target) => self.switch_branch(user, id, target).await,
+                // Nothing to change: the conversation as it is.
+                None => Ok(read().await?.0),
+            };
         }
         // A model's limit bounds `max_tokens`: a change to either is checked
         // with the other as stored, unless it gives both.
@@ -51,6 +55,10 @@ impl<S: Store, M> Chat<S, M> {
             Settings::default()
         };
         self.catalogue.check(&patch.applied_to(&stored))?;
+        // Checked before the switch, so a refused setting moves nothing.
+        if let Some(target) = change.active_message_id {
+            self.switch_branch(user, id, target).await?;
+        }
         Ok(self.store.update_conversation(user, id, change).await?)
     }
 }

@@ -9,6 +9,7 @@
 //! - `conversations`: list, read, rename, delete.
 //! - `usage`: the per-user daily quotas and what a user used today.
 
+mod branch;
 mod conversations;
 pub mod model;
 mod pending;
@@ -26,7 +27,7 @@ pub use model::{
     StreamEnd, StreamStep,
 };
 pub use pending::WebhookResult;
-pub use send::{SendOutcome, SendRequest, SendTimes};
+pub use send::{SendKind, SendOutcome, SendRequest, SendTimes};
 pub use streaming::{EventSink, StreamEvent, StreamingReply, KEEP_ALIVE};
 pub use usage::{next_midnight, QuotaLimits, UsageReport};
 

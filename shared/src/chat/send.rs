@@ -25,13 +25,27 @@ use crate::{
 /// that failed: the deadline's margin leaves room for it.
 const CANCEL_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// What a send asks for.
+#[derive(Debug)]
+pub enum SendKind {
+    /// A new message, at the end of the active path.
+    Message(MessageContent),
+    /// Another reply to the question this assistant message answers: a
+    /// new version of it, the active path ending in the new reply.
+    Regenerate(MessageId),
+    /// A new version of this user message, with its reply: the active path
+    /// ends in that reply.
+    Edit(MessageId, MessageContent),
+}
+
 /// What the user sent.
 #[derive(Debug)]
 pub struct SendRequest {
-    /// The conversation to continue; `None` starts a new one.
+    /// The conversation to continue; `None` starts a new one (only with
+    /// [`SendKind::Message`]).
     pub conversation_id: Option<ConversationId>,
-    /// The user's message.
-    pub content: MessageContent,
+    /// The new message, or the version asked for.
+    pub kind: SendKind,
     /// Changes to the conversation's settings, made before this turn (on
     /// a new conversation, its settings).
     pub settings: SettingsPatch,
@@ -104,12 +118,15 @@ impl Ask {
             truncated: false,
             reserved,
             model: Some(self.model.id.clone()),
+            parent: None,
+            versions: vec![],
+            children: vec![],
         }
     }
 }
 
 /// The stored user message and what goes to the model with it.
-pub(super) struct Turn {
+pub(crate) struct Turn {
     pub(super) conversation_id: ConversationId,
     /// What goes to the model.
     pub(super) ask: Ask,
@@ -178,16 +195,36 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         request: SendRequest,
         times: SendTimes,
     ) -> Result<Turn, ChatError> {
-        let message = Message::new(Role::User, request.content.as_str().to_owned(), Utc::now());
+        let now = Utc::now();
+        // The user's message sorts before its reply (ids are time-ordered,
+        // and the path is read in key order): its id comes first.
+        let message_id = MessageId::new();
         let claim = Claim {
             reply: MessageId::new(),
             until: crate::deadline::hold_lapses(times.deadline),
         };
-        let quota = self.quota.at(message.created_at);
+        let quota = self.quota.at(now);
         let settings = &request.settings;
-        match request.conversation_id {
+        let (id, content) = match (request.conversation_id, request.kind) {
+            (id, SendKind::Message(content)) => (id, content),
+            (Some(id), kind) => {
+                let held = (&claim, quota);
+                let at = (message_id, now);
+                return self
+                    .branch_with(user, id, kind, at, held, settings, times.deadline)
+                    .await;
+            }
+            // A version of a message names its conversation (the HTTP
+            // layer refuses the body before this).
+            (None, _) => return Err(ChatError::Refused(Refusal::MessageNotFound)),
+        };
+        let message = Message {
+            id: message_id,
+            ..Message::new(Role::User, content.as_str().to_owned(), now)
+        };
+        match id {
             None => {
-                self.start(user, &request.content, message, (&claim, quota), settings)
+                self.start(user, &content, message, (&claim, quota), settings)
                     .await
             }
             Some(id) => {
@@ -197,6 +234,41 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         }
     }
 
+    /// The conversation and its newest `limit` messages, with no reply
+    /// pending: one that finished without anyone noticing yet is
+    /// collected first; one still running refuses the send.
+    pub(super) async fn free_page(
+        &self,
+        user: &UserId,
+        id: ConversationId,
+        limit: u32,
+        deadline: Instant,
+    ) -> Result<(Conversation, Vec<Message>, bool), ChatError> {
+        let recent = PageRequest {
+            limit,
+            cursor: None,
+        };
+        let (conversation, mut page) = self.store.conversation_page(user, id, &recent).await?;
+        if conversation.state.reply().is_some() {
+            // Replies cannot interleave: the pending one must finish first.
+            // It may have finished without anyone noticing yet.
+            let policy = PendingPolicy {
+                max_checks: 1,
+                ..self.pending
+            };
+            if self
+                .refresh_pending(user, id, &mut page.items, policy, deadline)
+                .await?
+            {
+                page = self.store.conversation_page(user, id, &recent).await?.1;
+            }
+            if page.items.iter().any(Message::is_pending) {
+                return Err(ChatError::Refused(Refusal::ReplyPending));
+            }
+        }
+        Ok((conversation, page.items, page.next_cursor.is_some()))
+    }
+
     /// What goes to the model, from the conversation's settings, its
     /// recent complete messages and the new one, and what its reply
     /// reserves: known before the write that admits the send, which holds
@@ -204,7 +276,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
     /// catalogue here, before anything is stored; stored ones are taken as
     /// they are (a model that left the catalogue is the default's, a
     /// `max_tokens` above the model's limit is cut to it).
-    fn ask(
+    pub(super) fn ask(
         &self,
         settings: &Settings,
         changed: bool,
@@ -290,30 +362,10 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         changes: &SettingsPatch,
         deadline: Instant,
     ) -> Result<Turn, ChatError> {
-        let recent = PageRequest {
-            limit: self.limits.max_messages,
-            cursor: None,
-        };
-        let (conversation, mut page) = self.store.conversation_page(user, id, &recent).await?;
-        if conversation.state.reply().is_some() {
-            // Replies cannot interleave: the pending one must finish first.
-            // It may have finished without anyone noticing yet.
-            let policy = PendingPolicy {
-                max_checks: 1,
-                ..self.pending
-            };
-            if self
-                .refresh_pending(user, id, &mut page.items, policy, deadline)
-                .await?
-            {
-                page = self.store.conversation_page(user, id, &recent).await?.1;
-            }
-            if page.items.iter().any(Message::is_pending) {
-                return Err(ChatError::Refused(Refusal::ReplyPending));
-            }
-        }
-        let mut history: Vec<Message> = page
-            .items
+        let (conversation, recent, _) = self
+            .free_page(user, id, self.limits.max_messages, deadline)
+            .await?;
+        let mut history: Vec<Message> = recent
             .into_iter()
             .filter(|m| m.status == MessageStatus::Complete)
             .collect();

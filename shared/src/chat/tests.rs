@@ -31,6 +31,7 @@ enum Script {
     Forgotten,
 }
 
+mod branches;
 mod streaming;
 
 /// How a scripted streaming job ends once its pieces are written.
@@ -265,7 +266,7 @@ async fn send<M: ChatModel>(
 ) -> Result<SendOutcome, ChatError> {
     let request = SendRequest {
         conversation_id,
-        content: MessageContent::parse(text.into(), 1000).unwrap(),
+        kind: SendKind::Message(MessageContent::parse(text.into(), 1000).unwrap()),
         settings: SettingsPatch::default(),
     };
     chat.send(&alice(), request, times()).await
@@ -633,7 +634,7 @@ async fn another_users_conversation_cannot_be_continued() {
     let bob = UserId::parse("bob").unwrap();
     let request = SendRequest {
         conversation_id: Some(id),
-        content: MessageContent::parse("theirs".into(), 1000).unwrap(),
+        kind: SendKind::Message(MessageContent::parse("theirs".into(), 1000).unwrap()),
         settings: SettingsPatch::default(),
     };
     let err = chat.send(&bob, request, times()).await.unwrap_err();
@@ -656,7 +657,17 @@ async fn a_reply_over_the_limit_is_stored_cut_and_marked_truncated() {
         (out.reply.content.as_str(), out.reply.truncated),
         (kept.as_str(), true)
     );
-    assert_eq!(read(&chat, out.conversation_id).await[1], out.reply);
+    let stored = read(&chat, out.conversation_id).await[1].clone();
+    assert_eq!(
+        (stored.parent, stored.versions.len()),
+        (Some(out.user_message.id), 1)
+    );
+    let plain = Message {
+        parent: None,
+        versions: vec![],
+        ..stored
+    };
+    assert_eq!(plain, out.reply);
 
     *chat.model().next.lock().unwrap() = Some(Script::Running);
     let pending = send(&chat, Some(out.conversation_id), "And?")

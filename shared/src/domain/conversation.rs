@@ -24,6 +24,9 @@ pub struct Conversation {
     pub state: ConversationState,
     /// Its model, instructions and sampling values.
     pub settings: Settings,
+    /// First messages that were moved off the active path (edits of the
+    /// first message): with the one on the path, the first message's versions.
+    pub roots: Vec<MessageId>,
 }
 
 /// Where a conversation stands: one generation at a time.
@@ -81,6 +84,7 @@ impl Conversation {
             message_count: 1,
             state: ConversationState::Free,
             settings: Settings::default(),
+            roots: vec![],
         }
     }
 

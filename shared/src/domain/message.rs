@@ -124,6 +124,15 @@ pub struct Message {
     /// The catalogue's model that writes (or wrote) a reply; `None` on the
     /// user's messages and on replies stored before the catalogue.
     pub model: Option<ModelId>,
+    /// The message it follows: `None` for a conversation's first message.
+    /// Filled on reads of the active path (and stored on messages off it).
+    pub parent: Option<MessageId>,
+    /// Every message with the same parent, oldest first, itself included:
+    /// its versions. Filled on reads of the active path; empty otherwise.
+    pub versions: Vec<MessageId>,
+    /// Its children that were ever moved off the active path: what the
+    /// store keeps to tell its child's versions without reading them.
+    pub children: Vec<MessageId>,
 }
 
 impl Message {
@@ -166,9 +175,45 @@ impl Message {
             truncated: false,
             reserved: None,
             model: None,
+            parent: None,
+            versions: vec![],
+            children: vec![],
         }
     }
 }
+
+/// A message's versions: itself and its parent's children known off the
+/// path (`known`), oldest first (ids are time-ordered), each once.
+pub fn versions(own: MessageId, known: &[MessageId]) -> Vec<MessageId> {
+    let mut all: Vec<MessageId> = known.iter().copied().chain([own]).collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// The active path's messages after a fork, oldest first, made ready to
+/// leave it: each knows its parent (`fork` for the first) and its child on
+/// the path among its children, so every version stays reachable.
+pub fn leaving(fork: Option<MessageId>, suffix: &[Message]) -> Vec<Message> {
+    let mut off = suffix.to_vec();
+    let mut parent = fork;
+    for (m, next) in off
+        .iter_mut()
+        .zip(suffix.iter().skip(1).map(Some).chain([None]))
+    {
+        m.parent = parent;
+        parent = Some(m.id);
+        if let Some(next) = next.filter(|n| !m.children.contains(&n.id)) {
+            m.children.push(next.id);
+        }
+    }
+    off
+}
+
+/// Most messages one regenerate, edit or switch moves on or off the active
+/// path: the moves share one DynamoDB transaction with the write that
+/// admits the send (at most 100 actions, two per move).
+pub const MAX_MOVED: usize = 40;
 
 /// How a pending reply ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

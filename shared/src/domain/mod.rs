@@ -19,7 +19,9 @@ mod usage;
 
 pub use conversation::{Claim, Conversation, ConversationState};
 pub use ids::{ConversationId, MessageId, UserId};
-pub use message::{Completion, Message, MessageStatus, ReplyOutcome, Role};
+pub use message::{
+    leaving, versions, Completion, Message, MessageStatus, ReplyOutcome, Role, MAX_MOVED,
+};
 pub use settings::{
     Change, ModelId, Settings, SettingsError, SettingsPatch, INSTRUCTIONS_MAX_CHARS,
     SETTINGS_FIELDS,

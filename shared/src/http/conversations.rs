@@ -104,6 +104,10 @@ struct MessageView {
     /// A reply's token counts, when the worker reported them.
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<UsageView>,
+    /// The message it follows; `null` for the first.
+    parent_id: Option<String>,
+    /// Every message with the same parent, oldest first, itself included.
+    sibling_ids: Vec<String>,
 }
 
 impl From<Message> for MessageView {
@@ -121,6 +125,11 @@ impl From<Message> for MessageView {
             truncated: m.truncated,
             model: m.model.map(|id| id.to_string()),
             usage: m.usage.map(UsageView::from),
+            parent_id: m.parent.map(|p| p.to_string()),
+            sibling_ids: match m.versions.is_empty() {
+                true => vec![m.id.to_string()],
+                false => m.versions.iter().map(ToString::to_string).collect(),
+            },
         }
     }
 }
@@ -143,6 +152,8 @@ struct PatchBody {
     title: Option<serde_json::Value>,
     #[serde(default, deserialize_with = "present")]
     settings: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    active_message_id: Option<serde_json::Value>,
 }
 
 /// A field that is there, `null` included (serde reads a `null` into an
@@ -198,12 +209,22 @@ pub async fn rename_conversation<M, S: Store>(app: &App<M, S>, req: Request) -> 
         let user = authenticate(app, &req)?;
         let id = path_conversation_id(&req)?;
         let body: PatchBody = parse_json(&req, MAX_BODY_BYTES)?;
-        if body.title.is_none() && body.settings.is_none() {
+        if body.title.is_none() && body.settings.is_none() && body.active_message_id.is_none() {
             return Err(ApiError::bad_request(
                 "invalid_request",
-                "give a title, settings, or both",
+                "give a title, settings, an active_message_id, or more than one",
             ));
         }
+        let active = match &body.active_message_id {
+            None => None,
+            Some(serde_json::Value::String(raw)) => Some(super::send::message_id(raw)?),
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "invalid_message_id",
+                    "active_message_id is a message id",
+                ))
+            }
+        };
         let title = body
             .title
             .map(|t| match t {
@@ -216,7 +237,11 @@ pub async fn rename_conversation<M, S: Store>(app: &App<M, S>, req: Request) -> 
             None => SettingsPatch::default(),
             Some(raw) => SettingsPatch::parse(raw)?,
         };
-        let change = ConversationChange { title, settings };
+        let change = ConversationChange {
+            title,
+            settings,
+            active_message_id: active,
+        };
         let conversation = app.chat.update_conversation(&user, id, &change).await?;
         Ok(ok_json(&ConversationSummary::of(
             conversation,

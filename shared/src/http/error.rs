@@ -282,6 +282,21 @@ fn refused(refusal: Refusal) -> (StatusCode, &'static str, &'static str) {
             "quota_exceeded",
             "your daily quota is used up; it resets at midnight UTC",
         ),
+        Refusal::InvalidTarget => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_target",
+            "regenerate names an assistant message and edit_of a user message, on the conversation's active path",
+        ),
+        Refusal::MessageNotFound => (
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such message in this conversation",
+        ),
+        Refusal::TooFarBack => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too_far_back",
+            "this would move more messages on or off the active path than one change can (40); pick a later message",
+        ),
         Refusal::TooManyGenerations => (
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_generations",

@@ -11,9 +11,9 @@ use super::{
 };
 use crate::{
     app::App,
-    chat::{ChatModel, SendOutcome, SendRequest, SendTimes},
+    chat::{ChatModel, SendKind, SendOutcome, SendRequest, SendTimes},
     domain::{
-        format_timestamp, ConversationId, DomainError, MessageContent, MessageStatus,
+        format_timestamp, ConversationId, DomainError, MessageContent, MessageId, MessageStatus,
         SettingsPatch, Usage,
     },
 };
@@ -24,9 +24,17 @@ use crate::{
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SendBody {
-    message: String,
+    /// The new message; with `edit_of`, the edited one; none with `regenerate`.
+    #[serde(default)]
+    message: Option<String>,
     #[serde(default)]
     conversation_id: Option<String>,
+    /// An assistant message of the conversation to answer again.
+    #[serde(default)]
+    regenerate: Option<String>,
+    /// A user message of the conversation to replace by a new version.
+    #[serde(default)]
+    edit_of: Option<String>,
     /// Read by [`SettingsPatch::parse`], which names a field it does not know.
     #[serde(default)]
     settings: Option<serde_json::Value>,
@@ -118,22 +126,47 @@ pub(super) fn send_request(body: SendBody, max_chars: usize) -> Result<SendReque
     if let Some(id) = conversation_id {
         tracing::Span::current().record("conversation_id", id.to_string());
     }
-    let content = MessageContent::parse(body.message, max_chars).map_err(|e| {
-        let code = match e {
-            DomainError::MessageTooLong { .. } => "message_too_long",
-            _ => "empty_message",
-        };
-        ApiError::unprocessable(code, e.to_string())
-    })?;
+    let invalid = |message: &str| ApiError::bad_request("invalid_request", message);
+    let content = |message: String| {
+        MessageContent::parse(message, max_chars).map_err(|e| {
+            let code = match e {
+                DomainError::MessageTooLong { .. } => "message_too_long",
+                _ => "empty_message",
+            };
+            ApiError::unprocessable(code, e.to_string())
+        })
+    };
+    let kind = match (body.message, body.regenerate, body.edit_of) {
+        (Some(message), None, None) => SendKind::Message(content(message)?),
+        (None, Some(reply), None) => SendKind::Regenerate(message_id(&reply)?),
+        (Some(message), None, Some(of)) => SendKind::Edit(message_id(&of)?, content(message)?),
+        (None, None, None) => return Err(invalid("missing field `message`")),
+        (None, None, Some(_)) => return Err(invalid("`edit_of` needs the new `message`")),
+        (_, Some(_), _) => {
+            return Err(invalid(
+                "`regenerate` comes alone: without `message` or `edit_of`",
+            ))
+        }
+    };
+    if conversation_id.is_none() && !matches!(kind, SendKind::Message(_)) {
+        return Err(invalid(
+            "`regenerate` and `edit_of` need the `conversation_id`",
+        ));
+    }
     let settings = match &body.settings {
         None => SettingsPatch::default(),
         Some(raw) => SettingsPatch::parse(raw)?,
     };
     Ok(SendRequest {
         conversation_id,
-        content,
+        kind,
         settings,
     })
+}
+
+/// A message id named in a body: 400 `invalid_message_id` when it is not one.
+pub(super) fn message_id(raw: &str) -> Result<MessageId, ApiError> {
+    MessageId::parse(raw).map_err(|e| ApiError::bad_request("invalid_message_id", e.to_string()))
 }
 
 fn respond(outcome: SendOutcome) -> Response<Body> {

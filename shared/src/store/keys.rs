@@ -3,7 +3,8 @@
 //! ```text
 //! item          PK                         SK             GSI1PK        GSI1SK
 //! conversation  USER#<user>#CONV#<conv>    ~CONV          USER#<user>   <updated_at>#<conv>
-//! message       USER#<user>#CONV#<conv>    MSG#<msg v7>   -             -
+//! message       USER#<user>#CONV#<conv>    MSG#<msg v7>   -             -   (on the active path)
+//! other version USER#<user>#CONV#<conv>    ALT#<msg v7>   -             -   (off it)
 //! daily usage   USER#<user>#USAGE          DAY#<yyyy-mm-dd>  -          -   (TTL: expires_at)
 //! generations   USER#<user>#USAGE          LIVE           -             -   (reply ids in the making)
 //! request key   USER#<user>#IDEM           KEY#<Idempotency-Key>  -     -   (TTL: expires_at)
@@ -16,6 +17,13 @@
 //! all of them, so one newest-first Query reads the conversation and its
 //! latest messages together. Only conversation items carry GSI1 keys,
 //! so listing a user's conversations never reads a message.
+//!
+//! A conversation is a tree (regenerate and edit add versions), but only
+//! its active path is keyed `MSG#`: every page and every history read is
+//! then the one newest-first Query it was before branches, whatever lies
+//! off the path. Messages off the path are keyed `ALT#` and carry their
+//! parent; a regenerate, edit or switch moves the messages that leave or
+//! join the path between the two prefixes (the README says why).
 
 use chrono::{DateTime, Utc};
 
@@ -57,6 +65,14 @@ pub fn parse_conversation_pk(pk: &str) -> Option<(UserId, ConversationId)> {
 /// A message's sort key.
 pub fn message_sk(message: MessageId) -> String {
     format!("{MESSAGE_SK_PREFIX}{message}")
+}
+
+/// What every off-path message's sort key starts with; sorts before `MSG#`.
+pub const OFF_PATH_SK_PREFIX: &str = "ALT#";
+
+/// The sort key of a message off the active path.
+pub fn off_path_sk(message: MessageId) -> String {
+    format!("{OFF_PATH_SK_PREFIX}{message}")
 }
 
 /// The partition of a user's daily usage counters.
@@ -142,6 +158,10 @@ mod tests {
         assert_eq!(keys, sorted);
         // The conversation item comes first in a newest-first Query.
         assert!(keys.iter().all(|k| k.as_str() < CONVERSATION_SK));
+        // Off-path versions sort before every message on the path, so a
+        // newest-first page of the path never meets one.
+        let off: Vec<_> = ids.iter().map(|m| off_path_sk(*m)).collect();
+        assert!(off.iter().all(|o| keys.iter().all(|k| o < k)));
     }
 
     #[test]

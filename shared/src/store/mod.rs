@@ -194,6 +194,52 @@ pub struct ConversationChange {
     pub title: Option<Title>,
     /// Settings set or reset (already checked against the catalogue).
     pub settings: SettingsPatch,
+    /// A message the active path is to run through (the use case switches
+    /// it before the store applies the rest).
+    pub active_message_id: Option<MessageId>,
+}
+
+/// A regenerate's or an edit's change to the active path, written with
+/// the send's claim and count.
+#[derive(Debug, Clone, Copy)]
+pub struct Branching<'a> {
+    /// The path's message the new version follows; `None` when the new
+    /// version is a first message.
+    pub fork: Option<MessageId>,
+    /// The active path after `fork`, oldest first, as [`crate::domain::leaving`]
+    /// prepared it: moved off the path.
+    pub off: &'a [Message],
+    /// An edit's new user message, stored after `fork`; `None` for a regenerate.
+    pub message: Option<&'a Message>,
+    /// The path's last message afterwards (the conversation's `last_message`).
+    pub leaf: &'a Message,
+    /// When the change is made (the conversation's `updated_at`).
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A switch: the active path after `fork` leaves for another branch.
+#[derive(Debug, Clone, Copy)]
+pub struct Switch<'a> {
+    /// The last message the two paths share; `None` when they share none.
+    pub fork: Option<MessageId>,
+    /// The path after `fork`, oldest first, as [`crate::domain::leaving`]
+    /// prepared it: moved off the path.
+    pub off: &'a [Message],
+    /// The new path after `fork`, oldest first: moved onto it.
+    pub on: &'a [Message],
+    /// The new path's last message.
+    pub leaf: &'a Message,
+}
+
+/// Every message of a conversation, for a switch.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    /// The conversation.
+    pub conversation: Conversation,
+    /// Its active path, oldest first.
+    pub path: Vec<Message>,
+    /// Every other message, each with its parent.
+    pub off: Vec<Message>,
 }
 
 /// Writing conversations: start one (counting the send and claiming it
@@ -223,6 +269,29 @@ pub trait Conversations: Sync {
         claim: &Claim,
         quota: &Quota,
         settings: &SettingsPatch,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Moves the active path as a regenerate or an edit does ([`Branching`]),
+    /// claims the conversation for the reply, counts the send and makes its
+    /// change to the settings, in one write, refused as
+    /// [`Self::append_and_claim`] is.
+    fn branch_and_claim(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        branching: &Branching<'_>,
+        claim: &Claim,
+        quota: &Quota,
+        settings: &SettingsPatch,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Moves the active path to another branch in one write, only while no
+    /// reply is pending or claimed ([`Refusal::ReplyPending`](crate::refusal::Refusal::ReplyPending)).
+    fn switch_branch(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        switch: &Switch<'_>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Sets the title, changes the settings, or both; `updated_at` stays
@@ -270,6 +339,14 @@ pub trait Pages: Sync {
         conversation: ConversationId,
         page: &PageRequest,
     ) -> impl Future<Output = Result<(Conversation, Page<Message>), StoreError>> + Send;
+
+    /// The conversation and every message of it, on the active path or
+    /// off: a read as long as the conversation, for a switch.
+    fn tree(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+    ) -> impl Future<Output = Result<Tree, StoreError>> + Send;
 
     /// One message, if it is stored (its conversation may be deleted).
     fn message(

@@ -52,7 +52,9 @@ async fn start(
 ) -> StreamingReply {
     let request = SendRequest {
         conversation_id,
-        content: MessageContent::parse("How do I organize patient files?".into(), 1000).unwrap(),
+        kind: SendKind::Message(
+            MessageContent::parse("How do I organize patient files?".into(), 1000).unwrap(),
+        ),
         settings: SettingsPatch::default(),
     };
     chat.start_streaming(&alice(), request, times())

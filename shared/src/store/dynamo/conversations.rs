@@ -13,17 +13,17 @@ use super::{
         attr, conversation_key, key_of, s, settings_change, Clauses, ConversationItem, Item,
         MessageItem,
     },
-    messages::{conversation_in, moved_to, Actions, Guard, MOVED, OWNED},
+    messages::{
+        claimed_by, conversation_in, moved_to, with_settings, Actions, Guard, CLAIMED, MOVED, OWNED,
+    },
     transact::{
         failed_conditions, live_refused, not_found_or_backend, quota_refused, transaction_failed,
     },
     DynamoStore,
 };
 use crate::{
-    domain::{
-        format_timestamp, Claim, Conversation, ConversationId, Message, SettingsPatch, UserId,
-    },
-    store::{keys, ConversationChange, Conversations, Quota, StoreError},
+    domain::{Claim, Conversation, ConversationId, Message, SettingsPatch, UserId},
+    store::{keys, Branching, ConversationChange, Conversations, Quota, StoreError, Switch},
 };
 
 /// Most items one BatchWriteItem takes.
@@ -95,24 +95,12 @@ impl DynamoStore {
             match claim {
                 None => update.update_expression(format!("SET {MOVED}")),
                 Some((claim, _, settings)) => {
-                    const CLAIMED: &str = "#pending = :reply, #claimed = :until";
-                    let update = update
-                        .expression_attribute_names("#claimed", attr::CLAIMED_UNTIL)
-                        .expression_attribute_values(":reply", s(claim.reply.to_string()))
-                        .expression_attribute_values(":until", s(format_timestamp(claim.until)));
+                    let update = claimed_by(update, claim);
                     if settings.is_empty() {
                         // The usual send: the expression as it always was.
                         return update.update_expression(format!("SET {MOVED}, {CLAIMED}"));
                     }
-                    let mut clauses = Clauses::setting(&[MOVED, CLAIMED]);
-                    let (names, values) = settings_change(settings, &mut clauses);
-                    let update = names
-                        .into_iter()
-                        .fold(update, |u, (k, v)| u.expression_attribute_names(k, v));
-                    values
-                        .into_iter()
-                        .fold(update, |u, (k, v)| u.expression_attribute_values(k, v))
-                        .update_expression(clauses.expression())
+                    with_settings(update, Clauses::setting(&[MOVED, CLAIMED]), settings)
                 }
             }
         })
@@ -183,6 +171,28 @@ impl Conversations for DynamoStore {
     ) -> Result<(), StoreError> {
         self.append(user, conversation, message, Some((claim, quota, settings)))
             .await
+    }
+
+    async fn branch_and_claim(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        branching: &Branching<'_>,
+        claim: &Claim,
+        quota: &Quota,
+        settings: &SettingsPatch,
+    ) -> Result<(), StoreError> {
+        self.branch(user, conversation, branching, claim, quota, settings)
+            .await
+    }
+
+    async fn switch_branch(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        switch: &Switch<'_>,
+    ) -> Result<(), StoreError> {
+        self.switch(user, conversation, switch).await
     }
 
     async fn update_conversation(
@@ -259,11 +269,13 @@ impl Conversations for DynamoStore {
                 .client
                 .query()
                 .table_name(&self.table)
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                // Every message, on the active path or off it: all sort
+                // before the conversation item (gone already).
+                .key_condition_expression("#pk = :pk AND #sk < :conversation")
                 .expression_attribute_names("#pk", keys::PK)
                 .expression_attribute_names("#sk", keys::SK)
                 .expression_attribute_values(":pk", s(&pk))
-                .expression_attribute_values(":prefix", s(keys::MESSAGE_SK_PREFIX))
+                .expression_attribute_values(":conversation", s(keys::CONVERSATION_SK))
                 .projection_expression("#pk, #sk")
                 // A message written just before the delete must not be missed.
                 .consistent_read(true)

@@ -68,6 +68,11 @@ pub(super) mod attr {
     pub const TOP_P: &str = "top_p";
     /// A conversation's reply token limit.
     pub const MAX_TOKENS: &str = "max_tokens";
+    /// A message's children that were ever moved off the active path (a
+    /// string set): with the one on the path, its children.
+    pub const CHILDREN: &str = "children";
+    /// The conversation's first messages that were ever moved off the path.
+    pub const ROOTS: &str = "roots";
 }
 
 /// The clauses of an update expression, gathered from a write's parts.
@@ -75,6 +80,8 @@ pub(super) mod attr {
 pub(super) struct Clauses {
     /// `SET` assignments.
     pub set: Vec<String>,
+    /// `ADD`s (to a number or a set).
+    pub add: Vec<String>,
     /// `REMOVE`d attributes.
     pub remove: Vec<String>,
 }
@@ -84,7 +91,7 @@ impl Clauses {
     pub fn setting(set: &[&str]) -> Self {
         Self {
             set: set.iter().map(|c| (*c).to_owned()).collect(),
-            remove: vec![],
+            ..Self::default()
         }
     }
 
@@ -93,6 +100,9 @@ impl Clauses {
         let mut parts = vec![];
         if !self.set.is_empty() {
             parts.push(format!("SET {}", self.set.join(", ")));
+        }
+        if !self.add.is_empty() {
+            parts.push(format!("ADD {}", self.add.join(", ")));
         }
         if !self.remove.is_empty() {
             parts.push(format!("REMOVE {}", self.remove.join(", ")));
@@ -177,6 +187,10 @@ pub(super) struct ConversationItem {
     top_p: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u32>,
+    /// See [`attr::ROOTS`].
+    #[serde(with = "serde_dynamo::string_set")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    roots: Vec<String>,
 }
 
 /// The stored form of a message.
@@ -220,6 +234,14 @@ pub(super) struct MessageItem {
     /// The catalogue's model of a reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     model: Option<String>,
+    /// The message it follows, on a message off the active path (on the
+    /// path the previous message is its parent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent: Option<String>,
+    /// See [`attr::CHILDREN`].
+    #[serde(with = "serde_dynamo::string_set")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    children: Vec<String>,
 }
 
 impl ConversationItem {
@@ -247,6 +269,7 @@ impl ConversationItem {
             temperature: c.settings.temperature,
             top_p: c.settings.top_p,
             max_tokens: c.settings.max_tokens,
+            roots: ids(&c.roots),
         })
     }
 
@@ -279,17 +302,39 @@ impl ConversationItem {
                 top_p: i.top_p,
                 max_tokens: i.max_tokens,
             },
+            roots: parse_ids(&i.roots)?,
         })
     }
 }
 
 impl MessageItem {
-    /// The item of `m` in `conversation`, owned by `user`, as an SDK item.
+    /// The item of `m` on the active path of `conversation`, owned by
+    /// `user`, as an SDK item.
     pub fn of(
         user: &UserId,
         conversation: ConversationId,
         m: &Message,
     ) -> Result<Item, StoreError> {
+        to_item(&Self::on_path(user, conversation, m))
+    }
+
+    /// The item of `m` where a branch change puts it: on the active path
+    /// (`MSG#`) or off it (`ALT#`, with its parent).
+    pub fn moved(
+        user: &UserId,
+        conversation: ConversationId,
+        m: &Message,
+        on_path: bool,
+    ) -> Result<Item, StoreError> {
+        let mut item = Self::on_path(user, conversation, m);
+        if !on_path {
+            item.sk = keys::off_path_sk(m.id);
+            item.parent = m.parent.map(|p| p.to_string());
+        }
+        to_item(&item)
+    }
+
+    fn on_path(user: &UserId, conversation: ConversationId, m: &Message) -> Self {
         // Only a pending reply's settler needs its reservation.
         let reserved = m.reserved.filter(|_| m.is_pending());
         let (status, job_id, error) = match &m.status {
@@ -300,7 +345,7 @@ impl MessageItem {
             MessageStatus::Failed { error } => (Some(m.status.as_str()), None, Some(error.clone())),
             MessageStatus::Cancelled => (Some(m.status.as_str()), None, None),
         };
-        to_item(&Self {
+        Self {
             pk: keys::conversation_pk(user, conversation),
             sk: keys::message_sk(m.id),
             user_id: user.to_string(),
@@ -320,7 +365,9 @@ impl MessageItem {
             reserved_prompt: reserved.map(|r| r.prompt),
             reserved_live: reserved.is_some_and(|r| r.live),
             model: m.model.as_ref().map(|id| id.as_str().to_owned()),
-        })
+            parent: None,
+            children: ids(&m.children),
+        }
     }
 
     /// The message an SDK item holds.
@@ -351,8 +398,28 @@ impl MessageItem {
                 _ => None,
             },
             model: model_id(i.model)?,
+            parent: i
+                .parent
+                .as_deref()
+                .map(MessageId::parse)
+                .transpose()
+                .map_err(corrupt)?,
+            versions: vec![],
+            children: parse_ids(&i.children)?,
         })
     }
+}
+
+/// Ids as a string set holds them.
+fn ids(ids: &[MessageId]) -> Vec<String> {
+    ids.iter().map(ToString::to_string).collect()
+}
+
+/// A string set of ids, read back.
+fn parse_ids(raw: &[String]) -> Result<Vec<MessageId>, StoreError> {
+    raw.iter()
+        .map(|r| MessageId::parse(r).map_err(corrupt))
+        .collect()
 }
 
 /// A stored model id, checked as any other id read back.

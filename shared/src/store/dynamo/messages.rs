@@ -13,12 +13,17 @@ use chrono::{DateTime, Utc};
 
 use super::{
     backend,
-    items::{attr, conversation_key, s, ConversationItem, Item, MessageItem},
+    items::{
+        attr, conversation_key, s, settings_change, Clauses, ConversationItem, Item, MessageItem,
+    },
     transact::{failed_conditions, live_refused, quota_refused, transaction_failed},
     DynamoStore,
 };
 use crate::{
-    domain::{format_timestamp, preview, Conversation, ConversationId, Message, MessageId, UserId},
+    domain::{
+        format_timestamp, preview, Claim, Conversation, ConversationId, Message, MessageId,
+        SettingsPatch, UserId,
+    },
     store::{keys, GenerationCap, StoreError},
 };
 
@@ -92,6 +97,33 @@ pub(super) fn moved_to(
         .expression_attribute_values(":gsk", s(keys::updated_sk(at, conversation)))
         .expression_attribute_values(":one", AttributeValue::N("1".into()))
 }
+/// A send's claim on its conversation (values from [`claimed_by`]).
+pub(super) const CLAIMED: &str = "#pending = :reply, #claimed = :until";
+
+/// The names and values of [`CLAIMED`] for `claim`.
+pub(super) fn claimed_by(update: UpdateBuilder, claim: &Claim) -> UpdateBuilder {
+    update
+        .expression_attribute_names("#claimed", attr::CLAIMED_UNTIL)
+        .expression_attribute_values(":reply", s(claim.reply.to_string()))
+        .expression_attribute_values(":until", s(format_timestamp(claim.until)))
+}
+
+/// `clauses` and a send's change to the settings, as `update`'s expression.
+pub(super) fn with_settings(
+    update: UpdateBuilder,
+    mut clauses: Clauses,
+    settings: &SettingsPatch,
+) -> UpdateBuilder {
+    let (names, values) = settings_change(settings, &mut clauses);
+    let update = names
+        .into_iter()
+        .fold(update, |u, (k, v)| u.expression_attribute_names(k, v));
+    values
+        .into_iter()
+        .fold(update, |u, (k, v)| u.expression_attribute_values(k, v))
+        .update_expression(clauses.expression())
+}
+
 /// A new item: nothing is overwritten.
 pub(super) const NEW_ITEM: &str = "attribute_not_exists(#pk)";
 
@@ -106,6 +138,23 @@ impl DynamoStore {
         conversation: ConversationId,
         message: &Message,
         guard: Guard,
+        actions: Actions<'_>,
+        change: impl FnOnce(UpdateBuilder) -> UpdateBuilder,
+    ) -> Result<(), StoreError> {
+        let put = self.put_new(MessageItem::of(user, conversation, message)?)?;
+        self.guarded_write(user, conversation, guard, vec![put], actions, change)
+            .await
+    }
+
+    /// Applies `change` to the conversation and makes `writes` in one
+    /// transaction, only if the conversation is the user's and `guard`
+    /// holds (the refusals as [`Self::add_message`]'s).
+    pub(super) async fn guarded_write(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        guard: Guard,
+        writes: Vec<TransactWriteItem>,
         Actions { more, cap }: Actions<'_>,
         change: impl FnOnce(UpdateBuilder) -> UpdateBuilder,
     ) -> Result<(), StoreError> {
@@ -127,9 +176,8 @@ impl DynamoStore {
         let mut write = self
             .client
             .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(update).build())
-            .transact_items(self.put_new(MessageItem::of(user, conversation, message)?)?);
-        for item in more {
+            .transact_items(TransactWriteItem::builder().update(update).build());
+        for item in writes.into_iter().chain(more) {
             write = write.transact_items(item);
         }
         self.transact_admitting(user, write, cap)
@@ -146,7 +194,7 @@ impl DynamoStore {
                     StoreError::Refused(Refusal::ReplyPending)
                 }
                 Some(_) => StoreError::Refused(Refusal::NotFound),
-                None => transaction_failed("TransactWriteItems add message")(e),
+                None => transaction_failed("TransactWriteItems message write")(e),
             })?;
         Ok(())
     }

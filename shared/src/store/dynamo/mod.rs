@@ -6,11 +6,14 @@
 //!   later pages, the list from the index);
 //! - `conversations`: starting, appending, renaming, deleting, purging;
 //! - `messages`: the guarded message write both of those share;
+//! - `branches`: regenerate, edit and switch moving messages on and off
+//!   the active path, and the whole-conversation read a switch needs;
 //! - `replies`: complete, pending, finished, released, kept-when-stopped;
 //! - `usage`: the daily counters, reservations and live generations;
 //! - `keyed`: `Idempotency-Key` records;
 //! - `transact`: sending transactions and reading their cancellations.
 
+mod branches;
 mod conversations;
 mod items;
 mod keyed;

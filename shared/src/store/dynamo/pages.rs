@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     domain::{Conversation, ConversationId, Message, MessageId, UserId},
-    store::{keys, Page, PageRequest, Pages, StoreError},
+    store::{keys, Page, PageRequest, Pages, StoreError, Tree},
 };
 
 /// What a message cursor is signed for: the first page issues it, later
@@ -58,8 +58,13 @@ impl DynamoStore {
         let scope = message_scope(&pk);
         let out = self
             .partition_query(pk)
-            .key_condition_expression("#pk = :pk")
-            // The conversation, the page, and one more to know whether more exist.
+            // From the path's first message on: versions off the path
+            // (`ALT#`) sort before it and are never read here.
+            .key_condition_expression("#pk = :pk AND #sk >= :path")
+            .expression_attribute_names("#sk", keys::SK)
+            .expression_attribute_values(":path", s(keys::MESSAGE_SK_PREFIX))
+            // The conversation, the page, and one more to know whether more
+            // exist (the parent of the page's oldest message).
             .limit(limit.saturating_add(2) as i32)
             .send()
             .await
@@ -69,7 +74,10 @@ impl DynamoStore {
             return Err(StoreError::Refused(Refusal::NotFound));
         }
         let found = ConversationItem::read(items.remove(0))?;
-        let messages = self.message_page_of(&scope, limit, items, out.last_evaluated_key)?;
+        let mut messages = self
+            .path_page(&scope, limit, items, out.last_evaluated_key)
+            .await?;
+        with_roots(&found, &mut messages.items);
         Ok((found, messages))
     }
 
@@ -95,7 +103,8 @@ impl DynamoStore {
             .await
             .map_err(backend("Query messages"))?;
         let items = out.items.unwrap_or_default();
-        self.message_page_of(&scope, page.limit, items, out.last_evaluated_key)
+        self.path_page(&scope, page.limit, items, out.last_evaluated_key)
+            .await
     }
 
     /// A newest-first, consistent Query on a conversation's partition.
@@ -109,25 +118,79 @@ impl DynamoStore {
             .consistent_read(true)
     }
 
-    /// Message items read newest first, as a page shown oldest first.
-    fn message_page_of(
+    /// Messages of the active path read newest first (the page and, when
+    /// the read reached it, the message before the page: the parent of
+    /// its oldest), as a page shows them: oldest first, each with its
+    /// parent and its versions. The parent's children known off the path
+    /// are on its item, so versions cost no read of their own; only a read
+    /// that DynamoDB's 1 MB limit cut before that parent costs one more.
+    /// The first message's versions are the conversation's ([`with_roots`]).
+    async fn path_page(
         &self,
         scope: &str,
         limit: u32,
-        items: Vec<Item>,
+        mut items: Vec<Item>,
         last_evaluated: Option<Item>,
     ) -> Result<Page<Message>, StoreError> {
-        let (items, next_cursor) =
-            self.page_of(scope, &[keys::PK, keys::SK], limit, items, last_evaluated);
-        let mut messages = items
+        let shown = items.len().min(limit as usize);
+        if items.len() <= shown && last_evaluated.is_some() && shown > 0 {
+            if let Some(parent) = self.message_before(&items[shown - 1]).await? {
+                items.push(parent);
+            }
+        }
+        let next_key = match (items.len() > shown, last_evaluated) {
+            // More exist past the page: it ends at its oldest message.
+            (true, _) => Some(key_of(&items[shown - 1], &[keys::PK, keys::SK])),
+            (false, last) => last,
+        };
+        let next_cursor = next_key.and_then(|k| self.cursors.encode(scope, &k));
+        let mut read = items
             .into_iter()
             .map(MessageItem::read)
             .collect::<Result<Vec<_>, _>>()?;
-        messages.reverse();
+        for i in 0..shown {
+            let (parent, known) = match read.get(i + 1) {
+                Some(p) => (Some(p.id), p.children.as_slice()),
+                None => (None, &[][..]),
+            };
+            read[i].versions = crate::domain::versions(read[i].id, known);
+            read[i].parent = parent;
+        }
+        read.truncate(shown);
+        read.reverse();
         Ok(Page {
-            items: messages,
+            items: read,
             next_cursor,
         })
+    }
+
+    /// The message before `item` on the active path, if any.
+    async fn message_before(&self, item: &Item) -> Result<Option<Item>, StoreError> {
+        let (Some(pk), Some(sk)) = (item.get(keys::PK), item.get(keys::SK)) else {
+            return Ok(None);
+        };
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND #sk < :sk")
+            .expression_attribute_names("#pk", keys::PK)
+            .expression_attribute_names("#sk", keys::SK)
+            .expression_attribute_values(":pk", pk.clone())
+            .expression_attribute_values(":sk", sk.clone())
+            .scan_index_forward(false)
+            .consistent_read(true)
+            .limit(1)
+            .send()
+            .await
+            .map_err(backend("Query the message before a page"))?;
+        // Off-path versions sort before the path: one of them means none.
+        let on_path = |i: &Item| {
+            i.get(keys::SK)
+                .and_then(|v| v.as_s().ok())
+                .is_some_and(|sk| sk.starts_with(keys::MESSAGE_SK_PREFIX))
+        };
+        Ok(out.items.unwrap_or_default().into_iter().find(on_path))
     }
 
     /// One page of a query, without a trailing empty page: asks for one item
@@ -162,6 +225,14 @@ impl DynamoStore {
                     .map_err(StoreError::InvalidCursor)
             })
             .transpose()
+    }
+}
+
+/// The page's first message of the conversation (the one without a
+/// parent), if it shows it, gets the conversation's first-message versions.
+fn with_roots(conversation: &Conversation, page: &mut [Message]) {
+    if let Some(first) = page.first_mut().filter(|m| m.parent.is_none()) {
+        first.versions = crate::domain::versions(first.id, &conversation.roots);
     }
 }
 
@@ -213,10 +284,16 @@ impl Pages for DynamoStore {
         }
         // Later pages start past the conversation item: two reads, issued
         // together (one round trip's worth of latency).
-        tokio::try_join!(
+        let (found, mut messages) = tokio::try_join!(
             self.get_conversation(user, conversation),
             self.message_page(user, conversation, page)
-        )
+        )?;
+        with_roots(&found, &mut messages.items);
+        Ok((found, messages))
+    }
+
+    async fn tree(&self, user: &UserId, conversation: ConversationId) -> Result<Tree, StoreError> {
+        self.read_tree(user, conversation).await
     }
 
     async fn message(

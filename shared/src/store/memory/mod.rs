@@ -16,8 +16,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use tokio::time::Instant;
 
 use super::{
-    ConversationChange, Conversations, DailyUsage, Page, PageRequest, Pages, Quota, Quotas,
-    StoreError,
+    Branching, ConversationChange, Conversations, DailyUsage, Page, PageRequest, Pages, Quota,
+    Quotas, StoreError, Switch, Tree,
 };
 use crate::domain::{
     preview, Claim, Conversation, ConversationId, ConversationState, Message, MessageId,
@@ -32,7 +32,10 @@ mod replies;
 #[derive(Default)]
 struct Partition {
     conversation: Option<Conversation>,
+    /// The active path (the DynamoDB store's `MSG#` items).
     messages: Vec<Message>,
+    /// The versions off it (its `ALT#` items), each with its parent.
+    off: Vec<Message>,
 }
 
 /// The in-memory store.
@@ -150,6 +153,15 @@ impl MemoryStore {
         conversation: ConversationId,
         f: impl FnOnce(&mut Conversation, &mut Vec<Message>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.with_tree(user, conversation, |c, path, _| f(c, path))
+    }
+
+    fn with_tree<T>(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        f: impl FnOnce(&mut Conversation, &mut Vec<Message>, &mut Vec<Message>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut partitions = self.partitions.lock().unwrap();
         let p = partitions
             .get_mut(&(user.clone(), conversation))
@@ -158,8 +170,83 @@ impl MemoryStore {
             .conversation
             .as_mut()
             .ok_or(StoreError::Refused(Refusal::NotFound))?;
-        f(c, &mut p.messages)
+        f(c, &mut p.messages, &mut p.off)
     }
+
+    /// The versions off the active path, stored for a conversation.
+    pub fn off_path(&self, user: &UserId, conversation: ConversationId) -> Vec<Message> {
+        let partitions = self.partitions.lock().unwrap();
+        partitions
+            .get(&(user.clone(), conversation))
+            .map(|p| p.off.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Whether [`move_path`] finds every message where the read saw it.
+fn can_move(
+    path: &[Message],
+    off_path: &[Message],
+    fork: Option<MessageId>,
+    off: &[Message],
+    on: &[Message],
+) -> Result<(), StoreError> {
+    let found = |list: &[Message], m: &Message| list.iter().any(|x| x.id == m.id);
+    let fork_found = fork.is_none_or(|f| path.iter().any(|x| x.id == f));
+    match off.iter().all(|m| found(path, m)) && on.iter().all(|m| found(off_path, m)) && fork_found
+    {
+        true => Ok(()),
+        false => Err(StoreError::Refused(Refusal::NotFound)),
+    }
+}
+
+/// The conversation claimed for `claim`'s reply, with the send's settings.
+fn claimed(c: &mut Conversation, claim: &Claim, settings: &SettingsPatch) {
+    c.state = ConversationState::Claimed {
+        reply: claim.reply,
+        until: claim.until,
+    };
+    c.settings = settings.applied_to(&c.settings);
+}
+
+/// Moves `off` off the path and `on` onto it as the DynamoDB store's
+/// branch transaction does: each from where the read found it (else the
+/// whole change is refused, nothing moved), the fork (or the conversation)
+/// recording the first message that leaves.
+fn move_path(
+    c: &mut Conversation,
+    path: &mut Vec<Message>,
+    off_path: &mut Vec<Message>,
+    fork: Option<MessageId>,
+    off: &[Message],
+    on: &[Message],
+) -> Result<(), StoreError> {
+    can_move(path, off_path, fork, off, on)?;
+    path.retain(|x| !off.iter().any(|m| m.id == x.id));
+    off_path.retain(|x| !on.iter().any(|m| m.id == x.id));
+    off_path.extend(off.iter().cloned());
+    path.extend(on.iter().map(|m| Message {
+        parent: None,
+        ..m.clone()
+    }));
+    path.sort_by_key(|m| m.id);
+    if let Some(first) = off.first() {
+        let known = match fork {
+            Some(f) => {
+                &mut path
+                    .iter_mut()
+                    .find(|x| x.id == f)
+                    .expect("checked")
+                    .children
+            }
+            None => &mut c.roots,
+        };
+        if !known.contains(&first.id) {
+            known.push(first.id);
+        }
+    }
+    c.message_count = (c.message_count + on.len() as u64).saturating_sub(off.len() as u64);
+    Ok(())
 }
 
 /// The DynamoDB store's `ClaimedBy` guard: the conversation waits for `reply`.
@@ -168,6 +255,16 @@ fn held_by(c: &Conversation, reply: MessageId) -> Result<(), StoreError> {
         true => Ok(()),
         false => Err(StoreError::Refused(Refusal::ReplyPending)),
     }
+}
+
+/// The DynamoDB store's `FreeOrLapsed` guard: no reply pending, or only a
+/// claim that lapsed before `at`.
+fn free_or_lapsed(c: &Conversation, at: DateTime<Utc>) -> Result<(), StoreError> {
+    let lapsed = matches!(c.state, ConversationState::Claimed { until, .. } if until < at);
+    if c.state.reply().is_some() && !lapsed {
+        return Err(StoreError::Refused(Refusal::ReplyPending));
+    }
+    Ok(())
 }
 
 /// `message` stored, and the conversation moved to it.
@@ -247,20 +344,53 @@ impl Conversations for MemoryStore {
         settings: &SettingsPatch,
     ) -> Result<(), StoreError> {
         self.with(user, conversation, |c, _| {
-            let lapsed = matches!(c.state, ConversationState::Claimed { until, .. } if until < message.created_at);
-            if c.state.reply().is_some() && !lapsed {
-                return Err(StoreError::Refused(Refusal::ReplyPending));
-            }
-            Ok(())
+            free_or_lapsed(c, message.created_at)
         })?;
         self.count_send(user, claim.reply, quota)?;
         self.with(user, conversation, |c, messages| {
             moved_to(c, messages, message);
-            c.state = ConversationState::Claimed {
-                reply: claim.reply,
-                until: claim.until,
-            };
-            c.settings = settings.applied_to(&c.settings);
+            claimed(c, claim, settings);
+            Ok(())
+        })
+    }
+
+    async fn branch_and_claim(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        b: &Branching<'_>,
+        claim: &Claim,
+        quota: &Quota,
+        settings: &SettingsPatch,
+    ) -> Result<(), StoreError> {
+        // One transaction in DynamoDB: nothing is counted unless all of it holds.
+        self.with_tree(user, conversation, |c, path, off_path| {
+            free_or_lapsed(c, b.at)?;
+            can_move(path, off_path, b.fork, b.off, &[])
+        })?;
+        self.count_send(user, claim.reply, quota)?;
+        self.with_tree(user, conversation, |c, path, off_path| {
+            move_path(c, path, off_path, b.fork, b.off, &[])?;
+            if let Some(message) = b.message {
+                moved_to(c, path, message);
+            }
+            c.updated_at = b.at;
+            c.last_message = preview(&b.leaf.content);
+            claimed(c, claim, settings);
+            Ok(())
+        })
+    }
+
+    async fn switch_branch(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        sw: &Switch<'_>,
+    ) -> Result<(), StoreError> {
+        self.with_tree(user, conversation, |c, path, off_path| {
+            free_or_lapsed(c, Utc::now())?;
+            move_path(c, path, off_path, sw.fork, sw.off, sw.on)?;
+            c.last_message = preview(&sw.leaf.content);
             Ok(())
         })
     }
@@ -301,6 +431,7 @@ impl Conversations for MemoryStore {
         let mut partitions = self.partitions.lock().unwrap();
         if let Some(p) = partitions.get_mut(&(user.clone(), conversation)) {
             p.messages.clear();
+            p.off.clear();
         }
         Ok(true)
     }
@@ -347,9 +478,31 @@ impl Pages for MemoryStore {
                     .ok_or_else(|| StoreError::Corrupt("unknown cursor".into()))?,
             };
             let start = before.saturating_sub(page.limit as usize);
-            let items = messages[start..before].to_vec();
+            let mut items = messages[start..before].to_vec();
+            for (i, m) in items.iter_mut().enumerate() {
+                // The parent is the message before on the path; versions
+                // as the DynamoDB store tells them, from its record.
+                let parent = (start + i).checked_sub(1).map(|p| &messages[p]);
+                m.parent = parent.map(|p| p.id);
+                let known = parent.map_or(&c.roots, |p| &p.children);
+                m.versions = crate::domain::versions(m.id, known);
+            }
             let next_cursor = (start > 0).then(|| items[0].id.to_string());
             Ok((c.clone(), Page { items, next_cursor }))
+        })
+    }
+
+    async fn tree(&self, user: &UserId, conversation: ConversationId) -> Result<Tree, StoreError> {
+        self.with_tree(user, conversation, |c, path, off| {
+            let mut path = path.clone();
+            for i in 1..path.len() {
+                path[i].parent = Some(path[i - 1].id);
+            }
+            Ok(Tree {
+                conversation: c.clone(),
+                path,
+                off: off.clone(),
+            })
         })
     }
 
@@ -361,6 +514,7 @@ impl Pages for MemoryStore {
     ) -> Result<Option<Message>, StoreError> {
         let messages = self.messages(user, conversation);
         Ok(messages.into_iter().find(|m| m.id == message))
+        // (on the path only, as the DynamoDB store's `MSG#` read)
     }
 }
 
