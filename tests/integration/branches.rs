@@ -256,6 +256,11 @@ async fn refused_regenerates_and_edits_store_nothing_and_submit_nothing() {
             "invalid_request",
         ),
         (
+            json!({"conversation_id": id, "regenerate": null}),
+            400,
+            "invalid_message_id",
+        ),
+        (
             json!({"conversation_id": id, "regenerate": "not-an-id"}),
             400,
             "invalid_message_id",

@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::send::UsageView;
 use super::{
-    extract::{authenticate, page_request, parse_json, path_conversation_id, MAX_BODY_BYTES},
+    extract::{
+        authenticate, message_id_field, page_request, parse_json, path_conversation_id, present,
+        MAX_BODY_BYTES,
+    },
     handle, ok_json, ApiError,
 };
 use crate::{
@@ -156,12 +159,6 @@ struct PatchBody {
     active_message_id: Option<serde_json::Value>,
 }
 
-/// A field that is there, `null` included (serde reads a `null` into an
-/// `Option` as absent): a `PATCH` refuses `null` where the contract has none.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
-    serde_json::Value::deserialize(d).map(Some)
-}
-
 /// The caller's conversations, newest first.
 pub async fn list_conversations<M, S: Store>(app: &App<M, S>, req: Request) -> Response<Body> {
     handle("list-conversations", app, req, |req, _meta| async move {
@@ -215,16 +212,7 @@ pub async fn rename_conversation<M, S: Store>(app: &App<M, S>, req: Request) -> 
                 "give a title, settings, an active_message_id, or more than one",
             ));
         }
-        let active = match &body.active_message_id {
-            None => None,
-            Some(serde_json::Value::String(raw)) => Some(super::send::message_id(raw)?),
-            Some(_) => {
-                return Err(ApiError::bad_request(
-                    "invalid_message_id",
-                    "active_message_id is a message id",
-                ))
-            }
-        };
+        let active = message_id_field("active_message_id", body.active_message_id)?;
         let title = body
             .title
             .map(|t| match t {

@@ -11,7 +11,7 @@ use crate::{
     app::App,
     config::Config,
     deadline,
-    domain::{ConversationId, UserId},
+    domain::{ConversationId, MessageId, UserId},
     store::PageRequest,
 };
 
@@ -129,4 +129,29 @@ pub(super) fn path_conversation_id(req: &Request) -> Result<ConversationId, ApiE
         .ok_or(ApiError::Refused(crate::refusal::Refusal::NotFound))?;
     tracing::Span::current().record("conversation_id", id.to_string());
     Ok(id)
+}
+
+/// A field that is there, `null` included (serde reads a `null` into an
+/// `Option` as absent): a body refuses `null` where the contract has none.
+pub(super) fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    serde::Deserialize::deserialize(d).map(Some)
+}
+
+/// A message id a body names in `field` (read with [`present`]): 400
+/// `invalid_message_id` for anything but one (`null` included).
+pub(super) fn message_id_field(
+    field: &str,
+    raw: Option<serde_json::Value>,
+) -> Result<Option<MessageId>, ApiError> {
+    let invalid =
+        || ApiError::bad_request("invalid_message_id", format!("`{field}` is a message id"));
+    match raw {
+        None => Ok(None),
+        Some(serde_json::Value::String(raw)) => {
+            MessageId::parse(&raw).map(Some).map_err(|_| invalid())
+        }
+        Some(_) => Err(invalid()),
+    }
 }

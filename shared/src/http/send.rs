@@ -6,14 +6,14 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::{
-    extract::{authenticate, parse_json, MAX_BODY_BYTES},
+    extract::{authenticate, message_id_field, parse_json, present, MAX_BODY_BYTES},
     handle, idempotency, json_response, ok_json, ApiError,
 };
 use crate::{
     app::App,
     chat::{ChatModel, SendKind, SendOutcome, SendRequest, SendTimes},
     domain::{
-        format_timestamp, ConversationId, DomainError, MessageContent, MessageId, MessageStatus,
+        format_timestamp, ConversationId, DomainError, MessageContent, MessageStatus,
         SettingsPatch, Usage,
     },
 };
@@ -30,11 +30,11 @@ pub(super) struct SendBody {
     #[serde(default)]
     conversation_id: Option<String>,
     /// An assistant message of the conversation to answer again.
-    #[serde(default)]
-    regenerate: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    regenerate: Option<serde_json::Value>,
     /// A user message of the conversation to replace by a new version.
-    #[serde(default)]
-    edit_of: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    edit_of: Option<serde_json::Value>,
     /// Read by [`SettingsPatch::parse`], which names a field it does not know.
     #[serde(default)]
     settings: Option<serde_json::Value>,
@@ -136,10 +136,12 @@ pub(super) fn send_request(body: SendBody, max_chars: usize) -> Result<SendReque
             ApiError::unprocessable(code, e.to_string())
         })
     };
-    let kind = match (body.message, body.regenerate, body.edit_of) {
+    let regenerate = message_id_field("regenerate", body.regenerate)?;
+    let edit_of = message_id_field("edit_of", body.edit_of)?;
+    let kind = match (body.message, regenerate, edit_of) {
         (Some(message), None, None) => SendKind::Message(content(message)?),
-        (None, Some(reply), None) => SendKind::Regenerate(message_id(&reply)?),
-        (Some(message), None, Some(of)) => SendKind::Edit(message_id(&of)?, content(message)?),
+        (None, Some(reply), None) => SendKind::Regenerate(reply),
+        (Some(message), None, Some(of)) => SendKind::Edit(of, content(message)?),
         (None, None, None) => return Err(invalid("missing field `message`")),
         (None, None, Some(_)) => return Err(invalid("`edit_of` needs the new `message`")),
         (_, Some(_), _) => {
@@ -162,11 +164,6 @@ pub(super) fn send_request(body: SendBody, max_chars: usize) -> Result<SendReque
         kind,
         settings,
     })
-}
-
-/// A message id named in a body: 400 `invalid_message_id` when it is not one.
-pub(super) fn message_id(raw: &str) -> Result<MessageId, ApiError> {
-    MessageId::parse(raw).map_err(|e| ApiError::bad_request("invalid_message_id", e.to_string()))
 }
 
 fn respond(outcome: SendOutcome) -> Response<Body> {
