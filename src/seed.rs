@@ -81,3 +81,49 @@ pub async fn seed_messages<M>(app: &App<M>, user: &str, n: usize) -> Conversatio
     }
     id
 }
+
+/// Regenerates the last reply of `user`'s conversation `id` `n` times
+/// through the store's own branch write (as a regenerate's send makes it)
+/// and reply write: the reply then has `n` more versions, off the path.
+pub async fn seed_versions<M>(app: &App<M>, user: &str, id: ConversationId, n: usize) {
+    use chat_shared::{
+        chat::QuotaLimits,
+        domain::{leaving, Claim, MessageId},
+        store::{prelude::*, Branching, PageRequest},
+    };
+    let user = UserId::parse(user).unwrap();
+    let store = app.chat.store();
+    let newest = PageRequest {
+        limit: 2,
+        cursor: None,
+    };
+    for i in 0..n {
+        let (_, page) = store.conversation_page(&user, id, &newest).await.unwrap();
+        let [question, reply] = &page.items[..] else {
+            panic!("a conversation ending in a question and its reply");
+        };
+        let now = chrono::Utc::now();
+        let claim = Claim {
+            reply: MessageId::new(),
+            until: now + chrono::Duration::minutes(1),
+        };
+        let off = leaving(Some(question.id), std::slice::from_ref(reply));
+        let branching = Branching {
+            fork: Some(question.id),
+            off: &off,
+            message: None,
+            leaf: question,
+            at: now,
+        };
+        let quota = QuotaLimits::default().at(now);
+        store
+            .branch_and_claim(&user, id, &branching, &claim, &quota, &Default::default())
+            .await
+            .unwrap();
+        let version = Message {
+            id: claim.reply,
+            ..Message::new(Role::Assistant, message_text(i + 1), now)
+        };
+        store.add_reply(&user, id, &version).await.unwrap();
+    }
+}

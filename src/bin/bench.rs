@@ -16,7 +16,7 @@ use chat_service_dev::{
     apigw::Event,
     bench::{proxy::DynamoProxy, report, Bench, Function},
     runpod_local::{LocalRunPod, Settings},
-    seed::{seed_conversations, seed_messages},
+    seed::{seed_conversations, seed_messages, seed_versions},
     table::TableDefinition,
     DEV_JWT_SECRET, DEV_SIGNING_SECRET,
 };
@@ -179,6 +179,38 @@ fn send_rows(send_conv: ConversationId) -> Vec<Function> {
     ]
 }
 
+/// The branch sweep (issue 26): the default page of a conversation of 10,
+/// 1 000 and 10 000 messages whose last reply has 1, 10 and 100 versions
+/// (each regenerate leaves one more off the active path, and one more id
+/// on its question's item), so a page must cost the same whatever lies
+/// beyond it or beside it.
+async fn branch_sweep(bench: &Bench, app: &App) -> Vec<(String, Value)> {
+    const BRANCHES: [usize; 3] = [1, 10, 100];
+    let mut rows = vec![serde_json::Map::new(); BRANCHES.len()];
+    for n in [10usize, 1_000, 10_000] {
+        let user = format!("sweep-branches-{n}");
+        let id = seed_messages(app, &user, n).await;
+        let mut versions = 1;
+        for (row, b) in rows.iter_mut().zip(BRANCHES) {
+            eprintln!("get-conversation: {n} messages, {b} versions of the last reply");
+            seed_versions(app, &user, id, b - versions).await;
+            versions = b;
+            let point = bench
+                .sweep_point("get-conversation", &get_event(id, &user))
+                .await;
+            row.insert(n.to_string(), point);
+        }
+    }
+    BRANCHES
+        .iter()
+        .zip(rows)
+        .map(|(b, points)| {
+            let name = format!("get-conversation (messages; last reply in {b} version(s))");
+            (name, Value::Object(points))
+        })
+        .collect()
+}
+
 /// Size sweeps: a page must cost the same whatever lies beyond it.
 async fn sweep(bench: &Bench, app: &App, bin: &str) -> (String, Value) {
     let items = if bin == "get-conversation" {
@@ -269,6 +301,9 @@ async fn measure(bench: &Bench, app: &App, wanted: &dyn Fn(&str) -> bool, ddb: &
             let (name, points) = sweep(bench, app, bin).await;
             sweeps.insert(name, points);
         }
+    }
+    if wanted("get-conversation") {
+        sweeps.extend(branch_sweep(bench, app).await);
     }
     let stream = match wanted("stream-message") {
         true => stream_delays(bench).await,
