@@ -512,9 +512,9 @@ impl Pages for MemoryStore {
         conversation: ConversationId,
         message: MessageId,
     ) -> Result<Option<Message>, StoreError> {
+        // On the path only, as the DynamoDB store's `MSG#` read.
         let messages = self.messages(user, conversation);
         Ok(messages.into_iter().find(|m| m.id == message))
-        // (on the path only, as the DynamoDB store's `MSG#` read)
     }
 }
 
