@@ -105,6 +105,15 @@ impl Event {
         Self::on_conversation("GET", "GET /api/chat/conversations/{id}", id, token)
     }
 
+    /// `GET /api/chat/conversations/{id}/stream`.
+    pub fn attach(id: &str, token: Option<String>) -> Self {
+        let route = "GET /api/chat/conversations/{id}/stream";
+        let path = format!("/api/chat/conversations/{id}/stream");
+        let mut e = Self::new("GET", route, path, token);
+        e.path_parameter = Some(("id", id.to_owned()));
+        e
+    }
+
     /// `PATCH /api/chat/conversations/{id}` with `body`.
     pub fn rename(id: &str, body: &str, token: Option<String>) -> Self {
         Self::on_conversation("PATCH", "PATCH /api/chat/conversations/{id}", id, token).body(body)

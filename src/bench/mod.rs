@@ -292,7 +292,7 @@ fn delta_arrivals(pieces: &[(Instant, axum::body::Bytes)]) -> Vec<Instant> {
         text.push_str(&String::from_utf8_lossy(piece));
         while let Some(end) = text.find("\n\n") {
             let event: String = text.drain(..end + 2).collect();
-            if event.starts_with("event: message.delta\n") {
+            if event.lines().any(|l| l == "event: message.delta") {
                 arrivals.push(*at);
             }
         }

@@ -208,7 +208,7 @@ async fn every_sample_event_gets_its_documented_status() {
             let body = http_body_util::BodyExt::collect(resp.into_body()).await;
             let text = String::from_utf8(body.unwrap().to_bytes().to_vec()).unwrap();
             assert!(
-                text.starts_with("event: message.created\n"),
+                text.starts_with("id: 0\nevent: message.created\n"),
                 "{name}: {text}"
             );
             assert!(

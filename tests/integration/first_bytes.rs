@@ -54,7 +54,7 @@ async fn a_throttled_run_still_starts_the_stream_at_once_and_keeps_it_alive() {
     }
     let (created_at, created) = &frames[0];
     assert!(
-        created.starts_with("event: message.created\n"),
+        created.starts_with("id: 0\nevent: message.created\n"),
         "{frames:?}"
     );
     assert!(created.contains("\"conversation_id\":\""), "{created}");
@@ -79,7 +79,7 @@ async fn a_throttled_run_still_starts_the_stream_at_once_and_keeps_it_alive() {
         "{keep_alives} keep-alives over 40 s: {frames:?}"
     );
     let (_, end) = frames.last().unwrap();
-    assert!(end.starts_with("event: message.completed\n"), "{frames:?}");
+    assert!(end.contains("\nevent: message.completed\n"), "{frames:?}");
     assert!(
         runpod.throttled_runs() >= 7,
         "{} 429s",

@@ -4,6 +4,7 @@
 //! paging at scale, the model catalogue and settings, the local RunPod endpoint, and (ignored unless
 //! `scripts/test.sh` starts the whole stack) the end-to-end run over HTTP.
 
+mod attach;
 mod branches;
 mod common;
 mod e2e;

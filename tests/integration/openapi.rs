@@ -90,12 +90,27 @@ fn deployed_binaries() -> BTreeMap<String, String> {
             );
             continue;
         }
+        // CloudFront's path patterns take `*` where the route has `{id}`.
         let path = route.split_once(' ').unwrap().1;
+        let pattern: String = path
+            .split('/')
+            .map(|s| if s.starts_with('{') { "*" } else { s })
+            .collect::<Vec<_>>()
+            .join("/");
+        let origins = &template["Resources"]["ApiDistribution"]["Properties"]["DistributionConfig"]
+            ["Origins"];
+        let url = format!("{}Url", name.as_str().unwrap());
+        let to_its_url =
+            |origin_id: &serde_yaml::Value| {
+                origins.as_sequence().unwrap().iter().any(|o| {
+                    &o["Id"] == origin_id && format!("{:?}", o["DomainName"]).contains(&url)
+                })
+            };
         let sent_there = behaviors
             .as_sequence()
             .unwrap()
             .iter()
-            .any(|b| b["PathPattern"] == path && b["TargetOriginId"] == "stream");
+            .any(|b| b["PathPattern"] == pattern.as_str() && to_its_url(&b["TargetOriginId"]));
         assert!(
             sent_there,
             "{route} ({name:?}) has no CloudFront behavior to its URL"

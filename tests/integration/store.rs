@@ -277,3 +277,112 @@ async fn a_cursor_only_works_for_its_own_user_and_list() {
         .unwrap();
     assert_eq!(second.items[0].id, convs[1].id);
 }
+
+/// Issue 27: a reply's progress and who relays it, with DynamoDB's own
+/// conditions: one relay at a time, taken only from one that let go or
+/// went silent, and never once the reply is done.
+#[tokio::test]
+async fn a_relay_is_taken_only_when_none_is_alive_and_only_once() {
+    use chat_shared::store::{Progress, Relaying};
+    let app = common::app().await;
+    let store = app.chat.store();
+    let alice = user("alice");
+    let (c, _) = seeded(&app, &alice, "live", Utc::now()).await;
+    let reply = chat_shared::domain::MessageId::new();
+    let now = Utc::now();
+    let stale = now - Duration::seconds(10);
+    assert_eq!(store.progress(&alice, c.id, reply).await.unwrap(), None);
+
+    // Nobody relays yet: two attaches race, one wins.
+    let (a, b) = tokio::join!(
+        store.take_relay(&alice, c.id, reply, "a", now, stale),
+        store.take_relay(&alice, c.id, reply, "b", now, stale),
+    );
+    let won: Vec<_> = [a.unwrap(), b.unwrap()]
+        .into_iter()
+        .filter(|r| matches!(r, Relaying::Taken(_)))
+        .collect();
+    assert_eq!(won.len(), 1, "exactly one relay");
+    let holder = store
+        .progress(&alice, c.id, reply)
+        .await
+        .unwrap()
+        .unwrap()
+        .relay;
+    let other = if holder == "a" { "b" } else { "a" };
+
+    // Only the holder saves; the other is told it lost.
+    let text = |t: &str, relay: &str| Progress {
+        text: t.into(),
+        relay: relay.into(),
+        beat: Utc::now(),
+        done: false,
+    };
+    assert!(store
+        .save_progress(&alice, c.id, reply, &holder, &text("Sort ", &holder))
+        .await
+        .unwrap());
+    assert!(!store
+        .save_progress(&alice, c.id, reply, other, &text("Lost", other))
+        .await
+        .unwrap());
+    let held = store.take_relay(
+        &alice,
+        c.id,
+        reply,
+        other,
+        Utc::now(),
+        Utc::now() - Duration::seconds(10),
+    );
+    match held.await.unwrap() {
+        Relaying::Held(p) => assert_eq!(
+            (p.text.as_str(), p.relay.as_str()),
+            ("Sort ", holder.as_str())
+        ),
+        taken => panic!("a live relay was taken over: {taken:?}"),
+    }
+
+    // Silent past the threshold: taken over, with the text it saved.
+    let later = Utc::now() + Duration::seconds(11);
+    let taken = store.take_relay(
+        &alice,
+        c.id,
+        reply,
+        other,
+        later,
+        later - Duration::seconds(10),
+    );
+    match taken.await.unwrap() {
+        Relaying::Taken(p) => assert_eq!(p.text, "Sort "),
+        held => panic!("a silent relay was not taken over: {held:?}"),
+    }
+    assert!(!store
+        .save_progress(&alice, c.id, reply, &holder, &text("old", &holder))
+        .await
+        .unwrap());
+
+    // Done: nobody takes it again, however old its beat.
+    let done = Progress {
+        done: true,
+        ..text("", other)
+    };
+    assert!(store
+        .save_progress(&alice, c.id, reply, other, &done)
+        .await
+        .unwrap());
+    let much_later = Utc::now() + Duration::seconds(60);
+    let again = store.take_relay(
+        &alice,
+        c.id,
+        reply,
+        "c",
+        much_later,
+        much_later - Duration::seconds(10),
+    );
+    assert!(matches!(again.await.unwrap(), Relaying::Held(p) if p.done));
+
+    // The item lives in the conversation's partition: a delete's purge takes it.
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    store.purge_messages(&alice, c.id, until).await.unwrap();
+    assert_eq!(store.progress(&alice, c.id, reply).await.unwrap(), None);
+}

@@ -9,6 +9,7 @@
 //! - `conversations`: list, read, rename, delete.
 //! - `usage`: the per-user daily quotas and what a user used today.
 
+mod attach;
 mod branch;
 mod conversations;
 pub mod model;
@@ -22,13 +23,14 @@ mod usage;
 
 use std::time::Duration;
 
+pub use attach::AttachedReply;
 pub use model::{
     ChatModel, Completion, Generation, JobDelivery, JobRef, ModelError, Prompt, Sampling,
     StreamEnd, StreamStep,
 };
 pub use pending::WebhookResult;
 pub use send::{SendKind, SendOutcome, SendRequest, SendTimes};
-pub use streaming::{EventSink, StreamEvent, StreamingReply, KEEP_ALIVE};
+pub use streaming::{EventSink, StreamEvent, StreamingReply, KEEP_ALIVE, RECONNECT_AFTER};
 pub use usage::{next_midnight, QuotaLimits, UsageReport};
 
 use crate::{

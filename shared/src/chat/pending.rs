@@ -226,7 +226,11 @@ impl<S, M> Chat<S, M> {
     /// The outcome to store for a final job: the reply as kept (cut to
     /// `max_reply_chars`); a failure is logged with its cause and stored as
     /// a short, safe reason.
-    fn final_outcome(&self, result: Result<Completion, ModelError>, job_id: &str) -> ReplyOutcome {
+    pub(super) fn final_outcome(
+        &self,
+        result: Result<Completion, ModelError>,
+        job_id: &str,
+    ) -> ReplyOutcome {
         match result {
             Ok(c) => c.kept(self.limits.max_reply_chars),
             Err(e) => {

@@ -8,6 +8,12 @@
 //! job right after the submission, so a stream that breaks (the client
 //! leaves, the function times out) loses nothing: the webhook or the next
 //! read completes it, as after a 202.
+//!
+//! While it relays, the stream saves the text written so far (at most every
+//! [`SAVE_EVERY`] while text flows, a beat every [`BEAT_EVERY`] while none
+//! does, and always before its last event), so a client that reconnects to
+//! any instance can attach to the reply (`attach`), and an attach finding
+//! the relay gone takes it over.
 
 use crate::refusal::Refusal;
 use std::{future::Future, time::Duration};
@@ -17,12 +23,12 @@ use tokio::time::{sleep, sleep_until, Instant};
 
 use super::{
     send::{Ask, Turn},
-    Chat, ChatError, ChatModel, Completion, ModelError, SendOutcome, SendRequest, SendTimes,
-    StreamEnd, StreamStep,
+    Chat, ChatError, ChatModel, Completion, Generation, JobRef, ModelError, SendOutcome,
+    SendRequest, SendTimes, StreamEnd, StreamStep,
 };
 use crate::{
     domain::{ConversationId, Message, MessageId, MessageStatus, ReplyOutcome, UsageSum, UserId},
-    store::{FinishResult, PendingReply, Store},
+    store::{FinishResult, PendingReply, Progress, Store},
 };
 
 /// Longest silence on a stream before a keep-alive, so no proxy closes it
@@ -33,6 +39,15 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
 const POLL_FAST: Duration = Duration::from_millis(50);
 /// The longest delay between looks, while the job is queued.
 const POLL_SLOW: Duration = Duration::from_millis(1_000);
+/// Shortest time between two saves of a reply's text while it flows.
+pub(super) const SAVE_EVERY: Duration = Duration::from_millis(250);
+/// Longest time between two beats of a live relay.
+const BEAT_EVERY: Duration = Duration::from_secs(3);
+/// A relay silent this long is gone: an attach takes over.
+pub(super) const RELAY_GONE: Duration = Duration::from_secs(10);
+/// What a stream that reaches its deadline tells the client to wait before
+/// it reconnects (SSE `retry:`).
+pub const RECONNECT_AFTER: Duration = Duration::from_millis(1_000);
 
 /// What a streamed send tells its client, in order: `Created`, any number
 /// of `Delta`s and `KeepAlive`s, then at most one of the last three.
@@ -64,6 +79,9 @@ pub enum StreamEvent {
         /// What it says.
         content: String,
     },
+    /// The stream ends before the reply does (its function's time is up,
+    /// or another instance relays it now): reconnect and attach.
+    Retry,
 }
 
 /// Where the events go. `false` when the client is gone.
@@ -88,17 +106,19 @@ pub struct StreamingReply {
     ask: Ask,
 }
 
-/// Whether the client is still there, and when it last heard from us.
-struct Client {
-    here: bool,
-    last_event: Instant,
+/// Whether the client is still there, when it last heard from us, and
+/// how many characters of the reply it has.
+pub(super) struct Client {
+    pub(super) here: bool,
+    pub(super) last_event: Instant,
+    pub(super) sent: usize,
 }
 
 impl Client {
     /// `work`'s output, with a keep-alive every [`KEEP_ALIVE`] of silence
     /// while it runs (a `run` retrying 429s, a slow look at the job, the
     /// pause between looks) for as long as the client is there.
-    async fn keep_alive_while<T>(
+    pub(super) async fn keep_alive_while<T>(
         &mut self,
         work: impl Future<Output = T>,
         sink: &mut impl EventSink,
@@ -121,17 +141,76 @@ impl Client {
             sink.send(StreamEvent::Failed(error));
         }
     }
+
+    /// Sends what the client lacks of `text` (`chars` characters long).
+    pub(super) fn catch_up(&mut self, text: &str, chars: usize, sink: &mut impl EventSink) {
+        if self.here && chars > self.sent {
+            let delta: String = text.chars().skip(self.sent).collect();
+            self.sent = chars;
+            self.here = sink.send(StreamEvent::Delta(delta));
+            self.last_event = Instant::now();
+        }
+    }
 }
 
 /// The text relayed so far and what the chunks said of tokens.
 #[derive(Default)]
-struct Written {
-    text: String,
+pub(super) struct Written {
+    pub(super) text: String,
     /// `text`'s length in characters, kept rather than counted per piece.
-    chars: usize,
+    pub(super) chars: usize,
     usage: UsageSum,
     /// Pieces were cut or dropped: the reply is longer than the longest kept.
     cut: bool,
+}
+
+impl Written {
+    /// A relay's start from the text an earlier relay saved.
+    pub(super) fn from_saved(text: String) -> Self {
+        let chars = text.chars().count();
+        Self {
+            text,
+            chars,
+            ..Self::default()
+        }
+    }
+}
+
+/// The reply a relay writes, however the relay began (a send, or an
+/// attach that took it over).
+pub(super) struct Relayed<'a> {
+    pub(super) user: &'a UserId,
+    pub(super) conversation: ConversationId,
+    /// The user's message it answers.
+    pub(super) user_message: &'a Message,
+    /// The reply, pending.
+    pub(super) reply: &'a Message,
+    /// This relay's name in the reply's progress.
+    pub(super) relay: &'a str,
+    /// Taken over from a relay that is gone: the pieces it read but never
+    /// saved are lost to the stream, so the stored reply is the job's whole
+    /// output (one `status` call), not the text relayed.
+    pub(super) taken_over: bool,
+}
+
+/// When a relay last saved its progress, and how much.
+pub(super) struct Saves {
+    chars: usize,
+    at: Instant,
+}
+
+impl Saves {
+    pub(super) fn new(chars: usize) -> Self {
+        Self {
+            chars,
+            at: Instant::now(),
+        }
+    }
+}
+
+/// A fresh name for a relay.
+pub(super) fn relay_name() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 impl<S: Store, M: ChatModel> Chat<S, M> {
@@ -165,8 +244,9 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
     /// records the reply pending (whether or not the client stays: the
     /// question is stored and deserves its reply), then relays the job's
     /// pieces to `sink` until the job ends (the last event says how), the
-    /// client leaves, or `deadline` comes (the stream then just ends; the
-    /// reply stays pending and completes through the webhook or a read).
+    /// client leaves, or `deadline` comes (the stream then ends with
+    /// [`StreamEvent::Retry`]; the reply stays pending, and an attach, the
+    /// webhook or a read completes it).
     pub async fn relay(
         &self,
         mut streaming: StreamingReply,
@@ -182,25 +262,56 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         let mut client = Client {
             here: sink.send(created),
             last_event: Instant::now(),
+            sent: 0,
         };
+        let relay = relay_name();
         let Some(job_id) = self
-            .submit_and_record(&mut streaming, &mut client, sink, deadline)
+            .submit_and_record(&mut streaming, &relay, &mut client, sink, deadline)
             .await
         else {
             return;
         };
         if client.here {
-            self.relay_job(&streaming, &job_id, &mut client, sink, deadline)
-                .await;
+            let relayed = Relayed {
+                user: &streaming.user,
+                conversation: streaming.conversation_id,
+                user_message: &streaming.user_message,
+                reply: &streaming.reply,
+                relay: &relay,
+                taken_over: false,
+            };
+            let job = streaming.ask.job(&job_id);
+            self.relay_job(
+                &relayed,
+                job,
+                Written::default(),
+                &mut client,
+                sink,
+                deadline,
+            )
+            .await;
+        } else {
+            // The reply is pending; an attach, the webhook or a read completes it.
+            let reply = streaming.reply.id;
+            let released = Progress::default();
+            self.save(
+                &streaming.user,
+                streaming.conversation_id,
+                reply,
+                &relay,
+                &released,
+            )
+            .await;
         }
-        // Otherwise the reply is pending; the webhook or a read completes it.
     }
 
     /// Submits the job (keep-alives while RunPod answers) and records the
-    /// reply pending with it. `None` when that failed: the client heard why.
+    /// reply pending with it, and this relay as the one writing it. `None`
+    /// when that failed: the client heard why.
     async fn submit_and_record(
         &self,
         streaming: &mut StreamingReply,
+        relay: &str,
         client: &mut Client,
         sink: &mut impl EventSink,
         deadline: Instant,
@@ -233,23 +344,91 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             client.fail(sink, e);
             return None;
         }
+        // Who relays, before the first look at the job: an attach that
+        // found no relay would take it over, and two relays would split
+        // the job's stream between them.
+        let holding = Progress {
+            relay: relay.to_owned(),
+            beat: Utc::now(),
+            ..Progress::default()
+        };
+        let save = self.save(user, conversation, reply_id, relay, &holding);
+        client.keep_alive_while(save, sink).await;
         Some(job_id)
     }
 
-    /// Relays the job's pieces until it ends (the last event says how), the
-    /// client leaves or `deadline` comes (the reply then stays pending).
-    async fn relay_job(
+    /// Saves a relay's progress; a failure is logged (an attach then waits
+    /// for the next save, or takes over once the beat is old).
+    pub(super) async fn save(
         &self,
-        streaming: &StreamingReply,
-        job_id: &str,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: MessageId,
+        relay: &str,
+        progress: &Progress,
+    ) -> bool {
+        match self
+            .store
+            .save_progress(user, conversation, reply, relay, progress)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not save the reply's progress");
+                true
+            }
+        }
+    }
+
+    /// Saves the text relayed so far when it grew and the last save is
+    /// [`SAVE_EVERY`] old, or a beat when [`BEAT_EVERY`] passed; `false`
+    /// when another relay took the reply over.
+    async fn save_if_due(
+        &self,
+        relayed: &Relayed<'_>,
+        written: &Written,
+        saves: &mut Saves,
+    ) -> bool {
+        let since = saves.at.elapsed();
+        let grew = written.chars > saves.chars;
+        if !(grew && since >= SAVE_EVERY || since >= BEAT_EVERY) {
+            return true;
+        }
+        let progress = Progress {
+            text: written.text.clone(),
+            relay: relayed.relay.to_owned(),
+            beat: Utc::now(),
+            done: false,
+        };
+        *saves = Saves::new(written.chars);
+        let (user, conversation, reply) = (relayed.user, relayed.conversation, relayed.reply.id);
+        self.save(user, conversation, reply, relayed.relay, &progress)
+            .await
+    }
+
+    /// Relays the job's pieces until it ends (the last event says how), the
+    /// client leaves, `deadline` comes or another relay takes over (the
+    /// reply then stays pending and the relay lets go: an attach takes it).
+    pub(super) async fn relay_job(
+        &self,
+        relayed: &Relayed<'_>,
+        job: JobRef<'_>,
+        mut written: Written,
         client: &mut Client,
         sink: &mut impl EventSink,
         deadline: Instant,
     ) {
-        let mut written = Written::default();
+        let job_id = job.id;
+        let mut saves = Saves::new(written.chars);
         let mut delay = POLL_FAST;
-        while Instant::now() < deadline {
-            let look = self.model.stream(streaming.ask.job(job_id), deadline);
+        client.catch_up(&written.text, written.chars, sink);
+        loop {
+            if Instant::now() >= deadline {
+                self.let_go(relayed, &written).await;
+                sink.send(StreamEvent::Retry);
+                return;
+            }
+            let look = self.model.stream(job, deadline);
             let step = match client.keep_alive_while(look, sink).await {
                 Ok(step) => step,
                 Err(ModelError::UnknownJob(e)) => StreamStep {
@@ -261,37 +440,62 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
                     StreamStep::default()
                 }
             };
-            let before = written.text.len();
-            if !client.here || !self.relay_pieces(step.pieces, &mut written, sink) {
-                return; // The client left; the reply stays pending.
-            }
+            let before = written.chars;
+            self.relay_pieces(step.pieces, &mut written, client, sink);
             written.usage.add(step.usage);
             if let Some(end) = step.end {
-                let event = self.ended(streaming, job_id, end, written).await;
+                let event = self.ended(relayed, job, end, written).await;
                 sink.send(event);
                 return;
             }
-            if written.text.len() > before {
-                (delay, client.last_event) = (POLL_FAST, Instant::now());
+            if !client.here {
+                self.let_go(relayed, &written).await;
+                return; // The client left; the reply stays pending.
+            }
+            if !self.save_if_due(relayed, &written, &mut saves).await {
+                // Another relay took over (this one was silent too long):
+                // its client reconnects and follows that one.
+                sink.send(StreamEvent::Retry);
+                return;
+            }
+            if written.chars > before {
+                delay = POLL_FAST;
             } else {
                 delay = (delay * 2).min(POLL_SLOW);
             }
             let pause = sleep(delay.min(deadline.saturating_duration_since(Instant::now())));
             client.keep_alive_while(pause, sink).await;
             if !client.here {
+                self.let_go(relayed, &written).await;
                 return;
             }
         }
     }
 
-    /// Sends the pieces on, cut at the longest reply kept so that the
-    /// deltas add up to the stored reply. `false` when the client is gone.
+    /// Saves everything relayed and lets the reply go, for an attach to
+    /// take it over at once.
+    async fn let_go(&self, relayed: &Relayed<'_>, written: &Written) {
+        let progress = Progress {
+            text: written.text.clone(),
+            relay: String::new(),
+            beat: Utc::now(),
+            done: false,
+        };
+        let (user, conversation, reply) = (relayed.user, relayed.conversation, relayed.reply.id);
+        self.save(user, conversation, reply, relayed.relay, &progress)
+            .await;
+    }
+
+    /// Adds the pieces to the text, cut at the longest reply kept so that
+    /// the deltas add up to the stored reply, and sends the client what it
+    /// lacks (each piece as its delta while it is up to date).
     fn relay_pieces(
         &self,
         pieces: Vec<String>,
         written: &mut Written,
+        client: &mut Client,
         sink: &mut impl EventSink,
-    ) -> bool {
+    ) {
         for piece in pieces {
             let room = self.limits.max_reply_chars - written.chars;
             let kept: String = piece.chars().take(room).collect();
@@ -299,42 +503,70 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             if kept.is_empty() {
                 continue;
             }
+            let up_to_date = client.sent == written.chars;
             written.chars += kept.chars().count();
             written.text.push_str(&kept);
-            if !sink.send(StreamEvent::Delta(kept)) {
-                return false;
+            if !client.here {
+                continue;
+            }
+            if up_to_date {
+                client.sent = written.chars;
+                client.here = sink.send(StreamEvent::Delta(kept));
+                client.last_event = Instant::now();
+            } else {
+                client.catch_up(&written.text, written.chars, sink);
             }
         }
-        true
     }
 
-    /// Stores how the job ended and says it as the stream's last event.
+    /// Stores how the job ended, marks the progress done (attached
+    /// clients read the stored reply) and says it as the stream's last event.
     async fn ended(
         &self,
-        streaming: &StreamingReply,
-        job_id: &str,
+        relayed: &Relayed<'_>,
+        job: JobRef<'_>,
         end: StreamEnd,
         written: Written,
     ) -> StreamEvent {
+        let event = self.store_end(relayed, job, end, &written).await;
+        let done = Progress {
+            relay: relayed.relay.to_owned(),
+            beat: Utc::now(),
+            done: true,
+            ..Progress::default()
+        };
+        let (user, conversation, reply) = (relayed.user, relayed.conversation, relayed.reply.id);
+        self.save(user, conversation, reply, relayed.relay, &done)
+            .await;
+        event
+    }
+
+    /// Stores how the job ended; the event that says it.
+    async fn store_end(
+        &self,
+        relayed: &Relayed<'_>,
+        job: JobRef<'_>,
+        end: StreamEnd,
+        written: &Written,
+    ) -> StreamEvent {
+        let job_id = job.id;
         let reply = PendingReply {
-            user: &streaming.user,
-            conversation: streaming.conversation_id,
-            message: streaming.reply.id,
+            user: relayed.user,
+            conversation: relayed.conversation,
+            message: relayed.reply.id,
             job_id,
-            reserved: streaming.reply.reserved,
+            reserved: relayed.reply.reserved,
         };
         let (outcome, failure) = match end {
-            StreamEnd::Completed => {
-                let completion = Completion {
-                    text: written.text.clone(),
-                    usage: written.usage.total(),
-                };
-                let mut outcome = completion.kept(self.limits.max_reply_chars);
-                if let ReplyOutcome::Complete { truncated, .. } = &mut outcome {
-                    *truncated |= written.cut;
+            StreamEnd::Completed if relayed.taken_over => {
+                // Pieces the gone relay read but never saved are only in
+                // the job's whole output (the worker's aggregate).
+                match self.model.poll(job, Instant::now() + SAVE_EVERY * 40).await {
+                    Ok(Generation::Done(result)) => (self.final_outcome(result, job_id), None),
+                    _ => (self.relayed_outcome(written), None),
                 }
-                (outcome, None)
             }
+            StreamEnd::Completed => (self.relayed_outcome(written), None),
             StreamEnd::Failed(e) => {
                 tracing::warn!(job_id, error = %e, "the streamed job failed");
                 let error = e.reason().into();
@@ -350,70 +582,92 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         };
         match (self.store_outcome(reply, outcome).await, failure) {
             (Ok((FinishResult::Written, _)), Some(e)) => StreamEvent::Failed(e.into()),
-            (Ok((FinishResult::Written, outcome)), None) => self.completed(streaming, outcome),
+            (Ok((FinishResult::Written, outcome)), None) => self.completed(relayed, outcome),
             // A stop (or another finisher) came first: say what is stored.
-            (Ok(_), _) => self.as_stored(streaming, &written.text).await,
+            (Ok(_), _) => self.as_stored(relayed, &written.text).await,
             (Err(e), _) => StreamEvent::Failed(e.into()),
         }
     }
 
+    /// The outcome of a job whose every piece this relay read.
+    fn relayed_outcome(&self, written: &Written) -> ReplyOutcome {
+        let completion = Completion {
+            text: written.text.clone(),
+            usage: written.usage.total(),
+        };
+        let mut outcome = completion.kept(self.limits.max_reply_chars);
+        if let ReplyOutcome::Complete { truncated, .. } = &mut outcome {
+            *truncated |= written.cut;
+        }
+        outcome
+    }
+
     /// The last event for a complete reply this stream stored (failed
     /// instead when the store refused it).
-    fn completed(&self, streaming: &StreamingReply, outcome: ReplyOutcome) -> StreamEvent {
+    fn completed(&self, relayed: &Relayed<'_>, outcome: ReplyOutcome) -> StreamEvent {
         if let ReplyOutcome::Failed { error } = outcome {
             return StreamEvent::Failed(ChatError::Model(ModelError::Failed(error.into())));
         }
-        let mut reply = streaming.reply.clone();
+        let mut reply = relayed.reply.clone();
         reply.settle(outcome);
         StreamEvent::Completed(SendOutcome {
-            conversation_id: streaming.conversation_id,
-            user_message: streaming.user_message.clone(),
+            conversation_id: relayed.conversation,
+            user_message: relayed.user_message.clone(),
             reply,
         })
     }
 
     /// The last event for a reply another finisher ended: a stop (its
     /// content then becomes what this stream wrote), a webhook or a read.
-    async fn as_stored(&self, streaming: &StreamingReply, written: &str) -> StreamEvent {
-        let (user, conversation, id) = (
-            &streaming.user,
-            streaming.conversation_id,
-            streaming.reply.id,
-        );
+    async fn as_stored(&self, relayed: &Relayed<'_>, written: &str) -> StreamEvent {
+        let (user, conversation, id) = (relayed.user, relayed.conversation, relayed.reply.id);
         let stored = match self.store.message(user, conversation, id).await {
             Ok(Some(message)) => message,
             Ok(None) => return StreamEvent::Failed(ChatError::Refused(Refusal::NotFound)),
             Err(e) => return StreamEvent::Failed(e.into()),
         };
-        match stored.status {
-            MessageStatus::Cancelled => {
-                // Counted on the day its reservation was made (today without one).
-                let reserved = streaming.reply.reserved;
-                let day = reserved.map_or(Utc::now().date_naive(), |r| r.day);
-                let kept = self
-                    .store
-                    .keep_cancelled_text(user, conversation, id, written, day)
-                    .await;
-                let content = match kept {
-                    Ok(true) => written.to_owned(),
-                    _ => stored.content,
-                };
-                StreamEvent::Cancelled {
-                    message_id: id,
-                    content,
-                }
-            }
-            MessageStatus::Complete => StreamEvent::Completed(SendOutcome {
-                conversation_id: conversation,
-                user_message: streaming.user_message.clone(),
-                reply: stored,
-            }),
-            MessageStatus::Failed { error } => {
-                StreamEvent::Failed(ChatError::Model(ModelError::Failed(error.into())))
-            }
-            MessageStatus::Pending { .. } => {
-                StreamEvent::Failed(ChatError::Refused(Refusal::ReplyPending))
-            }
+        if let MessageStatus::Cancelled = stored.status {
+            // Counted on the day its reservation was made (today without one).
+            let reserved = relayed.reply.reserved;
+            let day = reserved.map_or(Utc::now().date_naive(), |r| r.day);
+            let kept = self
+                .store
+                .keep_cancelled_text(user, conversation, id, written, day)
+                .await;
+            let content = match kept {
+                Ok(true) => written.to_owned(),
+                _ => stored.content,
+            };
+            return StreamEvent::Cancelled {
+                message_id: id,
+                content,
+            };
+        }
+        final_event(conversation, relayed.user_message, stored)
+    }
+}
+
+/// The last event of a stream about `reply` as it is stored.
+pub(super) fn final_event(
+    conversation: ConversationId,
+    user_message: &Message,
+    reply: Message,
+) -> StreamEvent {
+    match reply.status {
+        MessageStatus::Cancelled => StreamEvent::Cancelled {
+            message_id: reply.id,
+            content: reply.content,
+        },
+        MessageStatus::Complete => StreamEvent::Completed(SendOutcome {
+            conversation_id: conversation,
+            user_message: user_message.clone(),
+            reply,
+        }),
+        MessageStatus::Failed { error } => {
+            StreamEvent::Failed(ChatError::Model(ModelError::Failed(error.into())))
+        }
+        MessageStatus::Pending { .. } => {
+            StreamEvent::Failed(ChatError::Refused(Refusal::ReplyPending))
         }
     }
 }

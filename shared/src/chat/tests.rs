@@ -31,6 +31,7 @@ enum Script {
     Forgotten,
 }
 
+mod attach;
 mod branches;
 mod streaming;
 
@@ -199,7 +200,23 @@ impl ChatModel for ScriptedModel {
             });
         }
         let mut streams = self.streams.lock().unwrap();
-        let (pieces, ending) = streams.get_mut(job_id).expect("a streaming job");
+        let Some((pieces, ending)) = streams.get_mut(job_id) else {
+            // A job submitted without streaming: its whole output once
+            // final, as RunPod's `stream` gives a handler that returns.
+            drop(streams);
+            return Ok(match self.state(job_id)? {
+                Generation::Running => StreamStep::default(),
+                Generation::Done(Ok(c)) => StreamStep {
+                    pieces: vec![c.text],
+                    end: Some(StreamEnd::Completed),
+                    ..StreamStep::default()
+                },
+                Generation::Done(Err(e)) => StreamStep {
+                    end: Some(StreamEnd::Failed(e)),
+                    ..StreamStep::default()
+                },
+            });
+        };
         if let Some(piece) = pieces.pop_front() {
             let pieces = vec![piece.to_owned()];
             return Ok(StreamStep {

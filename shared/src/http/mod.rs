@@ -34,7 +34,7 @@ pub use docs::ApiDocs;
 pub use error::ApiError;
 pub use models::list_models;
 pub use send::send_message;
-pub use stream::{stream_message, SseBody};
+pub use stream::{attach_stream, stream_message, SseBody};
 pub use usage::get_usage;
 pub use webhook::runpod_webhook;
 

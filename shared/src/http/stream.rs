@@ -1,7 +1,11 @@
 //! `POST /api/chat/send/stream`: the reply as Server-Sent Events while the
-//! model writes it. What can refuse the send (token, body, conversation, a
-//! reply already pending) is an ordinary JSON error before the stream;
-//! after `200` every event is `event: <name>` and one line of JSON.
+//! model writes it, and `GET /api/chat/conversations/{id}/stream`: the
+//! latest reply again, from where a client's `Last-Event-ID` says it is.
+//! What can refuse (token, body, conversation, a reply already pending) is
+//! an ordinary JSON error before the stream; after `200` every event is
+//! `id: <n>`, `event: <name>` and one line of JSON. Ids count the reply's
+//! characters: `message.created` is 0, a delta the reply's length after it,
+//! the last event one more than the whole reply.
 
 use crate::store::Store;
 use std::{convert::Infallible, sync::Arc};
@@ -12,21 +16,21 @@ use http_body::Frame;
 use http_body_util::StreamBody;
 use lambda_http::{
     http::{header, HeaderValue},
-    Request, Response,
+    Request, RequestExt, Response,
 };
 use serde::Serialize;
 use serde_json::json;
 use tracing::Instrument;
 
 use super::{
-    extract::{authenticate, parse_json, MAX_BODY_BYTES},
+    extract::{authenticate, parse_json, path_conversation_id, MAX_BODY_BYTES},
     handle,
     send::{send_request, SendResponse},
     ApiError,
 };
 use crate::{
     app::App,
-    chat::{ChatModel, EventSink, SendTimes, StreamEvent},
+    chat::{ChatModel, EventSink, SendTimes, StreamEvent, RECONNECT_AFTER},
     domain::format_timestamp,
 };
 
@@ -57,6 +61,7 @@ where
             let mut sink = Sse {
                 tx: relay_tx,
                 request_id: meta.request_id.clone(),
+                sent: 0,
             };
             // The relay outlives this handler: the runtime streams the body
             // while it writes. It runs in the request's span.
@@ -66,6 +71,74 @@ where
         }
     })
     .await;
+    respond(started, tx, rx)
+}
+
+/// Streams the conversation's latest reply: the rest of it after the
+/// client's `Last-Event-ID` (or `?after=`), or all of it from
+/// `message.created`, live until its last event.
+pub async fn attach_stream<M, S>(app: Arc<App<M, S>>, req: Request) -> Response<SseBody>
+where
+    M: ChatModel + Send + Sync + 'static,
+    S: Store + Send + 'static,
+{
+    let (tx, rx) = unbounded();
+    let relay_tx = tx.clone();
+    let started = handle("attach-stream", &app, req, |req, meta| {
+        let app = app.clone();
+        async move {
+            let user = authenticate(&app, &req)?;
+            let id = path_conversation_id(&req)?;
+            let after = last_event_id(&req)?;
+            let attached = app.chat.find_reply(&user, id).await?;
+            let mut sink = Sse {
+                tx: relay_tx,
+                request_id: meta.request_id.clone(),
+                sent: after.unwrap_or(0),
+            };
+            let attach = async move {
+                app.chat
+                    .attach(attached, after, &mut sink, meta.deadline)
+                    .await
+            };
+            tokio::spawn(attach.instrument(tracing::Span::current()));
+            Ok(event_stream_head())
+        }
+    })
+    .await;
+    respond(started, tx, rx)
+}
+
+/// The last event id the client has: the `Last-Event-ID` header (what a
+/// browser's `EventSource` sends when it reconnects) or `?after=`.
+fn last_event_id(req: &Request) -> Result<Option<usize>, ApiError> {
+    let header = req
+        .headers()
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("-"));
+    let query = req
+        .query_string_parameters_ref()
+        .and_then(|q| q.first("after"));
+    let Some(raw) = header.or(query) else {
+        return Ok(None);
+    };
+    raw.trim()
+        .parse::<u32>()
+        .map(|n| Some(n as usize))
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_last_event_id",
+                "Last-Event-ID (or after) must be an event id this stream sent: a whole number",
+            )
+        })
+}
+
+/// The streamed response: a refusal's JSON body and the end, or the events.
+fn respond(
+    started: Response<lambda_http::Body>,
+    tx: UnboundedSender<Chunk>,
+    rx: UnboundedReceiver<Chunk>,
+) -> Response<SseBody> {
     let (parts, body) = started.into_parts();
     if !body.is_empty() {
         // A refusal: its JSON body, then the end.
@@ -92,12 +165,19 @@ fn event_stream_head() -> Response<lambda_http::Body> {
 struct Sse {
     tx: UnboundedSender<Chunk>,
     request_id: String,
+    /// Characters of the reply the client has: the last delta's id.
+    sent: usize,
 }
 
 impl Sse {
-    fn data(&self, name: &str, data: &impl Serialize) -> String {
+    fn data(&self, id: usize, name: &str, data: &impl Serialize) -> String {
         let json = serde_json::to_string(data).expect("events serialize");
-        format!("event: {name}\ndata: {json}\n\n")
+        format!("id: {id}\nevent: {name}\ndata: {json}\n\n")
+    }
+
+    /// The last event's id: past every character of the reply.
+    fn last_id(&self, content: &str) -> usize {
+        self.sent.max(content.chars().count()) + 1
     }
 }
 
@@ -110,6 +190,7 @@ impl EventSink for Sse {
                 reply_id,
                 created_at,
             } => self.data(
+                0,
                 "message.created",
                 &json!({
                     "conversation_id": conversation_id.to_string(),
@@ -118,23 +199,29 @@ impl EventSink for Sse {
                     "timestamp": format_timestamp(created_at),
                 }),
             ),
-            StreamEvent::Delta(text) => self.data("message.delta", &json!({ "text": text })),
+            StreamEvent::Delta(text) => {
+                self.sent += text.chars().count();
+                self.data(self.sent, "message.delta", &json!({ "text": text }))
+            }
             StreamEvent::KeepAlive => ": keep-alive\n\n".to_owned(),
             StreamEvent::Completed(outcome) => {
-                self.data("message.completed", &SendResponse::from(outcome))
+                let id = self.last_id(&outcome.reply.content);
+                self.data(id, "message.completed", &SendResponse::from(outcome))
             }
             StreamEvent::Failed(e) => {
                 let error = ApiError::from(e);
                 error.log();
-                self.data("error", &error.body(&self.request_id))
+                self.data(self.sent + 1, "error", &error.body(&self.request_id))
             }
             StreamEvent::Cancelled {
                 message_id,
                 content,
             } => self.data(
+                self.last_id(&content),
                 "message.cancelled",
                 &json!({"message_id": message_id.to_string(), "content": content}),
             ),
+            StreamEvent::Retry => format!("retry: {}\n\n", RECONNECT_AFTER.as_millis()),
         };
         self.tx
             .unbounded_send(Ok(Frame::data(Bytes::from(frame))))

@@ -8,6 +8,7 @@
 //! daily usage   USER#<user>#USAGE          DAY#<yyyy-mm-dd>  -          -   (TTL: expires_at)
 //! generations   USER#<user>#USAGE          LIVE           -             -   (reply ids in the making)
 //! request key   USER#<user>#IDEM           KEY#<Idempotency-Key>  -     -   (TTL: expires_at)
+//! progress      USER#<user>#CONV#<conv>    LIVE#<msg>     -             -   (TTL: expires_at; a reply being written)
 //! ```
 //!
 //! The owner is part of every partition key, so a read or write keyed for
@@ -74,6 +75,16 @@ pub const OFF_PATH_SK_PREFIX: &str = "ALT#";
 pub fn off_path_sk(message: MessageId) -> String {
     format!("{OFF_PATH_SK_PREFIX}{message}")
 }
+
+/// The sort key of a reply's progress while it is written (TTL:
+/// `expires_at`). `LIVE#` sorts between `ALT#` and `MSG#`: no page of the
+/// path (`SK >= MSG#`) meets it, and a delete's purge (`SK < ~CONV`) removes it.
+pub fn live_sk(reply: MessageId) -> String {
+    format!("{LIVE_SK_PREFIX}{reply}")
+}
+
+/// What every progress item's sort key starts with.
+pub const LIVE_SK_PREFIX: &str = "LIVE#";
 
 /// The partition of a user's daily usage counters.
 pub fn usage_pk(user: &UserId) -> String {

@@ -15,7 +15,7 @@ pub use cursor::{CursorCodec, CursorError};
 /// Every store trait, for code that calls them on a concrete store (the
 /// seeding, the benchmark, tests): `use chat_shared::store::prelude::*`.
 pub mod prelude {
-    pub use super::{Conversations, Idempotency, Pages, Quotas, Replies, Store};
+    pub use super::{Conversations, Idempotency, Live, Pages, Quotas, Replies, Store};
 }
 pub use dynamo::DynamoStore;
 
@@ -183,9 +183,9 @@ pub enum FinishResult {
 
 /// Everything the use cases need of storage, by capability. Every method
 /// is scoped to one user: no method can reach another user's items.
-pub trait Store: Conversations + Pages + Replies + Idempotency + Quotas {}
+pub trait Store: Conversations + Pages + Replies + Idempotency + Quotas + Live {}
 
-impl<T: Conversations + Pages + Replies + Idempotency + Quotas> Store for T {}
+impl<T: Conversations + Pages + Replies + Idempotency + Quotas + Live> Store for T {}
 
 /// What a `PATCH` of a conversation changes.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -461,4 +461,64 @@ pub trait Quotas: Sync {
         user: &UserId,
         day: chrono::NaiveDate,
     ) -> impl Future<Output = Result<DailyUsage, StoreError>> + Send;
+}
+
+/// A reply's text while it is written, kept for clients that attach to it
+/// from another instance than the one relaying (issue 27), and who relays it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// What the relay has written so far.
+    pub text: String,
+    /// The instance relaying it; empty when none does (it let go).
+    pub relay: String,
+    /// When the relay last said it is alive.
+    pub beat: chrono::DateTime<chrono::Utc>,
+    /// The reply is final and stored: read it, not this.
+    pub done: bool,
+}
+
+/// What [`Live::take_relay`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Relaying {
+    /// The caller relays now; the progress so far (empty if none was saved).
+    Taken(Progress),
+    /// Another relay is alive, or the reply is done: follow this.
+    Held(Progress),
+}
+
+/// Replies being written: their progress and who relays them from the
+/// model. An item per live reply with a TTL ([`Progress`] is only needed
+/// while the reply is written).
+pub trait Live: Sync {
+    /// Saves `progress` when `relay` holds the reply (or nobody does yet).
+    /// `Ok(false)` when another relay took it over: this one must stop.
+    fn save_progress(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: MessageId,
+        relay: &str,
+        progress: &Progress,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The reply's progress, if any was saved (and its TTL has not passed).
+    fn progress(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: MessageId,
+    ) -> impl Future<Output = Result<Option<Progress>, StoreError>> + Send;
+
+    /// Makes `relay` the reply's relay when none is alive: no progress
+    /// saved, the last relay let go, or its beat is older than
+    /// `stale_before`. One conditional write, so two callers cannot both win.
+    fn take_relay(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: MessageId,
+        relay: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        stale_before: chrono::DateTime<chrono::Utc>,
+    ) -> impl Future<Output = Result<Relaying, StoreError>> + Send;
 }

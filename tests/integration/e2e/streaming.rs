@@ -18,8 +18,9 @@ struct Events {
     opened: Instant,
 }
 
-/// One event: its name, its data, when it arrived after the request.
+/// One event: its id, name and data, when it arrived after the request.
 struct Event {
+    id: Option<u64>,
     name: String,
     data: Value,
     at: Duration,
@@ -46,13 +47,32 @@ impl Events {
         }
     }
 
+    /// `GET /api/chat/conversations/{id}/stream`, after event `last`.
+    async fn attach(http: &reqwest::Client, token: &str, id: &str, last: Option<u64>) -> Self {
+        let opened = Instant::now();
+        let mut req = http
+            .get(format!("{}/api/chat/conversations/{id}/stream", base()))
+            .bearer_auth(token);
+        if let Some(n) = last {
+            req = req.header("last-event-id", n.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        Self {
+            resp,
+            buf: String::new(),
+            opened,
+        }
+    }
+
     /// The next event (comments skipped), or `None` at the end.
     async fn next(&mut self) -> Option<Event> {
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..end + 2).collect();
-                if block.starts_with(':') {
-                    continue; // a keep-alive
+                if block.starts_with(':') || block.starts_with("retry:") {
+                    continue; // a keep-alive, or the time to wait before reconnecting
                 }
                 let field = |name: &str| {
                     block
@@ -63,7 +83,9 @@ impl Events {
                 };
                 let data = serde_json::from_str(&field("data: ")).unwrap();
                 let at = self.opened.elapsed();
+                let id = block.lines().find_map(|l| l.strip_prefix("id: "));
                 return Some(Event {
+                    id: id.map(|i| i.parse().unwrap()),
                     name: field("event: "),
                     data,
                     at,
@@ -212,4 +234,140 @@ async fn a_client_that_disconnects_finds_the_reply_complete_later() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("the reply of a stream whose client left never completed");
+}
+
+/// Follows a reply to its end, dropping the connection after every three
+/// deltas and attaching again with the last id; the text and the last event.
+async fn follow_dropping(
+    http: &reqwest::Client,
+    token: &str,
+    id: &str,
+    mut events: Events,
+    mut last: u64,
+) -> (String, Event, u32) {
+    let (mut text, mut reconnects) = (String::new(), 0);
+    loop {
+        let mut seen = 0;
+        while let Some(e) = events.next().await {
+            last = e.id.expect("every event has an id");
+            if e.name != "message.delta" {
+                return (text, e, reconnects);
+            }
+            text.push_str(e.data["text"].as_str().unwrap());
+            assert_eq!(
+                last,
+                text.chars().count() as u64,
+                "an id is the length so far"
+            );
+            seen += 1;
+            if seen == 3 {
+                break;
+            }
+        }
+        drop(events);
+        reconnects += 1;
+        assert!(reconnects < 60, "the reply never ended");
+        events = Events::attach(http, token, id, Some(last)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack; scripts/test.sh runs it"]
+async fn a_stream_dropped_every_three_deltas_resumes_with_no_gap_and_no_repeat() {
+    let http = reqwest::Client::new();
+    let token = common::token(&format!("e2e-{}", uuid::Uuid::new_v4()));
+    let question = "How do I organize patient files so that every nurse finds them at once?";
+    let mut stream = Events::open(&http, &token, json!({ "message": question })).await;
+    let created = stream.next().await.unwrap();
+    assert_eq!(
+        (created.name.as_str(), created.id),
+        ("message.created", Some(0))
+    );
+    let id = created.data["conversation_id"].as_str().unwrap().to_owned();
+    let (text, last, reconnects) = follow_dropping(&http, &token, &id, stream, 0).await;
+    assert_eq!(last.name, "message.completed", "{:?}", last.data);
+    assert!(
+        reconnects >= 2,
+        "several reconnects in one reply ({reconnects})"
+    );
+    assert_eq!(last.data["message"], text.as_str(), "no gap and no repeat");
+    let path = format!("/api/chat/conversations/{id}");
+    let (_, stored) = get(&http, Some(&token), &path).await;
+    assert_eq!(stored["messages"][1]["content"], text.as_str());
+
+    // A final reply replays: whole without an id, only its end after one.
+    let whole = Events::attach(&http, &token, &id, None).await.rest().await;
+    let names: Vec<&str> = whole.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["message.created", "message.delta", "message.completed"]
+    );
+    assert_eq!(deltas(&whole), text);
+    let mut end = Events::attach(&http, &token, &id, Some(text.chars().count() as u64)).await;
+    let end = end.rest().await;
+    assert_eq!(end.len(), 1);
+    assert_eq!(end[0].name, "message.completed");
+
+    // Another user's attach is 404.
+    let other = common::token("e2e-someone-else");
+    let resp = http
+        .get(format!("{}/api/chat/conversations/{id}/stream", base()))
+        .bearer_auth(other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack; scripts/test.sh runs it"]
+async fn a_reply_pending_after_a_202_is_attached_and_ends_with_completed() {
+    let http = reqwest::Client::new();
+    let token = common::token(&format!("e2e-{}", uuid::Uuid::new_v4()));
+    // Sends wait 0.5 s, jobs take 1.5 s: 202.
+    let (status, pending) = send(&http, &token, json!({"message": "Take your time"})).await;
+    assert_eq!(status, 202, "{pending}");
+    let id = pending["conversation_id"].as_str().unwrap();
+    let events = Events::attach(&http, &token, id, None).await.rest().await;
+    assert_eq!(events[0].name, "message.created");
+    assert_eq!(events[0].data["message_id"], pending["message_id"]);
+    let last = events.last().unwrap();
+    assert_eq!(last.name, "message.completed", "{:?}", last.data);
+    assert_eq!(last.data["message"], deltas(&events).as_str());
+}
+
+/// The instance relaying a reply dies (its process is killed): an attach
+/// follows its saved progress until its beat is 10 s old, then takes the
+/// relay over (or finds the reply completed by RunPod's webhook), and the
+/// reply completes as stored.
+#[tokio::test]
+#[ignore = "needs the local stack; scripts/test.sh runs it"]
+async fn a_relay_whose_process_is_killed_mid_reply_is_followed_to_the_end() {
+    let http = reqwest::Client::new();
+    let token = common::token(&format!("e2e-{}", uuid::Uuid::new_v4()));
+    let mut stream = Events::open(&http, &token, json!({"message": "Keep going please"})).await;
+    let created = stream.next().await.unwrap();
+    let id = created.data["conversation_id"].as_str().unwrap().to_owned();
+    let first = stream.next().await.unwrap();
+    assert_eq!(first.name, "message.delta");
+    // cargo lambda watch runs each function as its own process.
+    let killed = std::process::Command::new("pkill")
+        .args(["-KILL", "-f", "target/debug/stream-message"])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "no stream-message process to kill");
+    drop(stream);
+    let had = first.data["text"].as_str().unwrap().to_owned();
+    let events = Events::attach(&http, &token, &id, first.id)
+        .await
+        .rest()
+        .await;
+    let last = events.last().expect("events after the kill");
+    assert_eq!(last.name, "message.completed", "{:?}", last.data);
+    let path = format!("/api/chat/conversations/{id}");
+    let (_, stored) = get(&http, Some(&token), &path).await;
+    assert_eq!(stored["messages"][1]["status"], "complete");
+    assert_eq!(last.data["message"], stored["messages"][1]["content"]);
+    let content = last.data["message"].as_str().unwrap();
+    assert!(content.starts_with(&had), "{content:?} / {had:?}");
 }

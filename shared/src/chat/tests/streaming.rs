@@ -8,9 +8,9 @@ use crate::chat::{EventSink, StreamEvent, StreamingReply};
 
 /// Collects events; with `leave_after`, the client goes away after that many.
 #[derive(Clone, Default)]
-struct Client {
-    events: Arc<Mutex<Vec<StreamEvent>>>,
-    leave_after: Option<usize>,
+pub(super) struct Client {
+    pub(super) events: Arc<Mutex<Vec<StreamEvent>>>,
+    pub(super) leave_after: Option<usize>,
 }
 
 impl EventSink for Client {
@@ -22,7 +22,7 @@ impl EventSink for Client {
 }
 
 impl Client {
-    fn deltas(&self) -> String {
+    pub(super) fn deltas(&self) -> String {
         let events = self.events.lock().unwrap();
         let texts = events.iter().filter_map(|e| match e {
             StreamEvent::Delta(text) => Some(text.as_str()),
@@ -40,13 +40,16 @@ impl Client {
     }
 }
 
-fn streaming(pieces: Vec<&'static str>, ending: Ending) -> Chat<MemoryStore, ScriptedModel> {
+pub(super) fn streaming(
+    pieces: Vec<&'static str>,
+    ending: Ending,
+) -> Chat<MemoryStore, ScriptedModel> {
     let model = ScriptedModel::default();
     *model.stream_next.lock().unwrap() = Some((pieces, ending));
     chat(model)
 }
 
-async fn start(
+pub(super) async fn start(
     chat: &Chat<MemoryStore, ScriptedModel>,
     conversation_id: Option<ConversationId>,
 ) -> StreamingReply {
@@ -62,7 +65,11 @@ async fn start(
         .unwrap()
 }
 
-async fn relay(chat: &Chat<MemoryStore, ScriptedModel>, started: StreamingReply, client: &Client) {
+pub(super) async fn relay(
+    chat: &Chat<MemoryStore, ScriptedModel>,
+    started: StreamingReply,
+    client: &Client,
+) {
     let deadline = Instant::now() + Duration::from_secs(5);
     chat.relay(started, &mut client.clone(), deadline).await;
 }
@@ -249,8 +256,8 @@ async fn silence_gets_keep_alives_and_the_deadline_ends_the_stream_leaving_the_r
     // One at least every 15 s of the ~60 s of silence.
     assert!((4..=6).contains(&keep_alives), "{events:?}");
     assert!(
-        matches!(events.last(), Some(StreamEvent::KeepAlive)),
-        "no last event at the deadline: {events:?}"
+        matches!(events.last(), Some(StreamEvent::Retry)),
+        "the deadline says reconnect, and no last event: {events:?}"
     );
     assert!(chat.store().messages(&alice(), id)[1].is_pending());
 }

@@ -221,10 +221,11 @@ impl DynamoStore {
                     found = Some(ConversationItem::read(item)?);
                     continue;
                 }
-                let on_path = item
-                    .get(keys::SK)
-                    .and_then(|v| v.as_s().ok())
-                    .is_some_and(|sk| sk.starts_with(keys::MESSAGE_SK_PREFIX));
+                let sk = item.get(keys::SK).and_then(|v| v.as_s().ok());
+                if sk.is_some_and(|sk| sk.starts_with(keys::LIVE_SK_PREFIX)) {
+                    continue; // A reply's progress, not a message.
+                }
+                let on_path = sk.is_some_and(|sk| sk.starts_with(keys::MESSAGE_SK_PREFIX));
                 let m = MessageItem::read(item)?;
                 if on_path {
                     path.push(m);

@@ -17,6 +17,7 @@ mod branches;
 mod conversations;
 mod items;
 mod keyed;
+mod live;
 mod messages;
 mod pages;
 mod replies;

@@ -25,6 +25,7 @@ use crate::domain::{
 };
 
 mod keyed;
+mod live;
 mod replies;
 
 /// A conversation's partition: the conversation item (gone once deleted)
@@ -36,6 +37,8 @@ struct Partition {
     messages: Vec<Message>,
     /// The versions off it (its `ALT#` items), each with its parent.
     off: Vec<Message>,
+    /// Replies being written (its `LIVE#` items).
+    live: HashMap<MessageId, super::Progress>,
 }
 
 /// The in-memory store.
@@ -432,6 +435,7 @@ impl Conversations for MemoryStore {
         if let Some(p) = partitions.get_mut(&(user.clone(), conversation)) {
             p.messages.clear();
             p.off.clear();
+            p.live.clear();
         }
         Ok(true)
     }
