@@ -207,6 +207,97 @@ impl Bench {
         })
     }
 
+    /// Whether `bin` is among the binaries measured (older builds lack new ones).
+    pub fn has(&self, bin: &str) -> bool {
+        self.bin_dir.join(bin).exists()
+    }
+
+    /// The DynamoDB calls one streamed reply of `bin` makes against
+    /// `runpod_url` (whose jobs write their chunks over its execution time).
+    pub async fn calls_of_a_slow_stream(&self, bin: &str, event: &str, runpod_url: &str) -> Value {
+        let run = self
+            .start_with(bin, &[("RUNPOD_BASE_URL", runpod_url)])
+            .await;
+        run.invoke(event, 200).await;
+        const RUNS: u64 = 5;
+        let before = self.proxy.snapshot();
+        for _ in 0..RUNS {
+            run.invoke(event, 200).await;
+        }
+        let calls = self.proxy.since(&before);
+        let per_reply: serde_json::Map<String, Value> = calls
+            .iter()
+            .map(|(action, n)| (action.to_string(), json!(*n as f64 / RUNS as f64)))
+            .collect();
+        Value::Object(per_reply)
+    }
+
+    /// Time from an attach (`attach-stream`) to its first event: to a
+    /// reply `stream_bin` is writing (attached 300 ms into it, without an
+    /// id), and to a final one (`Last-Event-ID: 5`), `runs` times each;
+    /// `stream_event(id)` continues conversation `id`, `attach_event(id,
+    /// last)` attaches to it.
+    pub async fn attach_delays(
+        &self,
+        stream_bin: &str,
+        stream_event: &dyn Fn(Option<&str>) -> String,
+        attach_event: &dyn Fn(&str, Option<u64>) -> String,
+        runpod_url: &str,
+        runs: usize,
+    ) -> Value {
+        let extra = [("RUNPOD_BASE_URL", runpod_url)];
+        let stream = self.start_with(stream_bin, &extra).await;
+        let attach = self.start_with("attach-stream", &extra).await;
+        stream.invoke(&stream_event(None), 200).await;
+        let body: Vec<u8> = stream
+            .rt
+            .arrivals()
+            .iter()
+            .flat_map(|(_, b)| b.to_vec())
+            .collect();
+        let body = String::from_utf8_lossy(&body);
+        let id = body
+            .split("\"conversation_id\":\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("a conversation id in the stream")
+            .to_owned();
+        let first_event = |rt: &Runtime, asked: Instant| {
+            let arrivals = rt.arrivals();
+            arrivals
+                .first()
+                .map(|(at, _)| at.saturating_duration_since(asked))
+        };
+        let (mut live, mut done) = (Vec::new(), Vec::new());
+        let final_event = attach_event(&id, Some(5));
+        attach.invoke(&final_event, 200).await;
+        for _ in 0..runs {
+            let asked = Instant::now();
+            attach.invoke(&final_event, 200).await;
+            done.push(first_event(&attach.rt, asked).expect("an event"));
+        }
+        let live_event = attach_event(&id, None);
+        for _ in 0..runs {
+            let rt = stream.rt.clone();
+            let next = stream_event(Some(&id));
+            let writing = tokio::spawn(async move { rt.invoke(&next).await });
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let asked = Instant::now();
+            attach.invoke(&live_event, 200).await;
+            live.push(first_event(&attach.rt, asked).expect("an event"));
+            writing.await.unwrap();
+        }
+        live.sort();
+        done.sort();
+        json!({
+            "runs": runs,
+            "live_first_event_ms_p50": ms(percentile(&live, 0.5)),
+            "live_first_event_ms_p99": ms(percentile(&live, 0.99)),
+            "final_first_event_ms_p50": ms(percentile(&done, 0.5)),
+            "final_first_event_ms_p99": ms(percentile(&done, 0.99)),
+        })
+    }
+
     /// One point of a sweep: `event` to `bin` 300 times, warm.
     pub async fn sweep_point(&self, bin: &str, event: &str) -> Value {
         const RUNS: u32 = 300;

@@ -245,9 +245,31 @@ async fn stream_delays(bench: &Bench) -> Value {
     });
     let url = slow.clone().spawn().await;
     let event = stream_event(json!({ "message": "How do I organize patient files?" }));
-    bench
+    let mut report = bench
         .stream_delays("stream-message", &event, &slow, &url, 20)
-        .await
+        .await;
+    eprintln!("stream-message: DynamoDB calls of a reply written over 1.4 s");
+    report["dynamodb_calls_per_slow_reply"] = bench
+        .calls_of_a_slow_stream("stream-message", &event, &url)
+        .await;
+    if bench.has("attach-stream") {
+        eprintln!("attach-stream: time to the first event");
+        let continuing = |id: Option<&str>| match id {
+            Some(id) => stream_event(json!({ "conversation_id": id, "message": "And then?" })),
+            None => stream_event(json!({ "message": "How do I organize patient files?" })),
+        };
+        let attach = |id: &str, last: Option<u64>| {
+            let mut event = Event::attach(id, Some(token("bench-send")));
+            if let Some(n) = last {
+                event = event.header("Last-Event-ID", &n.to_string());
+            }
+            event.to_json().to_string()
+        };
+        report["attach"] = bench
+            .attach_delays("stream-message", &continuing, &attach, &url, 20)
+            .await;
+    }
+    report
 }
 
 #[tokio::main]

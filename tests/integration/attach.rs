@@ -32,6 +32,8 @@ struct Sse {
 struct Events {
     body: Body,
     buf: String,
+    /// The stream said `retry:` (it ends before the reply does).
+    retry: bool,
 }
 
 impl Events {
@@ -40,6 +42,7 @@ impl Events {
         Self {
             body: resp.into_body(),
             buf: String::new(),
+            retry: false,
         }
     }
 
@@ -48,6 +51,7 @@ impl Events {
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..end + 2).collect();
+                self.retry |= block.starts_with("retry: 1000\n");
                 let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(name));
                 let (Some(name), Some(data)) = (field("event: "), field("data: ")) else {
                     continue;
@@ -322,4 +326,51 @@ async fn another_users_attach_is_404_and_a_conversation_without_a_reply_409() {
     let body: Value = serde_json::from_slice(&body).unwrap();
     let status = parts.status.as_u16();
     assert_eq!(error_code(status, &body, 409), "no_reply_in_progress");
+}
+
+#[tokio::test]
+async fn a_reply_longer_than_a_functions_time_is_followed_to_its_end_with_retry() {
+    // Each request has 1 s; the job writes its reply over 4 s.
+    let budget = [("REQUEST_BUDGET_SECS", "1"), ("DEADLINE_MARGIN_MS", "0")];
+    let s = Stack::with(Duration::from_secs(4), &budget).await;
+    let mut events = s.stream(QUESTION).await;
+    let created = events.next().await.unwrap();
+    let id = created.data["conversation_id"].as_str().unwrap().to_owned();
+    let (mut text, mut last, mut connections) = (String::new(), 0, 1);
+    let completed = loop {
+        let mut ended = None;
+        while let Some(e) = events.next().await {
+            last = e.id.unwrap();
+            match e.name.as_str() {
+                "message.delta" => text.push_str(e.data["text"].as_str().unwrap()),
+                _ => {
+                    ended = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = ended {
+            break e;
+        }
+        assert!(
+            events.retry,
+            "a stream cut at its deadline says retry: first"
+        );
+        connections += 1;
+        assert!(connections < 20, "the reply never ended");
+        events = s.attach(&id, Some(last)).await;
+    };
+    assert!(
+        connections >= 3,
+        "the reply outlasted several functions ({connections})"
+    );
+    assert_eq!(completed.name, "message.completed", "{:?}", completed.data);
+    assert_eq!(
+        text,
+        echo(),
+        "no gap and no repeat across {connections} connections"
+    );
+    assert_eq!(completed.data["message"], text.as_str());
+    assert_eq!(s.stored_reply(&id).await["content"], text.as_str());
+    assert_eq!(s.runpod.submissions().len(), 1);
 }

@@ -168,7 +168,7 @@ async fn every_sample_event_gets_its_documented_status() {
                 .await
                 .unwrap();
             store
-                .add_pending_reply(&alice, seeded.id, &reply)
+                .add_pending_reply(&alice, seeded.id, &reply, None)
                 .await
                 .unwrap();
         }

@@ -280,7 +280,7 @@ async fn a_cursor_only_works_for_its_own_user_and_list() {
 
 /// Issue 27: a reply's progress and who relays it, with DynamoDB's own
 /// conditions: one relay at a time, taken only from one that let go or
-/// went silent, and never once the reply is done.
+/// went silent.
 #[tokio::test]
 async fn a_relay_is_taken_only_when_none_is_alive_and_only_once() {
     use chat_shared::store::{Progress, Relaying};
@@ -316,7 +316,6 @@ async fn a_relay_is_taken_only_when_none_is_alive_and_only_once() {
         text: t.into(),
         relay: relay.into(),
         beat: Utc::now(),
-        done: false,
     };
     assert!(store
         .save_progress(&alice, c.id, reply, &holder, &text("Sort ", &holder))
@@ -360,26 +359,6 @@ async fn a_relay_is_taken_only_when_none_is_alive_and_only_once() {
         .save_progress(&alice, c.id, reply, &holder, &text("old", &holder))
         .await
         .unwrap());
-
-    // Done: nobody takes it again, however old its beat.
-    let done = Progress {
-        done: true,
-        ..text("", other)
-    };
-    assert!(store
-        .save_progress(&alice, c.id, reply, other, &done)
-        .await
-        .unwrap());
-    let much_later = Utc::now() + Duration::seconds(60);
-    let again = store.take_relay(
-        &alice,
-        c.id,
-        reply,
-        "c",
-        much_later,
-        much_later - Duration::seconds(10),
-    );
-    assert!(matches!(again.await.unwrap(), Relaying::Held(p) if p.done));
 
     // The item lives in the conversation's partition: a delete's purge takes it.
     let until = tokio::time::Instant::now() + std::time::Duration::from_secs(5);

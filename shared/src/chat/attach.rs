@@ -121,6 +121,8 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             client.here = sink.send(created);
         }
         let relay = relay_name();
+        // Whether the progress said "done" while the reply still read pending.
+        let mut said_done = false;
         while client.here {
             if Instant::now() >= deadline {
                 sink.send(StreamEvent::Retry);
@@ -148,7 +150,8 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
                 .follow(&attached, &relay, &mut client, sink, deadline)
                 .await
             {
-                Ok(Followed::Done) => continue, // Read the final reply.
+                Ok(Followed::Done) if !said_done => said_done = true, // Read the final reply.
+                Ok(Followed::Done) => self.pause(&mut client, sink, deadline).await,
                 Ok(Followed::Gone) => self.pause(&mut client, sink, deadline).await,
                 Ok(Followed::Left) => return,
                 Ok(Followed::Taken(saved)) => {
@@ -217,8 +220,9 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
     }
 
     /// Follows the relay writing the reply from its saved progress, until
-    /// the reply is done, the relay is gone (and this call took it over,
-    /// or found it done), or the client leaves.
+    /// the reply is stored final (looked at every [`LOOK_EVERY`] saves'
+    /// time), the relay is gone (and this call took it over), or the
+    /// client leaves.
     async fn follow(
         &self,
         attached: &AttachedReply,
@@ -228,13 +232,11 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         deadline: Instant,
     ) -> Result<Followed, ChatError> {
         let (user, conversation, reply) = (&attached.user, attached.conversation, attached.reply);
+        let mut looks = 0u32;
         loop {
             let progress = self.store.progress(user, conversation, reply).await?;
             if let Some(p) = &progress {
                 client.catch_up(&p.text, p.text.chars().count(), sink);
-                if p.done {
-                    return Ok(Followed::Done);
-                }
             }
             if !client.here {
                 return Ok(Followed::Left);
@@ -253,12 +255,20 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
                     .await?
                 {
                     Relaying::Taken(saved) => Ok(Followed::Taken(saved.text)),
-                    // Another attach took it first, or it is done: look again.
+                    // Another attach took it first: look again.
                     Relaying::Held(_) => Ok(Followed::Gone),
                 };
             }
             if Instant::now() >= deadline {
                 return Ok(Followed::Gone);
+            }
+            // The relay stores the reply final, then ends: no save says so.
+            looks += 1;
+            if looks.is_multiple_of(LOOK_EVERY) {
+                let stored = self.store.message(user, conversation, reply).await?;
+                if !stored.is_some_and(|m| m.is_pending()) {
+                    return Ok(Followed::Done);
+                }
             }
             self.pause(client, sink, deadline).await;
         }
@@ -271,12 +281,16 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
     }
 }
 
+/// A follower reads the stored reply every this many progress reads
+/// (about every second): the relay's last save comes before the reply is
+/// final, so only the reply says it is.
+const LOOK_EVERY: u32 = 4;
+
 /// How following a relay ended.
 enum Followed {
-    /// The reply is final: read it.
+    /// The reply is final (or gone): read it.
     Done,
-    /// The relay is gone and another caller took over, or it is done:
-    /// read the reply again.
+    /// The relay is gone and another caller took over: read the reply again.
     Gone,
     /// The client left.
     Left,

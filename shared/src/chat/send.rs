@@ -406,7 +406,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
                     // webhook stores it (RunPod keeps a run's result 30 min).
                     Err(e @ StoreError::Unavailable { .. }) => {
                         tracing::warn!(error = %e, "the reply could not be stored now; leaving it pending");
-                        self.record_pending(user, conversation, &pending, deadline)
+                        self.record_pending(user, conversation, &pending, None, deadline)
                             .await?;
                         Ok(pending)
                     }
@@ -445,7 +445,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
                 tracing::warn!(error = %e, "could not follow the job; leaving the reply pending");
             }
         }
-        self.record_pending(user, conversation, &reply, deadline)
+        self.record_pending(user, conversation, &reply, None, deadline)
             .await?;
         // The job may have finished between the last poll and the write
         // above, and its webhook found nothing to complete: look once more.
@@ -467,11 +467,12 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         user: &UserId,
         conversation: ConversationId,
         reply: &Message,
+        relay: Option<&str>,
         deadline: Instant,
     ) -> Result<(), ChatError> {
         let stored = self
             .store
-            .add_pending_reply(user, conversation, reply)
+            .add_pending_reply(user, conversation, reply, relay)
             .await;
         if let (Err(e), MessageStatus::Pending { job_id }) = (&stored, &reply.status) {
             // Nobody can collect a reply that is not recorded (deleted while

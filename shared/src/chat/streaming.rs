@@ -11,9 +11,11 @@
 //!
 //! While it relays, the stream saves the text written so far (at most every
 //! [`SAVE_EVERY`] while text flows, a beat every [`BEAT_EVERY`] while none
-//! does, and always before its last event), so a client that reconnects to
-//! any instance can attach to the reply (`attach`), and an attach finding
-//! the relay gone takes it over.
+//! does, and all of it when it lets go), so a client that reconnects to any
+//! instance can attach to the reply (`attach`), and an attach finding the
+//! relay gone takes it over. Its last event comes after the reply is
+//! stored final, which is what attached clients then read. A short reply
+//! (done within [`SAVE_EVERY`]) saves nothing: no write is added to it.
 
 use crate::refusal::Refusal;
 use std::{future::Future, time::Duration};
@@ -293,7 +295,10 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         } else {
             // The reply is pending; an attach, the webhook or a read completes it.
             let reply = streaming.reply.id;
-            let released = Progress::default();
+            let released = Progress {
+                beat: Utc::now(),
+                ..Progress::default()
+            };
             self.save(
                 &streaming.user,
                 streaming.conversation_id,
@@ -339,21 +344,15 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         streaming.reply.status = MessageStatus::Pending {
             job_id: job_id.clone(),
         };
-        let record = self.record_pending(user, conversation, &streaming.reply, deadline);
+        // Recorded with this relay as the one writing it: an attach that
+        // found no relay would take it over, and two relays would split
+        // the job's stream between them.
+        let reply = &streaming.reply;
+        let record = self.record_pending(user, conversation, reply, Some(relay), deadline);
         if let Err(e) = client.keep_alive_while(record, sink).await {
             client.fail(sink, e);
             return None;
         }
-        // Who relays, before the first look at the job: an attach that
-        // found no relay would take it over, and two relays would split
-        // the job's stream between them.
-        let holding = Progress {
-            relay: relay.to_owned(),
-            beat: Utc::now(),
-            ..Progress::default()
-        };
-        let save = self.save(user, conversation, reply_id, relay, &holding);
-        client.keep_alive_while(save, sink).await;
         Some(job_id)
     }
 
@@ -398,7 +397,6 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             text: written.text.clone(),
             relay: relayed.relay.to_owned(),
             beat: Utc::now(),
-            done: false,
         };
         *saves = Saves::new(written.chars);
         let (user, conversation, reply) = (relayed.user, relayed.conversation, relayed.reply.id);
@@ -479,7 +477,6 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             text: written.text.clone(),
             relay: String::new(),
             beat: Utc::now(),
-            done: false,
         };
         let (user, conversation, reply) = (relayed.user, relayed.conversation, relayed.reply.id);
         self.save(user, conversation, reply, relayed.relay, &progress)
@@ -519,8 +516,8 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         }
     }
 
-    /// Stores how the job ended, marks the progress done (attached
-    /// clients read the stored reply) and says it as the stream's last event.
+    /// Stores how the job ended and says it as the stream's last event
+    /// (attached clients find the reply final where it is stored).
     async fn ended(
         &self,
         relayed: &Relayed<'_>,
@@ -529,15 +526,11 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         written: Written,
     ) -> StreamEvent {
         let event = self.store_end(relayed, job, end, &written).await;
-        let done = Progress {
-            relay: relayed.relay.to_owned(),
-            beat: Utc::now(),
-            done: true,
-            ..Progress::default()
-        };
-        let (user, conversation, reply) = (relayed.user, relayed.conversation, relayed.reply.id);
-        self.save(user, conversation, reply, relayed.relay, &done)
-            .await;
+        if let StreamEvent::Failed(ChatError::Store(_)) = event {
+            // Not stored: the reply is still pending. Let go, so an attach
+            // takes it over (or the webhook or a read completes it).
+            self.let_go(relayed, &written).await;
+        }
         event
     }
 

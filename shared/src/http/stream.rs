@@ -110,27 +110,27 @@ where
 }
 
 /// The last event id the client has: the `Last-Event-ID` header (what a
-/// browser's `EventSource` sends when it reconnects) or `?after=`.
+/// browser's `EventSource` sends when it reconnects) or `?after=`; either,
+/// when present, must be a whole number.
 fn last_event_id(req: &Request) -> Result<Option<usize>, ApiError> {
-    let header = req
-        .headers()
-        .get("last-event-id")
-        .map(|v| v.to_str().unwrap_or("-"));
-    let query = req
-        .query_string_parameters_ref()
-        .and_then(|q| q.first("after"));
-    let Some(raw) = header.or(query) else {
-        return Ok(None);
-    };
-    raw.trim()
-        .parse::<u32>()
-        .map(|n| Some(n as usize))
-        .map_err(|_| {
+    let number = |raw: &str| {
+        raw.trim().parse::<u32>().map(|n| n as usize).map_err(|_| {
             ApiError::bad_request(
                 "invalid_last_event_id",
                 "Last-Event-ID (or after) must be an event id this stream sent: a whole number",
             )
         })
+    };
+    let header = match req.headers().get("last-event-id") {
+        Some(v) => Some(number(v.to_str().unwrap_or("-"))?),
+        None => None,
+    };
+    let query = req.query_string_parameters_ref();
+    let after = match query.as_ref().and_then(|q| q.first("after")) {
+        Some(raw) => Some(number(raw)?),
+        None => None,
+    };
+    Ok(header.or(after))
 }
 
 /// The streamed response: a refusal's JSON body and the end, or the events.

@@ -372,12 +372,15 @@ pub trait Replies: Sync {
 
     /// Stores the reply its claim was for in [`crate::domain::MessageStatus::Pending`]
     /// state: the conversation waits for it (counted, but `last_message`
-    /// moves only when it completes) until a finisher ends the wait.
+    /// moves only when it completes) until a finisher ends the wait. With
+    /// `relay`, the same write says who relays it as it is written (its
+    /// [`Progress`], empty), so no attach takes it over meanwhile.
     fn add_pending_reply(
         &self,
         user: &UserId,
         conversation: ConversationId,
         reply: &Message,
+        relay: Option<&str>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Completes or fails a pending reply, once: only a message still
@@ -473,8 +476,6 @@ pub struct Progress {
     pub relay: String,
     /// When the relay last said it is alive.
     pub beat: chrono::DateTime<chrono::Utc>,
-    /// The reply is final and stored: read it, not this.
-    pub done: bool,
 }
 
 /// What [`Live::take_relay`] found.
@@ -482,7 +483,7 @@ pub struct Progress {
 pub enum Relaying {
     /// The caller relays now; the progress so far (empty if none was saved).
     Taken(Progress),
-    /// Another relay is alive, or the reply is done: follow this.
+    /// Another relay is alive: follow this.
     Held(Progress),
 }
 

@@ -121,7 +121,6 @@ async fn a_relay_silent_past_its_beat_is_taken_over_and_the_reply_completes() {
         text: "Sort ".into(),
         relay: "dead".into(),
         beat: chrono::Utc::now() - chrono::Duration::seconds(11),
-        done: false,
     };
     assert!(chat
         .store()
@@ -132,8 +131,11 @@ async fn a_relay_silent_past_its_beat_is_taken_over_and_the_reply_completes() {
     assert_eq!(names(&taken)[0], "created");
     assert_eq!(taken.deltas(), "Sort them by patient.");
     assert_eq!(completed_text(&taken), "Sort them by patient.");
-    let done = chat.store().progress(&alice(), id, reply).await.unwrap();
-    assert!(done.unwrap().done, "followers are told the reply is final");
+    let stored = &read(&chat, id).await[1];
+    assert_eq!(stored.status, MessageStatus::Complete);
+    assert_eq!(stored.content, "Sort them by patient.");
+    let taken = chat.store().progress(&alice(), id, reply).await.unwrap();
+    assert_ne!(taken.unwrap().relay, "dead", "the attach relayed it");
 }
 
 #[tokio::test]
@@ -156,7 +158,6 @@ async fn a_live_relay_is_followed_not_taken_over() {
         text: "Sort them ".into(),
         relay: "elsewhere".into(),
         beat: chrono::Utc::now(),
-        done: false,
     };
     chat.store()
         .save_progress(&alice(), id, reply, "", &alive)

@@ -10,7 +10,9 @@
 
 use aws_sdk_dynamodb::{
     operation::update_item::{builders::UpdateItemFluentBuilder, UpdateItemError},
-    types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure},
+    types::{
+        AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    },
 };
 use chrono::{DateTime, Utc};
 
@@ -30,7 +32,6 @@ const TTL_SECS: i64 = 75 * 60;
 const TEXT: &str = "text";
 const RELAY: &str = "relay";
 const BEAT: &str = "beat";
-const DONE: &str = "done";
 
 fn key(user: &UserId, conversation: ConversationId, reply: MessageId) -> Item {
     Item::from([
@@ -64,11 +65,34 @@ fn read(item: &Item, now: DateTime<Utc>) -> Result<Option<Progress>, StoreError>
         text: text(TEXT).cloned().unwrap_or_default(),
         relay: text(RELAY).cloned().unwrap_or_default(),
         beat,
-        done: item.get(DONE).and_then(|v| v.as_bool().ok()) == Some(&true),
     }))
 }
 
 impl DynamoStore {
+    /// The transaction item that makes `relay` the relay of a reply just
+    /// stored pending (in the write that stores it: no call of its own).
+    pub(super) fn relay_put(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        reply: MessageId,
+        relay: &str,
+        at: DateTime<Utc>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let mut item = key(user, conversation, reply);
+        item.insert(RELAY.into(), s(relay));
+        item.insert(BEAT.into(), s(format_timestamp(at)));
+        item.insert(TEXT.into(), s(""));
+        item.insert(attr::USER_ID.into(), s(user.as_str()));
+        item.insert(attr::EXPIRES_AT.into(), n(at.timestamp() + TTL_SECS));
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .build()
+            .map_err(backend("building a Put"))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
     /// An update of a reply's progress item, with the names both writes use.
     fn progress_update(
         &self,
@@ -82,7 +106,6 @@ impl DynamoStore {
             .set_key(Some(key(user, conversation, reply)))
             .expression_attribute_names("#relay", RELAY)
             .expression_attribute_names("#beat", BEAT)
-            .expression_attribute_names("#done", DONE)
             .expression_attribute_names("#user", attr::USER_ID)
             .expression_attribute_names("#exp", attr::EXPIRES_AT)
             .expression_attribute_values(":user", s(user.as_str()))
@@ -102,7 +125,7 @@ impl Live for DynamoStore {
         let result = self
             .progress_update(user, conversation, reply)
             .update_expression(
-                "SET #text = :text, #relay = :next, #beat = :beat, #done = :done, #user = :user, #exp = :exp",
+                "SET #text = :text, #relay = :next, #beat = :beat, #user = :user, #exp = :exp",
             )
             // Only the relay that holds it writes (a stale one that was
             // taken over must stop, or two would split the job's stream).
@@ -111,7 +134,6 @@ impl Live for DynamoStore {
             .expression_attribute_values(":text", s(&progress.text))
             .expression_attribute_values(":next", s(&progress.relay))
             .expression_attribute_values(":beat", s(format_timestamp(progress.beat)))
-            .expression_attribute_values(":done", AttributeValue::Bool(progress.done))
             .expression_attribute_values(":exp", n(expires))
             .expression_attribute_values(":me", s(relay))
             .send()
@@ -157,16 +179,12 @@ impl Live for DynamoStore {
     ) -> Result<Relaying, StoreError> {
         let result = self
             .progress_update(user, conversation, reply)
-            .update_expression(
-                "SET #relay = :me, #beat = :beat, #done = if_not_exists(#done, :false), #user = :user, #exp = :exp",
-            )
+            .update_expression("SET #relay = :me, #beat = :beat, #user = :user, #exp = :exp")
             .condition_expression(
-                "attribute_not_exists(#relay) OR (#done <> :true AND (#relay = :none OR #beat < :stale OR #exp < :epoch))",
+                "attribute_not_exists(#relay) OR #relay = :none OR #beat < :stale OR #exp < :epoch",
             )
             .expression_attribute_values(":me", s(relay))
             .expression_attribute_values(":none", s(""))
-            .expression_attribute_values(":true", AttributeValue::Bool(true))
-            .expression_attribute_values(":false", AttributeValue::Bool(false))
             .expression_attribute_values(":beat", s(format_timestamp(at)))
             .expression_attribute_values(":stale", s(format_timestamp(stale_before)))
             .expression_attribute_values(":exp", n(at.timestamp() + TTL_SECS))

@@ -53,16 +53,18 @@ impl Replies for DynamoStore {
         user: &UserId,
         conversation: ConversationId,
         reply: &Message,
+        relay: Option<&str>,
     ) -> Result<(), StoreError> {
+        let more = match relay {
+            Some(relay) => vec![self.relay_put(user, conversation, reply.id, relay, Utc::now())?],
+            None => vec![],
+        };
         self.add_message(
             user,
             conversation,
             reply,
             Guard::ClaimedBy(reply.id),
-            Actions {
-                more: vec![],
-                cap: None,
-            },
+            Actions { more, cap: None },
             |update| {
                 update
                     .update_expression("SET message_count = message_count + :one REMOVE #claimed")

@@ -53,7 +53,7 @@ impl Live for MemoryStore {
         let partition = partitions.entry((user.clone(), conversation)).or_default();
         let found = partition.live.entry(reply).or_default();
         let free = found.relay.is_empty() || found.beat < stale_before;
-        if found.done || !free {
+        if !free {
             return Ok(Relaying::Held(found.clone()));
         }
         found.relay = relay.to_owned();

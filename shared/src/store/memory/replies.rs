@@ -9,7 +9,7 @@ use crate::{
         outcome_tokens, tokens_used, ConversationId, ConversationState, Message, MessageId,
         MessageStatus, ReplyOutcome, Reservation, Settlement, UserId,
     },
-    store::{FinishResult, PendingReply, Replies, StoreError},
+    store::{FinishResult, Live, PendingReply, Replies, StoreError},
 };
 
 impl Replies for MemoryStore {
@@ -37,6 +37,7 @@ impl Replies for MemoryStore {
         user: &UserId,
         conversation: ConversationId,
         reply: &Message,
+        relay: Option<&str>,
     ) -> Result<(), StoreError> {
         self.with(user, conversation, |c, messages| {
             held_by(c, reply.id)?;
@@ -44,7 +45,17 @@ impl Replies for MemoryStore {
             c.message_count += 1;
             messages.push(reply.clone());
             Ok(())
-        })
+        })?;
+        if let Some(relay) = relay {
+            let holding = crate::store::Progress {
+                relay: relay.to_owned(),
+                beat: Utc::now(),
+                ..Default::default()
+            };
+            self.save_progress(user, conversation, reply.id, relay, &holding)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn finish_reply(
