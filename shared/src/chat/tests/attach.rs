@@ -223,3 +223,44 @@ fn chat_refusing() -> Chat<MemoryStore, ScriptedModel> {
         ..ScriptedModel::default()
     })
 }
+
+#[tokio::test]
+async fn a_stop_ends_an_attached_client_with_message_cancelled() {
+    let chat = streaming(PIECES.to_vec(), Ending::Never);
+    let started = start(&chat, None).await;
+    let id = started.conversation_id;
+    let gone = Client {
+        leave_after: Some(1),
+        ..Client::default()
+    };
+    relay(&chat, started, &gone).await;
+    let reply = read(&chat, id).await[1].id;
+    // Another instance relays and has saved "Sort ".
+    let alive = Progress {
+        text: "Sort ".into(),
+        relay: "elsewhere".into(),
+        beat: chrono::Utc::now(),
+    };
+    chat.store()
+        .save_progress(&alice(), id, reply, "", &alive)
+        .await
+        .unwrap();
+    let attached = chat.find_reply(&alice(), id).await.unwrap();
+    let client = Client::default();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let stop = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        chat.stop(&alice(), id, deadline).await.unwrap()
+    };
+    let mut sink = client.clone();
+    let (_, stopped) = tokio::join!(chat.attach(attached, None, &mut sink, deadline), stop);
+    assert_eq!(stopped.status, MessageStatus::Cancelled);
+    assert_eq!(names(&client).first(), Some(&"created"));
+    assert_eq!(
+        names(&client).last(),
+        Some(&"cancelled"),
+        "{:?}",
+        names(&client)
+    );
+    assert_eq!(client.deltas(), "Sort ", "what was saved before the stop");
+}
