@@ -9,7 +9,8 @@ use std::time::Duration;
 use crate::common::{self, error_code, read, token, Event};
 use chat_service_dev::runpod_local::{LocalRunPod, Settings, DEV_REPLY_PREFIX};
 use chat_shared::{
-    domain::{ConversationId, UserId},
+    chat::{EventSink, SendKind, SendRequest, SendTimes, StreamEvent},
+    domain::{ConversationId, MessageContent, SettingsPatch, UserId},
     http,
     runpod::RunPodClient,
     App,
@@ -373,4 +374,73 @@ async fn a_reply_longer_than_a_functions_time_is_followed_to_its_end_with_retry(
     assert_eq!(completed.data["message"], text.as_str());
     assert_eq!(s.stored_reply(&id).await["content"], text.as_str());
     assert_eq!(s.runpod.submissions().len(), 1);
+}
+
+/// What a relay sends, as a channel (the test reads it while it runs).
+struct Channel(futures::channel::mpsc::UnboundedSender<StreamEvent>);
+
+impl EventSink for Channel {
+    fn send(&mut self, event: StreamEvent) -> bool {
+        self.0.unbounded_send(event).is_ok()
+    }
+}
+
+/// The instance relaying a reply dies mid-reply: its task is aborted, as a
+/// killed process stops (no let-go; its progress item still names it, with
+/// a beat that ages). An attach follows its saved text until the beat is
+/// 10 s old, takes the relay over, and the reply completes whole: the job's
+/// whole output, pieces the dead relay read and never saved included.
+#[tokio::test]
+async fn a_relay_that_dies_mid_reply_is_taken_over_and_the_reply_completes() {
+    use futures::StreamExt;
+    let s = Stack::new(Duration::from_secs(3)).await;
+    let alice = UserId::parse("alice").unwrap();
+    let request = SendRequest {
+        conversation_id: None,
+        kind: SendKind::Message(MessageContent::parse(QUESTION.into(), 10_000).unwrap()),
+        settings: SettingsPatch::default(),
+    };
+    let far = tokio::time::Instant::now() + Duration::from_secs(60);
+    let times = SendTimes {
+        wait_until: far,
+        deadline: far,
+    };
+    let streaming = s
+        .app
+        .chat
+        .start_streaming(&alice, request, times)
+        .await
+        .unwrap();
+    let id = streaming.conversation_id;
+    let (tx, mut rx) = futures::channel::mpsc::unbounded();
+    let app = s.app.clone();
+    let relay = tokio::spawn(async move { app.chat.relay(streaming, &mut Channel(tx), far).await });
+    let mut had = String::new();
+    let mut deltas = 0;
+    while deltas < 3 {
+        if let StreamEvent::Delta(text) = rx.next().await.expect("the relay's events") {
+            had.push_str(&text);
+            deltas += 1;
+        }
+    }
+    relay.abort();
+    assert!(relay.await.unwrap_err().is_cancelled());
+    let started = std::time::Instant::now();
+    let events = s
+        .attach(&id.to_string(), Some(had.chars().count() as u64))
+        .await
+        .rest()
+        .await;
+    let last = events.last().expect("events after the relay died");
+    assert_eq!(last.name, "message.completed", "{:?}", last.data);
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "taken over only once the dead relay's beat aged ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(last.data["message"], echo().as_str());
+    let stored = s.stored_reply(&id.to_string()).await;
+    assert_eq!(stored["content"], echo().as_str());
+    assert_eq!(stored["status"], "complete");
+    assert_eq!(s.runpod.submissions().len(), 1, "one job");
 }

@@ -121,8 +121,6 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             client.here = sink.send(created);
         }
         let relay = relay_name();
-        // Whether the progress said "done" while the reply still read pending.
-        let mut said_done = false;
         while client.here {
             if Instant::now() >= deadline {
                 sink.send(StreamEvent::Retry);
@@ -150,8 +148,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
                 .follow(&attached, &relay, &mut client, sink, deadline)
                 .await
             {
-                Ok(Followed::Done) if !said_done => said_done = true, // Read the final reply.
-                Ok(Followed::Done) => self.pause(&mut client, sink, deadline).await,
+                Ok(Followed::Done) => {} // Read the final reply.
                 Ok(Followed::Gone) => self.pause(&mut client, sink, deadline).await,
                 Ok(Followed::Left) => return,
                 Ok(Followed::Taken(saved)) => {
