@@ -59,6 +59,7 @@ done
 curl -s -o /dev/null -m 300 -X POST "http://127.0.0.1:$api_port/api/chat/send"
 curl -s -o /dev/null -m 300 -X POST "http://127.0.0.1:$api_port/api/chat/send/stream"
 curl -s -o /dev/null -m 300 -X POST "http://127.0.0.1:$api_port/api/chat/conversations/00000000-0000-0000-0000-000000000000/stop"
+curl -s -o /dev/null -m 300 "http://127.0.0.1:$api_port/api/chat/conversations/00000000-0000-0000-0000-000000000000/stream"
 curl -s -o /dev/null -m 300 -X POST "http://127.0.0.1:$api_port/api/chat/runpod/webhook/warm-up"
 curl -s -o /dev/null -m 300 -X PATCH "http://127.0.0.1:$api_port/api/chat/conversations/00000000-0000-0000-0000-000000000000"
 curl -s -o /dev/null -m 300 -X DELETE "http://127.0.0.1:$api_port/api/chat/conversations/00000000-0000-0000-0000-000000000000"

@@ -296,9 +296,14 @@ async fn another_users_attach_is_404_and_a_conversation_without_a_reply_409() {
     let resp = http::attach_stream(s.app.clone(), event.request()).await;
     assert_eq!(resp.status(), 404);
     let unknown = ConversationId::new().to_string();
-    let event = Event::attach(&unknown, Some(token("alice")));
+    let event = Event::attach(&unknown, Some(token("alice"))).query("after", "0");
     let resp = http::attach_stream(s.app.clone(), event.request()).await;
     assert_eq!(resp.status(), 404);
+    // A refusal's body is its JSON, and then the response ends.
+    let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect()).await;
+    let body: Value =
+        serde_json::from_slice(&body.expect("the body ends").unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
     let event = Event::attach(&id, Some(token("alice"))).header("last-event-id", "x");
     let resp = http::attach_stream(s.app.clone(), event.request()).await;
     assert_eq!(resp.status(), 400);

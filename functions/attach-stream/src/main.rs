@@ -5,17 +5,13 @@
 use std::sync::Arc;
 
 use chat_shared::{http, telemetry, App, Callers};
-use lambda_http::{service_fn, Request};
+use lambda_http::Request;
 
 // A Lambda instance serves one request at a time: one thread is enough.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
     let app = Arc::new(App::from_env(Callers::Users).await?.with_runpod()?);
-    lambda_http::run_with_streaming_response(service_fn(move |req: Request| {
-        // Boxed: the attach future is too deep for the compiler to lay out inline here.
-        let response = Box::pin(http::attach_stream(app.clone(), req));
-        async move { Ok::<_, lambda_http::Error>(response.await) }
-    }))
-    .await
+    // Boxed: the future is too deep for the compiler to lay out inline here.
+    http::serve_streaming(move |req: Request| Box::pin(http::attach_stream(app.clone(), req))).await
 }

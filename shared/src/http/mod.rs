@@ -108,3 +108,31 @@ fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {
 fn ok_json(body: &impl Serialize) -> Response<Body> {
     json_response(StatusCode::OK, body)
 }
+
+/// Serves a streaming function (its responses are [`SseBody`]) until the
+/// runtime ends. `lambda_runtime` ends its loop when posting a response
+/// to the Runtime API fails, and the process with it: `cargo lambda watch`
+/// closes that connection when the caller leaves mid-stream, and then
+/// never starts the function again (every later request hangs); Lambda
+/// would start a new instance, a cold start. The loop starts again
+/// instead, so one caller who left costs neither.
+pub async fn serve_streaming<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
+where
+    F: Fn(Request) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Response<SseBody>> + Send + 'static,
+{
+    loop {
+        let handler = handler.clone();
+        let service = lambda_http::service_fn(move |req: Request| {
+            let response = handler(req);
+            async move { Ok::<_, lambda_http::Error>(response.await) }
+        });
+        match lambda_http::run_with_streaming_response(service).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::error!(error = %e, "posting a streamed response to the runtime failed; serving on");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
