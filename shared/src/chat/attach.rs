@@ -229,6 +229,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         deadline: Instant,
     ) -> Result<Followed, ChatError> {
         let (user, conversation, reply) = (&attached.user, attached.conversation, attached.reply);
+        let gone = chrono::Duration::from_std(RELAY_GONE).unwrap_or_default();
         let mut looks = 0u32;
         loop {
             let progress = self.store.progress(user, conversation, reply).await?;
@@ -238,14 +239,12 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             if !client.here {
                 return Ok(Followed::Left);
             }
-            let alive = progress.as_ref().is_some_and(|p| {
-                !p.relay.is_empty()
-                    && Utc::now() - p.beat
-                        < chrono::Duration::from_std(RELAY_GONE).unwrap_or_default()
-            });
+            let now = Utc::now();
+            let stale = now - gone;
+            let alive = progress
+                .as_ref()
+                .is_some_and(|p| !p.relay.is_empty() && p.beat > stale);
             if !alive {
-                let now = Utc::now();
-                let stale = now - chrono::Duration::from_std(RELAY_GONE).unwrap_or_default();
                 return match self
                     .store
                     .take_relay(user, conversation, reply, relay, now, stale)

@@ -273,15 +273,15 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         else {
             return;
         };
+        let relayed = Relayed {
+            user: &streaming.user,
+            conversation: streaming.conversation_id,
+            user_message: &streaming.user_message,
+            reply: &streaming.reply,
+            relay: &relay,
+            taken_over: false,
+        };
         if client.here {
-            let relayed = Relayed {
-                user: &streaming.user,
-                conversation: streaming.conversation_id,
-                user_message: &streaming.user_message,
-                reply: &streaming.reply,
-                relay: &relay,
-                taken_over: false,
-            };
             let job = streaming.ask.job(&job_id);
             self.relay_job(
                 &relayed,
@@ -294,19 +294,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
             .await;
         } else {
             // The reply is pending; an attach, the webhook or a read completes it.
-            let reply = streaming.reply.id;
-            let released = Progress {
-                beat: Utc::now(),
-                ..Progress::default()
-            };
-            self.save(
-                &streaming.user,
-                streaming.conversation_id,
-                reply,
-                &relay,
-                &released,
-            )
-            .await;
+            self.let_go(&relayed, &Written::default()).await;
         }
     }
 
@@ -356,19 +344,20 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         Some(job_id)
     }
 
-    /// Saves a relay's progress; a failure is logged (an attach then waits
-    /// for the next save, or takes over once the beat is old).
-    pub(super) async fn save(
-        &self,
-        user: &UserId,
-        conversation: ConversationId,
-        reply: MessageId,
-        relay: &str,
-        progress: &Progress,
-    ) -> bool {
+    /// Saves the text relayed so far as the reply's progress, with `next`
+    /// as its relay (empty: it lets go); `false` when another relay took it
+    /// over. A failure is logged (an attach then waits for the next save,
+    /// or takes over once the beat is old).
+    async fn save(&self, relayed: &Relayed<'_>, written: &Written, next: &str) -> bool {
+        let progress = Progress {
+            text: written.text.clone(),
+            relay: next.to_owned(),
+            beat: Utc::now(),
+        };
+        let (user, conversation, reply) = (relayed.user, relayed.conversation, relayed.reply.id);
         match self
             .store
-            .save_progress(user, conversation, reply, relay, progress)
+            .save_progress(user, conversation, reply, relayed.relay, &progress)
             .await
         {
             Ok(held) => held,
@@ -393,15 +382,8 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         if !(grew && since >= SAVE_EVERY || since >= BEAT_EVERY) {
             return true;
         }
-        let progress = Progress {
-            text: written.text.clone(),
-            relay: relayed.relay.to_owned(),
-            beat: Utc::now(),
-        };
         *saves = Saves::new(written.chars);
-        let (user, conversation, reply) = (relayed.user, relayed.conversation, relayed.reply.id);
-        self.save(user, conversation, reply, relayed.relay, &progress)
-            .await
+        self.save(relayed, written, relayed.relay).await
     }
 
     /// Relays the job's pieces until it ends (the last event says how), the
@@ -473,14 +455,7 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
     /// Saves everything relayed and lets the reply go, for an attach to
     /// take it over at once.
     async fn let_go(&self, relayed: &Relayed<'_>, written: &Written) {
-        let progress = Progress {
-            text: written.text.clone(),
-            relay: String::new(),
-            beat: Utc::now(),
-        };
-        let (user, conversation, reply) = (relayed.user, relayed.conversation, relayed.reply.id);
-        self.save(user, conversation, reply, relayed.relay, &progress)
-            .await;
+        self.save(relayed, written, "").await;
     }
 
     /// Adds the pieces to the text, cut at the longest reply kept so that

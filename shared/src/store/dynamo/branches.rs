@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{
 
 use super::{
     backend,
-    items::{attr, is_conversation, s, Clauses, ConversationItem, MessageItem},
+    items::{attr, is_conversation, keyed_under, s, Clauses, ConversationItem, MessageItem},
     messages::{claimed_by, with_settings, Actions, Guard, CLAIMED},
     DynamoStore,
 };
@@ -221,11 +221,10 @@ impl DynamoStore {
                     found = Some(ConversationItem::read(item)?);
                     continue;
                 }
-                let sk = item.get(keys::SK).and_then(|v| v.as_s().ok());
-                if sk.is_some_and(|sk| sk.starts_with(keys::LIVE_SK_PREFIX)) {
+                if keyed_under(&item, keys::LIVE_SK_PREFIX) {
                     continue; // A reply's progress, not a message.
                 }
-                let on_path = sk.is_some_and(|sk| sk.starts_with(keys::MESSAGE_SK_PREFIX));
+                let on_path = keyed_under(&item, keys::MESSAGE_SK_PREFIX);
                 let m = MessageItem::read(item)?;
                 if on_path {
                     path.push(m);

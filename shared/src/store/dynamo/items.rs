@@ -470,12 +470,22 @@ pub(super) fn key_of(item: &Item, names: &[&str]) -> Item {
         .collect()
 }
 
-/// Whether an item is the conversation item of its partition.
-pub(super) fn is_conversation(item: &Item) -> bool {
+/// An item's sort key.
+fn sort_key(item: &Item) -> Option<&str> {
     item.get(keys::SK)
         .and_then(|v| v.as_s().ok())
         .map(String::as_str)
-        == Some(keys::CONVERSATION_SK)
+}
+
+/// Whether an item is the conversation item of its partition.
+pub(super) fn is_conversation(item: &Item) -> bool {
+    sort_key(item) == Some(keys::CONVERSATION_SK)
+}
+
+/// Whether an item's sort key starts with `prefix` (a message on the
+/// path, `MSG#`; a reply's progress, `LIVE#`).
+pub(super) fn keyed_under(item: &Item, prefix: &str) -> bool {
+    sort_key(item).is_some_and(|sk| sk.starts_with(prefix))
 }
 
 pub(super) fn corrupt(e: impl std::fmt::Display) -> StoreError {

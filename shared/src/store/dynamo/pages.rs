@@ -7,7 +7,10 @@ use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 
 use super::{
     backend,
-    items::{conversation_key, is_conversation, key_of, s, ConversationItem, Item, MessageItem},
+    items::{
+        conversation_key, is_conversation, key_of, keyed_under, s, ConversationItem, Item,
+        MessageItem,
+    },
     DynamoStore,
 };
 use crate::{
@@ -184,13 +187,13 @@ impl DynamoStore {
             .send()
             .await
             .map_err(backend("Query the message before a page"))?;
-        // Off-path versions sort before the path: one of them means none.
-        let on_path = |i: &Item| {
-            i.get(keys::SK)
-                .and_then(|v| v.as_s().ok())
-                .is_some_and(|sk| sk.starts_with(keys::MESSAGE_SK_PREFIX))
-        };
-        Ok(out.items.unwrap_or_default().into_iter().find(on_path))
+        // Off-path versions and progress items sort before the path: one
+        // of them means none.
+        Ok(out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .find(|i| keyed_under(i, keys::MESSAGE_SK_PREFIX)))
     }
 
     /// One page of a query, without a trailing empty page: asks for one item
