@@ -207,6 +207,78 @@ impl Bench {
         })
     }
 
+    /// How long a reply takes from its job's end at RunPod to the client
+    /// (issue 28): for each job duration, `processes` instances of `bin`
+    /// (each with a local RunPod of its own whose jobs run exactly that
+    /// long, at the deployed poll settings) make `turns` replies each, at
+    /// once; a streamed reply's end is its `message.completed` event. With
+    /// the lags, the RunPod calls per turn.
+    pub async fn reply_lags(
+        &self,
+        bin: &str,
+        event: &str,
+        durations: &[Duration],
+        processes: usize,
+        turns: usize,
+    ) -> Value {
+        let mut rows = serde_json::Map::new();
+        for &d in durations {
+            eprintln!("{bin}: lag after jobs of {} s", d.as_secs_f64());
+            let instances = (0..processes).map(|_| self.lags_of_one(bin, event, d, turns));
+            let measured = futures::future::join_all(instances).await;
+            let mut lags: Vec<Duration> = measured.iter().flat_map(|(l, _)| l.clone()).collect();
+            let calls: u64 = measured.iter().map(|(_, c)| c).sum();
+            lags.sort();
+            rows.insert(
+                format!("{}", d.as_secs_f64()),
+                json!({
+                    "turns": lags.len(),
+                    "lag_ms_p50": ms(percentile(&lags, 0.5)),
+                    "lag_ms_p99": ms(percentile(&lags, 0.99)),
+                    "lag_ms_max": ms(*lags.last().unwrap()),
+                    "runpod_calls_per_turn": calls as f64 / lags.len() as f64,
+                }),
+            );
+        }
+        Value::Object(rows)
+    }
+
+    /// One instance's lags and RunPod calls over `turns` replies to jobs
+    /// of `duration` (after a first, uncounted one).
+    async fn lags_of_one(
+        &self,
+        bin: &str,
+        event: &str,
+        duration: Duration,
+        turns: usize,
+    ) -> (Vec<Duration>, u64) {
+        let runpod = LocalRunPod::new(crate::runpod_local::Settings {
+            api_key: Some("bench-key".into()),
+            execution_time: duration,
+            ..Default::default()
+        });
+        let url = runpod.clone().spawn().await;
+        // The deployed polling (the other rows poll every 5 ms).
+        let extra = [
+            ("RUNPOD_BASE_URL", url.as_str()),
+            ("RUNPOD_POLL_INITIAL_MS", "250"),
+        ];
+        let run = self.start_with(bin, &extra).await;
+        run.invoke(event, 200).await;
+        let calls_before = runpod.calls();
+        let mut lags = Vec::with_capacity(turns);
+        for _ in 0..turns {
+            run.invoke(event, 200).await;
+            let answered = match completed_arrival(&run.rt.arrivals()) {
+                Some(at) if bin == "stream-message" => at,
+                _ => Instant::now(),
+            };
+            let ended = runpod.newest_end().expect("the turn's job ended");
+            lags.push(answered.saturating_duration_since(ended.into_std()));
+        }
+        (lags, runpod.calls() - calls_before)
+    }
+
     /// Whether `bin` is among the binaries measured (older builds lack new ones).
     pub fn has(&self, bin: &str) -> bool {
         self.bin_dir.join(bin).exists()
@@ -374,6 +446,18 @@ fn deflated_size(path: &Path) -> u64 {
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// When a streamed body's `message.completed` event had fully arrived.
+fn completed_arrival(pieces: &[(Instant, axum::body::Bytes)]) -> Option<Instant> {
+    let mut text = String::new();
+    for (at, piece) in pieces {
+        text.push_str(&String::from_utf8_lossy(piece));
+        if text.contains("event: message.completed\n") && text.ends_with("\n\n") {
+            return Some(*at);
+        }
+    }
+    None
 }
 
 /// When each `message.delta` event of a streamed body had fully arrived.

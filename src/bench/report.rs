@@ -14,6 +14,29 @@ pub fn print(r: &Value) {
     sweeps(r);
     calls(r);
     stream(r);
+    lags(r);
+}
+
+/// Issue 28: from a job's end at RunPod to the reply at the client.
+fn lags(r: &Value) {
+    let Some(bins) = r["lags"].as_object().filter(|b| !b.is_empty()) else {
+        return;
+    };
+    println!("| reply lag after the job ends | job (s) | turns | p50 / p99 / max (ms) | RunPod calls per turn |");
+    println!("|---|---|---|---|---|");
+    for (bin, rows) in bins {
+        for (secs, row) in rows.as_object().into_iter().flatten() {
+            println!(
+                "| {bin} | {secs} | {} | {} / {} / {} | {:.1} |",
+                row["turns"],
+                row["lag_ms_p50"],
+                row["lag_ms_p99"],
+                row["lag_ms_max"],
+                row["runpod_calls_per_turn"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    println!();
 }
 
 /// The streamed reply's chunk-to-client delays.

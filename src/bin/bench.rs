@@ -272,6 +272,30 @@ async fn stream_delays(bench: &Bench) -> Value {
     report
 }
 
+/// Issue 28: the lag from a job's end at RunPod to the reply at the
+/// client, after jobs of 0.5, 2, 8 and 20 s, for the send and the streamed
+/// send (`BENCH_LAG_TURNS` turns per duration, 30 unless set).
+async fn reply_lags(bench: &Bench, wanted: &dyn Fn(&str) -> bool) -> Value {
+    let turns: usize = std::env::var("BENCH_LAG_TURNS").map_or(30, |n| n.parse().unwrap());
+    let durations = [500, 2_000, 8_000, 20_000].map(Duration::from_millis);
+    // Ten instances at once, as ten users' turns.
+    let (processes, per) = (10, turns.div_ceil(10));
+    let text = "How do I organize patient files?";
+    let mut lags = serde_json::Map::new();
+    for (bin, event) in [
+        ("send-message", send_event(json!({ "message": text }))),
+        ("stream-message", stream_event(json!({ "message": text }))),
+    ] {
+        if wanted(bin) {
+            let rows = bench
+                .reply_lags(bin, &event, &durations, processes, per)
+                .await;
+            lags.insert(bin.to_owned(), rows);
+        }
+    }
+    Value::Object(lags)
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -331,6 +355,7 @@ async fn measure(bench: &Bench, app: &App, wanted: &dyn Fn(&str) -> bool, ddb: &
         true => stream_delays(bench).await,
         false => Value::Null,
     };
+    let lags = reply_lags(bench, wanted).await;
     let calls = match wanted("send-message") {
         true => bench.client_calls(ddb).await,
         false => Value::Null,
@@ -344,5 +369,6 @@ async fn measure(bench: &Bench, app: &App, wanted: &dyn Fn(&str) -> bool, ddb: &
         "sweeps": sweeps,
         "calls": calls,
         "stream": stream,
+        "lags": lags,
     })
 }

@@ -66,21 +66,64 @@ pub(super) struct Job {
     /// When each chunk was written.
     pub(super) chunk_times: Vec<Instant>,
     pub(super) release: Arc<Notify>,
+    /// Queued by `runsync`: its result is kept for less time.
+    sync: bool,
+    /// Woken when the job ends, for a `runsync` call holding on it.
+    pub(super) ended: Arc<Notify>,
 }
 
 impl LocalRunPod {
+    /// Holds until job `id` is final or `wait` passes, as `runsync` does;
+    /// the job as `status` shows it then.
+    pub(super) async fn hold_on(&self, id: &str, wait: Duration) -> Option<Value> {
+        let until = Instant::now() + wait;
+        loop {
+            let ended = {
+                let jobs = self.0.jobs.lock().unwrap();
+                let job = jobs.get(id)?;
+                if job.status.is_final() {
+                    break;
+                }
+                job.ended.clone()
+            };
+            let woken = ended.notified();
+            tokio::pin!(woken);
+            // Registered before the second look, so an end between the two
+            // is not missed.
+            woken.as_mut().enable();
+            let final_now = self.0.jobs.lock().unwrap().get(id)?.status.is_final();
+            if final_now || tokio::time::timeout_at(until, woken).await.is_err() {
+                break;
+            }
+        }
+        self.view(id, true)
+    }
+
     /// Whether job `id` is known at `endpoint`.
     pub(super) fn at(&self, endpoint: &str, id: &str) -> bool {
         let jobs = self.0.jobs.lock().unwrap();
         jobs.get(id).is_some_and(|j| j.endpoint == endpoint)
     }
 
-    /// Queues a job for `input` at `endpoint`; its id.
-    pub(super) fn submit(&self, endpoint: &str, input: Value, webhook: Option<String>) -> String {
+    /// Queues a job for `input` at `endpoint` (by `runsync` when `sync`);
+    /// its id.
+    pub(super) fn submit(
+        &self,
+        endpoint: &str,
+        input: Value,
+        webhook: Option<String>,
+        sync: bool,
+    ) -> String {
         self.0.counters.submitted.fetch_add(1, Ordering::Relaxed);
         let submission = (endpoint.to_owned(), input.clone());
         self.0.submissions.lock().unwrap().push(submission);
-        let id = format!("local-{}", uuid::Uuid::new_v4());
+        // RunPod's runsync ids read "sync-<uuid>-u1" (docs, "Operation
+        // reference", the /runsync response).
+        let id = if sync {
+            format!("sync-{}-u1", uuid::Uuid::new_v4())
+        } else {
+            format!("local-{}", uuid::Uuid::new_v4())
+        };
         let release = Arc::new(Notify::new());
         let job = Job {
             endpoint: endpoint.to_owned(),
@@ -96,6 +139,8 @@ impl LocalRunPod {
             streamed: 0,
             chunk_times: Vec::new(),
             release: release.clone(),
+            sync,
+            ended: Arc::new(Notify::new()),
         };
         self.0.jobs.lock().unwrap().insert(id.clone(), job);
         tokio::spawn(self.clone().execute(id.clone(), input, release));
@@ -120,6 +165,7 @@ impl LocalRunPod {
                 job.started = Some(Instant::now());
             } else if status.is_final() {
                 job.finished = Some(Instant::now());
+                job.ended.notify_waiters();
                 (job.output, job.error) = match result {
                     Ok(output) => (output, None),
                     Err(e) => (None, Some(e)),
@@ -287,11 +333,14 @@ impl LocalRunPod {
 
     /// Drops final jobs whose result has outlived `result_ttl`.
     pub(super) fn purge_expired(&self) {
-        let ttl = self.0.settings.result_ttl;
-        self.0
-            .jobs
-            .lock()
-            .unwrap()
-            .retain(|_, j| j.finished.is_none_or(|f| f.elapsed() < ttl));
+        let s = &self.0.settings;
+        self.0.jobs.lock().unwrap().retain(|_, j| {
+            let ttl = if j.sync {
+                s.sync_result_ttl
+            } else {
+                s.result_ttl
+            };
+            j.finished.is_none_or(|f| f.elapsed() < ttl)
+        });
     }
 }

@@ -1,5 +1,6 @@
 //! A local stand-in for a RunPod serverless endpoint, speaking the queue
-//! API the service uses (`run`, `status`, `stream`, `cancel`, `health`),
+//! API the service uses (`run`, `runsync`, `status`, `stream`, `cancel`,
+//! `health`),
 //! with RunPod's job states, results kept for a while, webhooks posted when
 //! a job ends, and the Bearer key checked.
 //!
@@ -122,6 +123,18 @@ impl LocalRunPod {
         let newest = jobs.values().filter(|j| !j.chunk_times.is_empty());
         let newest = newest.max_by_key(|j| j.submitted);
         newest.map(|j| j.chunk_times.clone()).unwrap_or_default()
+    }
+
+    /// Every RunPod call that reached a job so far: `run` and `runsync`,
+    /// `status`, `stream` and `cancel`.
+    pub fn calls(&self) -> u64 {
+        self.submitted() + self.status_calls() + self.stream_calls() + self.cancels()
+    }
+
+    /// When the newest job ended, once it has.
+    pub fn newest_end(&self) -> Option<tokio::time::Instant> {
+        let jobs = self.0.jobs.lock().unwrap();
+        jobs.values().max_by_key(|j| j.submitted)?.finished
     }
 
     /// `run` calls refused with 429 by the throttle so far.

@@ -1,11 +1,14 @@
 //! The HTTP face: RunPod's queue routes under `/{endpoint_id}/`, each
 //! checking the Bearer key, and the test-only `/_control/` routes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 use axum::{
     body::Bytes,
-    extract::{Path, State},
+    extract::{Path, Query, State},
     http::{header::RETRY_AFTER, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -19,6 +22,7 @@ use super::{jobs::Status, LocalRunPod};
 pub(super) fn router(rp: LocalRunPod) -> Router {
     Router::new()
         .route("/{endpoint}/run", post(run))
+        .route("/{endpoint}/runsync", post(runsync))
         .route("/{endpoint}/status/{job}", get(status).post(status))
         .route("/{endpoint}/stream/{job}", get(stream).post(stream))
         .route("/{endpoint}/cancel/{job}", post(cancel))
@@ -86,7 +90,7 @@ impl LocalRunPod {
     }
 }
 
-/// The job's `input` and optional `webhook` from a `run` body.
+/// The job's `input` and optional `webhook` from a `run` or `runsync` body.
 fn job_input(body: &[u8]) -> Result<(Value, Option<String>), Refusal> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| refuse(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")))?;
@@ -109,17 +113,67 @@ async fn run(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, Response> {
-    rp.admit(&headers, &endpoint)
-        .map_err(IntoResponse::into_response)?;
-    if rp.0.started.elapsed() < rp.0.settings.run_throttle {
-        rp.0.counters.throttled_runs.fetch_add(1, Ordering::Relaxed);
-        let refusal = refuse(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
-        return Err(([(RETRY_AFTER, "5")], refusal).into_response());
-    }
-    rp.purge_expired();
-    let (input, webhook) = job_input(&body).map_err(IntoResponse::into_response)?;
-    let id = rp.submit(&endpoint, input, webhook);
+    let id = rp.queue(&headers, &endpoint, &body, false)?;
     Ok(Json(json!({"id": id, "status": "IN_QUEUE"})))
+}
+
+/// `runsync`'s `wait`, as RunPod reads it (docs, "Operation reference",
+/// /runsync: default 90 s, 1 000–300 000 ms; outside, RunPod answers 400
+/// "wait is invalid; must be between 1000 and 300000").
+#[derive(serde::Deserialize)]
+struct SyncQuery {
+    wait: Option<String>,
+}
+
+const RUNSYNC_DEFAULT_WAIT_MS: u64 = 90_000;
+
+async fn runsync(
+    State(rp): State<LocalRunPod>,
+    Path(endpoint): Path<String>,
+    Query(query): Query<SyncQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, Response> {
+    let wait_ms = match query.wait.as_deref() {
+        None => RUNSYNC_DEFAULT_WAIT_MS,
+        Some(raw) => raw
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| (1_000..=300_000).contains(ms))
+            .ok_or_else(|| {
+                let message = "wait is invalid; must be between 1000 and 300000";
+                refuse(StatusCode::BAD_REQUEST, message).into_response()
+            })?,
+    };
+    let id = rp.queue(&headers, &endpoint, &body, true)?;
+    let job = rp.hold_on(&id, Duration::from_millis(wait_ms)).await;
+    job.map(Json).ok_or_else(|| not_found().into_response())
+}
+
+impl LocalRunPod {
+    /// Admits and queues a `run` or `runsync` job: a 429 while the throttle
+    /// lasts, a 400 for a body without an `input` object.
+    fn queue(
+        &self,
+        headers: &HeaderMap,
+        endpoint: &str,
+        body: &[u8],
+        sync: bool,
+    ) -> Result<String, Response> {
+        self.admit(headers, endpoint)
+            .map_err(IntoResponse::into_response)?;
+        if self.0.started.elapsed() < self.0.settings.run_throttle {
+            self.0
+                .counters
+                .throttled_runs
+                .fetch_add(1, Ordering::Relaxed);
+            let refusal = refuse(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
+            return Err(([(RETRY_AFTER, "5")], refusal).into_response());
+        }
+        self.purge_expired();
+        let (input, webhook) = job_input(body).map_err(IntoResponse::into_response)?;
+        Ok(self.submit(endpoint, input, webhook, sync))
+    }
 }
 
 async fn status(

@@ -46,13 +46,17 @@ pub struct Settings {
     pub status_sequence: Option<Vec<String>>,
     /// Jobs stay `IN_PROGRESS` until `POST /_control/release/{job_id}`.
     pub hold: bool,
-    /// For this long after the endpoint starts, `run` answers `429 Too Many
+    /// For this long after the endpoint starts, `run` and `runsync` answer `429 Too Many
     /// Requests` with `Retry-After: 5` and queues nothing: the endpoint's
     /// `run` rate limit reached (RunPod's docs, "Send API requests": per
     /// endpoint, `run` 1 000 requests / 10 s; past it, 429).
     pub run_throttle: Duration,
-    /// How long a final job's result stays readable.
+    /// How long a final `run` job's result stays readable (RunPod: 30 min).
     pub result_ttl: Duration,
+    /// How long a final `runsync` job's result stays readable (RunPod's
+    /// docs, "Operation reference", /runsync: "Result retention: 1 minute
+    /// after completion").
+    pub sync_result_ttl: Duration,
     /// Pause between webhook delivery attempts (RunPod: 10 s).
     pub webhook_retry_delay: Duration,
     /// Where answers come from.
@@ -72,6 +76,7 @@ impl Default for Settings {
             hold: false,
             run_throttle: Duration::ZERO,
             result_ttl: Duration::from_secs(30 * 60),
+            sync_result_ttl: Duration::from_secs(60),
             webhook_retry_delay: Duration::from_secs(10),
             responder: Responder::Development,
         }
@@ -104,6 +109,10 @@ impl Settings {
             result_ttl: Duration::from_secs(
                 vars.number("RUNPOD_LOCAL_RESULT_TTL_SECS")?
                     .unwrap_or(30 * 60),
+            ),
+            sync_result_ttl: Duration::from_secs(
+                vars.number("RUNPOD_LOCAL_SYNC_RESULT_TTL_SECS")?
+                    .unwrap_or(60),
             ),
             webhook_retry_delay: Duration::from_secs(10),
             responder: Responder::from_vars(vars),

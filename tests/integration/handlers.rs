@@ -57,8 +57,14 @@ impl Harness<MemoryStore> {
 }
 
 impl<S: Store> Harness<S> {
-    /// RunPod queues every job as `job-1`, whose status is `final_job`.
+    /// RunPod queues every job as `job-1`, whose status is `final_job`; a
+    /// `runsync` answers with it (the job ended within the wait).
     async fn jobs_end_as(&self, final_job: Value) {
+        Mock::given(method("POST"))
+            .and(path("/test-endpoint/runsync"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(final_job.clone()))
+            .mount(&self.runpod)
+            .await;
         Mock::given(method("POST"))
             .and(path("/test-endpoint/run"))
             .respond_with(
@@ -105,7 +111,7 @@ impl<S: Store> Harness<S> {
             .await
             .unwrap()
             .iter()
-            .filter(|r| r.url.path().ends_with("/run"))
+            .filter(|r| r.url.path().ends_with("/run") || r.url.path().ends_with("/runsync"))
             .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["input"].clone())
             .collect()
     }

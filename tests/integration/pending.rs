@@ -190,6 +190,41 @@ async fn a_slow_job_is_pending_then_the_webhook_completes_it_once() {
     assert_eq!(status, 202);
 }
 
+/// A send that waits 1 s or more holds on a `runsync` job; one that
+/// outlasts the wait is the same pending reply, and both later readers get
+/// its result while RunPod keeps it (one minute after the job ends): the
+/// webhook, delivered when the job ends, and a read.
+#[tokio::test]
+async fn a_runsync_job_outlasting_the_send_is_collected_by_webhook_or_read() {
+    for webhooks in [true, false] {
+        let h = Harness::new(webhooks, &[("SEND_WAIT_SECONDS", "1.2")]).await;
+        let t = std::time::Instant::now();
+        let sent = pending_conversation(&h).await;
+        assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+        let id = sent["conversation_id"].as_str().unwrap();
+        let jobs = h.runpod.job_ids();
+        assert!(jobs[0].starts_with("sync-"), "{jobs:?}");
+        // One look after the pending reply is stored (a job that ended
+        // meanwhile is completed at once), no polling before it.
+        assert_eq!(h.runpod.status_calls(), 1);
+        if webhooks {
+            let deliveries = h.release_and_collect(1).await;
+            let (token, job) = &deliveries[0];
+            assert_eq!(job["id"], jobs[0].as_str());
+            let (status, body) = h.webhook(Some(token), job).await;
+            assert_eq!(status, 200, "{body}");
+        } else {
+            h.runpod.release(None);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let (status, body) = h.get(id, "alice").await;
+            assert_eq!(status, 200, "{body}");
+        }
+        let reply = &h.stored(id, "alice").await["messages"][1];
+        assert_eq!(reply["status"], "complete", "webhooks: {webhooks}");
+        assert!(reply["content"].as_str().unwrap().contains("patient files"));
+    }
+}
+
 #[tokio::test]
 async fn without_a_webhook_a_read_completes_the_reply_and_stores_it() {
     let h = Harness::new(false, &[]).await;

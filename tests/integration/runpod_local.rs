@@ -262,3 +262,98 @@ async fn a_streamed_jobs_running_totals_are_counted_once_both_ways() {
     };
     assert_eq!(polled.unwrap().usage, Some(whole), "polled");
 }
+
+/// `runsync` as RunPod documents it ("Operation reference", /runsync): the
+/// call holds until the job ends and answers with its output at once (no
+/// `status` call), and a `wait` outside 1 000–300 000 ms is a 400.
+#[tokio::test]
+async fn runsync_answers_as_soon_as_the_job_ends() {
+    let (rp, url) = start(Settings {
+        execution_time: Duration::from_millis(400),
+        ..Settings::default()
+    })
+    .await;
+    let client = client_of(&url);
+    let t = Instant::now();
+    let (id, poll) = client
+        .submit_and_wait(EP, input("hi"), None, secs(10), secs(12))
+        .await
+        .unwrap();
+    let took = t.elapsed();
+    let JobPoll::Done(Ok(reply)) = poll else {
+        panic!("{poll:?}")
+    };
+    assert!(reply.text.starts_with(DEV_REPLY_PREFIX));
+    assert!(id.starts_with("sync-"), "{id}");
+    // The job ran 400 ms; the answer came right after it, not at a poll.
+    let ended = rp.newest_end().unwrap().into_std();
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    assert!(
+        Instant::now().into_std() - ended < Duration::from_millis(100),
+        "answered {:?} after the job ended",
+        Instant::now().into_std() - ended
+    );
+    assert_eq!((rp.submitted(), rp.status_calls()), (1, 0));
+
+    for wait in ["999", "300001", "soon"] {
+        let path = format!("/ep/runsync?wait={wait}");
+        let body = json!({"input": input("hi")});
+        let (status, body) = call(&url, "POST", &path, "test-runpod-key", Some(body)).await;
+        assert_eq!(status, 400, "wait={wait}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("wait is invalid"));
+    }
+    assert_eq!(rp.submitted(), 1, "a refused runsync queues nothing");
+}
+
+/// A job that outlasts the wait is answered running, keeps running, and
+/// its result is kept one minute (here 300 ms) after it ends, where a
+/// `run` job's is kept 30 minutes.
+#[tokio::test]
+async fn a_runsync_job_outlasting_the_wait_runs_on_and_is_kept_less_long() {
+    let (rp, url) = start(Settings {
+        execution_time: Duration::from_millis(1_500),
+        sync_result_ttl: Duration::from_millis(300),
+        ..Settings::default()
+    })
+    .await;
+    let client = client_of(&url);
+    let t = Instant::now();
+    let until = t + Duration::from_millis(1_100);
+    let (id, poll) = client
+        .submit_and_wait(EP, input("hi"), None, until, secs(10))
+        .await
+        .unwrap();
+    assert!(matches!(poll, JobPoll::Running), "{poll:?}");
+    assert!(id.starts_with("sync-"), "{id}");
+    // Held until the wait ended (about 1.1 s), the job still running.
+    assert!(
+        t.elapsed() >= Duration::from_millis(1_000),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(rp.newest_end().is_none());
+    let done = client.wait(EP, &id, secs(5)).await.unwrap();
+    assert!(matches!(done, JobPoll::Done(Ok(_))), "{done:?}");
+    let status_of = |id: String| {
+        let url = url.clone();
+        async move {
+            let path = format!("/{EP}/status/{id}");
+            call(&url, "GET", &path, "test-runpod-key", None).await.0
+        }
+    };
+    assert_eq!(status_of(id.clone()).await, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status_of(id).await, 404, "a runsync result expires");
+
+    // With less than the shortest wait left, the job goes to `run`.
+    let (id, poll) = client
+        .submit_and_wait(EP, input("hi"), None, Instant::now(), secs(10))
+        .await
+        .unwrap();
+    assert!(matches!(poll, JobPoll::Running), "{poll:?}");
+    assert!(id.starts_with("local-"), "{id}");
+    client.wait(EP, &id, secs(5)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status_of(id).await, 200, "a run result is kept");
+    assert_eq!(rp.submitted(), 2);
+}

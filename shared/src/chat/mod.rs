@@ -26,7 +26,7 @@ use std::time::Duration;
 pub use attach::AttachedReply;
 pub use model::{
     ChatModel, Completion, Generation, JobDelivery, JobRef, ModelError, Prompt, Sampling,
-    StreamEnd, StreamStep,
+    StreamEnd, StreamStep, Waited,
 };
 pub use pending::WebhookResult;
 pub use send::{SendKind, SendOutcome, SendRequest, SendTimes};

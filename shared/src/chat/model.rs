@@ -55,6 +55,9 @@ pub enum Generation {
     Done(Result<Completion, ModelError>),
 }
 
+/// Where a waited-for job stands, or why that is not known.
+pub type Waited = Result<Generation, ModelError>;
+
 /// A job as a webhook delivery names it. Nothing else of the delivery is
 /// read: anyone holding the URL could have written it, so what the job
 /// produced is asked of the model's service itself.
@@ -157,6 +160,29 @@ pub trait ChatModel: Sync {
         webhook: Option<&str>,
         deadline: Instant,
     ) -> impl Future<Output = Result<String, ModelError>> + Send;
+
+    /// Queues a job like [`ChatModel::submit`] and waits for it until
+    /// `until` in the same call: its id, and where it stands (or why that
+    /// could not be learnt: the job is known and may still run). The
+    /// model's service answers as soon as the job ends (RunPod's
+    /// `runsync`), so no poll comes late. This default submits, then waits.
+    fn submit_and_wait(
+        &self,
+        prompt: &Prompt<'_>,
+        webhook: Option<&str>,
+        deadline: Instant,
+        until: Instant,
+    ) -> impl Future<Output = Result<(String, Waited), ModelError>> + Send {
+        async move {
+            let id = self.submit(prompt, webhook, deadline).await?;
+            let job = JobRef {
+                model: prompt.model,
+                id: &id,
+            };
+            let waited = self.wait(job, until).await;
+            Ok((id, waited))
+        }
+    }
 
     /// Polls until the job is final or `until` comes; the job keeps running
     /// in the second case.

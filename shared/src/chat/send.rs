@@ -152,17 +152,24 @@ impl<S: Store, M: ChatModel> Chat<S, M> {
         let turn = self.begin(user, request, times).await?;
         let (reply_id, conversation) = (turn.reply_id, turn.conversation_id);
         let webhook = self.webhooks.url_for(user, conversation, reply_id);
-        let submitted = self
+        // One call queues the job and holds until it ends or the wait does
+        // (RunPod's runsync): the reply is here as soon as the job ends.
+        let (submitted, waited) = match self
             .model
-            .submit(&turn.ask.prompt(), webhook.as_deref(), times.deadline)
-            .await;
+            .submit_and_wait(
+                &turn.ask.prompt(),
+                webhook.as_deref(),
+                times.deadline,
+                times.wait_until,
+            )
+            .await
+        {
+            Ok((job_id, waited)) => (Ok(job_id), waited),
+            Err(e) => (Err(e), Ok(Generation::Running)),
+        };
         let job_id = self
             .job_or_released(user, conversation, reply_id, Some(turn.reserved), submitted)
             .await?;
-        let waited = self
-            .model
-            .wait(turn.ask.job(&job_id), times.wait_until)
-            .await;
         let reply = turn
             .ask
             .pending_reply(reply_id, job_id, Some(turn.reserved));

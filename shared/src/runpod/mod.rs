@@ -1,6 +1,7 @@
-//! RunPod serverless client: submit a job with `run` (with a webhook when
-//! replies may outlast the request), poll `status` with growing delays
-//! until the job is final or the wait ends; 429/5xx retried with jittered
+//! RunPod serverless client: submit a job and wait for it in one held call
+//! (`runsync?wait=`), or submit it with `run` (with a webhook when replies
+//! may outlast the request) and poll `status` with growing delays until the
+//! job is final or the wait ends; 429/5xx retried with jittered
 //! exponential backoff honouring `Retry-After`; every call bounded by a
 //! timeout and the request's deadline. [`model`] makes it the chat's
 //! [`crate::chat::ChatModel`].
@@ -34,6 +35,11 @@ pub fn is_runpod_id(id: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
+
+/// The shortest and longest `wait` `runsync` takes (RunPod's docs,
+/// "Operation reference", /runsync: 1 000–300 000 ms).
+const RUNSYNC_MIN_WAIT: Duration = Duration::from_millis(1_000);
+const RUNSYNC_MAX_WAIT: Duration = Duration::from_millis(300_000);
 
 /// The client, built once per cold start; its connection pool is reused.
 pub struct RunPodClient {
@@ -243,6 +249,60 @@ impl RunPodClient {
             )
             .await?;
         Ok(job.id()?.to_owned())
+    }
+
+    /// `POST {endpoint}/runsync?wait=<ms>`: queues a job of `input` and
+    /// holds the call until the job is final or `until` comes, whichever is
+    /// first; its id and where it stands. RunPod answers as soon as the job
+    /// ends, so a reply costs no polling lag and no `status` call (docs,
+    /// "Operation reference", /runsync: `wait` 1 000–300 000 ms, default
+    /// 90 s; a value outside is refused with 400). A job still running when
+    /// the wait ends keeps running, and its `webhook` is posted when it ends
+    /// (docs, "Send API requests", Webhook notifications).
+    ///
+    /// RunPod keeps a runsync job's result one minute after it ends (a
+    /// `run` job's 30): what reads it later is the webhook, whose three
+    /// tries span 20 s; README "Scaling on RunPod" says what covers the
+    /// rest. With less than the smallest `wait` left, the job goes to `run`
+    /// instead and is reported running.
+    pub async fn submit_and_wait(
+        &self,
+        endpoint: &str,
+        input: Value,
+        webhook: Option<&str>,
+        until: Instant,
+        deadline: Instant,
+    ) -> Result<(String, JobPoll), RunPodError> {
+        let left = until.saturating_duration_since(Instant::now());
+        if left < RUNSYNC_MIN_WAIT {
+            let id = self.submit(endpoint, input, webhook, deadline).await?;
+            return Ok((id, JobPoll::Running));
+        }
+        let mut body = json!({ "input": input });
+        if let Some(url) = webhook {
+            body["webhook"] = json!(url);
+        }
+        let url = self.url(endpoint, "runsync");
+        // RunPod answers when the wait ends: each attempt's timeout leaves it
+        // the usual time to answer after that (a timeout on our side would
+        // leave a job running whose id never came).
+        let job = self
+            .call(
+                || {
+                    let left = until.saturating_duration_since(Instant::now());
+                    let wait = left.clamp(RUNSYNC_MIN_WAIT, RUNSYNC_MAX_WAIT);
+                    self.http
+                        .post(&url)
+                        .query(&[("wait", wait.as_millis() as u64)])
+                        .json(&body)
+                },
+                left.min(RUNSYNC_MAX_WAIT) + self.config.request_timeout,
+                deadline,
+                Idempotent::No,
+            )
+            .await?;
+        let id = job.id()?.to_owned();
+        Ok((id, JobPoll::of(job)?))
     }
 
     /// Polls the job until it is final or `until` comes; the job is left

@@ -7,7 +7,10 @@ use super::{
     build_input, Job, JobPoll, JobState, RunPodClient, RunPodError, StreamEnd as RunPodEnd,
 };
 use crate::{
-    chat::{ChatModel, Generation, JobDelivery, JobRef, ModelError, Prompt, StreamEnd, StreamStep},
+    chat::{
+        ChatModel, Generation, JobDelivery, JobRef, ModelError, Prompt, StreamEnd, StreamStep,
+        Waited,
+    },
     domain::TokenBounds,
 };
 
@@ -59,6 +62,22 @@ impl ChatModel for RunPodClient {
         let input = build_input(prompt);
         let endpoint = &prompt.model.endpoint_id;
         Ok(RunPodClient::submit(self, endpoint, input, webhook, deadline).await?)
+    }
+
+    /// `runsync`: the job's result comes back in the call that queued it,
+    /// as soon as the job ends ([`RunPodClient::submit_and_wait`]).
+    async fn submit_and_wait(
+        &self,
+        prompt: &Prompt<'_>,
+        webhook: Option<&str>,
+        deadline: Instant,
+        until: Instant,
+    ) -> Result<(String, Waited), ModelError> {
+        let input = build_input(prompt);
+        let endpoint = &prompt.model.endpoint_id;
+        let (id, poll) =
+            RunPodClient::submit_and_wait(self, endpoint, input, webhook, until, deadline).await?;
+        Ok((id, Ok(poll.into())))
     }
 
     async fn wait(&self, job: JobRef<'_>, until: Instant) -> Result<Generation, ModelError> {
