@@ -113,7 +113,9 @@ async fn run(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, Response> {
-    let id = rp.queue(&headers, &endpoint, &body, false)?;
+    let id = rp
+        .queue(&headers, &endpoint, &body, false)
+        .map_err(|r| *r)?;
     Ok(Json(json!({"id": id, "status": "IN_QUEUE"})))
 }
 
@@ -145,7 +147,7 @@ async fn runsync(
                 refuse(StatusCode::BAD_REQUEST, message).into_response()
             })?,
     };
-    let id = rp.queue(&headers, &endpoint, &body, true)?;
+    let id = rp.queue(&headers, &endpoint, &body, true).map_err(|r| *r)?;
     let job = rp.hold_on(&id, Duration::from_millis(wait_ms)).await;
     job.map(Json).ok_or_else(|| not_found().into_response())
 }
@@ -159,19 +161,19 @@ impl LocalRunPod {
         endpoint: &str,
         body: &[u8],
         sync: bool,
-    ) -> Result<String, Response> {
+    ) -> Result<String, Box<Response>> {
         self.admit(headers, endpoint)
-            .map_err(IntoResponse::into_response)?;
+            .map_err(|r| Box::new(r.into_response()))?;
         if self.0.started.elapsed() < self.0.settings.run_throttle {
             self.0
                 .counters
                 .throttled_runs
                 .fetch_add(1, Ordering::Relaxed);
             let refusal = refuse(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
-            return Err(([(RETRY_AFTER, "5")], refusal).into_response());
+            return Err(Box::new(([(RETRY_AFTER, "5")], refusal).into_response()));
         }
         self.purge_expired();
-        let (input, webhook) = job_input(body).map_err(IntoResponse::into_response)?;
+        let (input, webhook) = job_input(body).map_err(|r| Box::new(r.into_response()))?;
         Ok(self.submit(endpoint, input, webhook, sync))
     }
 }
