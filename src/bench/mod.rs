@@ -258,10 +258,13 @@ impl Bench {
             ..Default::default()
         });
         let url = runpod.clone().spawn().await;
-        // The deployed polling (the other rows poll every 5 ms).
+        let hooks = format!("{}/api/chat/runpod/webhook", webhook_sink().await);
+        // As deployed: the deployed polling (the other rows poll every 5 ms)
+        // and a webhook (RunPod's deliveries are answered 200 and dropped).
         let extra = [
             ("RUNPOD_BASE_URL", url.as_str()),
             ("RUNPOD_POLL_INITIAL_MS", "250"),
+            ("WEBHOOK_BASE_URL", hooks.as_str()),
         ];
         let run = self.start_with(bin, &extra).await;
         run.invoke(event, 200).await;
@@ -446,6 +449,16 @@ fn deflated_size(path: &Path) -> u64 {
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// An HTTP server on this machine that answers every request 200 and
+/// drops it: where the lag rows' RunPod posts its webhooks. Its base URL.
+async fn webhook_sink() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|| async { axum::http::StatusCode::OK });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
 }
 
 /// When a streamed body's `message.completed` event had fully arrived.

@@ -8,7 +8,8 @@
 //! `BENCH_FUNCTIONS=send-message,...` measures only those binaries (and
 //! their sweeps); `BENCH_BIN_DIR` (target/release) says where they are;
 //! `BENCH_RUST_LOG` (info) is their log level; `BENCH_FN_<NAME>=<value>`
-//! adds `<NAME>` to their environment.
+//! adds `<NAME>` to their environment; `BENCH_LAGS_ONLY=1` measures only
+//! the reply lags (issue 28), `BENCH_LAG_TURNS` (30) turns per job length.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -337,6 +338,12 @@ async fn main() {
 
 /// Every row, sweep and measurement `wanted` selects, as the report.
 async fn measure(bench: &Bench, app: &App, wanted: &dyn Fn(&str) -> bool, ddb: &str) -> Value {
+    if std::env::var_os("BENCH_LAGS_ONLY").is_some() {
+        return json!({
+            "machine": chat_service_dev::bench::machine(),
+            "lags": reply_lags(bench, wanted).await,
+        });
+    }
     let mut results = serde_json::Map::new();
     for f in functions(app).await.iter().filter(|f| wanted(f.bin)) {
         results.insert(f.name.to_owned(), bench.row(f).await);

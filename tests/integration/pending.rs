@@ -190,12 +190,13 @@ async fn a_slow_job_is_pending_then_the_webhook_completes_it_once() {
     assert_eq!(status, 202);
 }
 
-/// A send that waits 1 s or more holds on a `runsync` job; one that
-/// outlasts the wait is the same pending reply, and both later readers get
-/// its result while RunPod keeps it (one minute after the job ends): the
-/// webhook, delivered when the job ends, and a read.
+/// A send that waits 1 s or more holds on a `runsync` job when a webhook
+/// will collect it; one that outlasts the wait is the same pending reply,
+/// and the webhook, delivered when the job ends, reads it while RunPod
+/// keeps it (one minute after). Without a webhook the job is a `run` (kept
+/// 30 minutes for the read that completes it).
 #[tokio::test]
-async fn a_runsync_job_outlasting_the_send_is_collected_by_webhook_or_read() {
+async fn a_job_outlasting_the_send_is_collected_by_webhook_or_read() {
     for webhooks in [true, false] {
         let h = Harness::new(webhooks, &[("SEND_WAIT_SECONDS", "1.2")]).await;
         let t = std::time::Instant::now();
@@ -203,10 +204,13 @@ async fn a_runsync_job_outlasting_the_send_is_collected_by_webhook_or_read() {
         assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
         let id = sent["conversation_id"].as_str().unwrap();
         let jobs = h.runpod.job_ids();
-        assert!(jobs[0].starts_with("sync-"), "{jobs:?}");
-        // One look after the pending reply is stored (a job that ended
-        // meanwhile is completed at once), no polling before it.
-        assert_eq!(h.runpod.status_calls(), 1);
+        let kind = if webhooks { "sync-" } else { "local-" };
+        assert!(jobs[0].starts_with(kind), "{jobs:?}");
+        if webhooks {
+            // One look after the pending reply is stored (a job that ended
+            // meanwhile is completed at once), no polling before it.
+            assert_eq!(h.runpod.status_calls(), 1);
+        }
         if webhooks {
             let deliveries = h.release_and_collect(1).await;
             let (token, job) = &deliveries[0];
@@ -546,4 +550,52 @@ async fn deleting_a_conversation_cancels_its_pending_job() {
     assert_eq!(status, 204);
     assert_eq!(h.runpod.cancels(), 1);
     h.runpod.release(None);
+}
+
+/// At RunPod's rate limit (`run`/`runsync` answer 429 with `Retry-After`),
+/// many sends at once each wait and retry: every one is answered, each
+/// queues exactly one job, and none is refused for RunPod's limit.
+#[tokio::test]
+async fn concurrent_sends_at_the_rate_limit_are_retried_and_each_queues_one_job() {
+    const SENDS: usize = 20;
+    let runpod = LocalRunPod::new(Settings {
+        api_key: Some("test-runpod-key".into()),
+        // Refused for the first second: every send's first try is a 429.
+        run_throttle: Duration::from_secs(1),
+        execution_time: Duration::from_millis(100),
+        ..Settings::default()
+    });
+    let url = runpod.clone().spawn().await;
+    let client = common::dynamo().await;
+    let table = common::fresh_table(&client).await;
+    // With a webhook, as deployed: the sends hold on runsync jobs.
+    let hooks = "http://127.0.0.1:9/api/chat/runpod/webhook";
+    let vars = [("SEND_WAIT_SECONDS", "20"), ("WEBHOOK_BASE_URL", hooks)];
+    let config = common::config_with(&table, &vars);
+    let model = RunPodClient::new(common::runpod_config(&url, &[])).unwrap();
+    let app = App::new(config, client).with_model(model);
+    let sends = (0..SENDS).map(|i| {
+        let app = &app;
+        async move {
+            let body = json!({"message": format!("question {i}")}).to_string();
+            let event = Event::send(&body, Some(token(&format!("user-{i}"))));
+            read(http::send_message(app, event.request()).await)
+        }
+    });
+    let answers = futures::future::join_all(sends).await;
+    for (i, (status, body)) in answers.into_iter().enumerate() {
+        assert_eq!(status, 200, "{body}");
+        let reply = body["message"].as_str().unwrap();
+        assert!(
+            reply.ends_with(&format!("You said: question {i}")),
+            "{body}"
+        );
+    }
+    assert!(runpod.job_ids().iter().all(|id| id.starts_with("sync-")));
+    assert_eq!(
+        runpod.throttled_runs(),
+        SENDS as u64,
+        "each was refused once"
+    );
+    assert_eq!(runpod.submitted(), SENDS as u64, "and queued once");
 }

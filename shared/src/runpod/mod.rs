@@ -261,10 +261,13 @@ impl RunPodClient {
     /// (docs, "Send API requests", Webhook notifications).
     ///
     /// RunPod keeps a runsync job's result one minute after it ends (a
-    /// `run` job's 30): what reads it later is the webhook, whose three
-    /// tries span 20 s; README "Scaling on RunPod" says what covers the
-    /// rest. With less than the smallest `wait` left, the job goes to `run`
-    /// instead and is reported running.
+    /// `run` job's 30), so a runsync job is queued only with a `webhook`:
+    /// RunPod posts the ended job there at once and twice more 10 s apart,
+    /// and the webhook reads it well inside that minute (README, "Scaling
+    /// on RunPod"). Without a webhook, or with less than the smallest
+    /// `wait` left, the job goes to `run` (kept 30 minutes for the reads
+    /// that complete it later) and is polled until `until`. The id, once
+    /// known, comes with where the job stands or why that is not known.
     pub async fn submit_and_wait(
         &self,
         endpoint: &str,
@@ -272,11 +275,12 @@ impl RunPodClient {
         webhook: Option<&str>,
         until: Instant,
         deadline: Instant,
-    ) -> Result<(String, JobPoll), RunPodError> {
+    ) -> Result<(String, Result<JobPoll, RunPodError>), RunPodError> {
         let left = until.saturating_duration_since(Instant::now());
-        if left < RUNSYNC_MIN_WAIT {
+        if left < RUNSYNC_MIN_WAIT || webhook.is_none() {
             let id = self.submit(endpoint, input, webhook, deadline).await?;
-            return Ok((id, JobPoll::Running));
+            let waited = self.wait(endpoint, &id, until).await;
+            return Ok((id, waited));
         }
         let mut body = json!({ "input": input });
         if let Some(url) = webhook {
@@ -302,7 +306,8 @@ impl RunPodClient {
             )
             .await?;
         let id = job.id()?.to_owned();
-        Ok((id, JobPoll::of(job)?))
+        let poll = JobPoll::of(job);
+        Ok((id, poll))
     }
 
     /// Polls the job until it is final or `until` comes; the job is left

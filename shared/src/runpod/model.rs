@@ -77,7 +77,7 @@ impl ChatModel for RunPodClient {
         let endpoint = &prompt.model.endpoint_id;
         let (id, poll) =
             RunPodClient::submit_and_wait(self, endpoint, input, webhook, until, deadline).await?;
-        Ok((id, Ok(poll.into())))
+        Ok((id, poll.map(Generation::from).map_err(ModelError::from)))
     }
 
     async fn wait(&self, job: JobRef<'_>, until: Instant) -> Result<Generation, ModelError> {
