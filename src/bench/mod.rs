@@ -453,7 +453,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// An HTTP server on this machine that answers every request 200 and
 /// drops it: where the lag rows' RunPod posts its webhooks. Its base URL.
-async fn webhook_sink() -> String {
+pub async fn webhook_sink() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = axum::Router::new().fallback(|| async { axum::http::StatusCode::OK });

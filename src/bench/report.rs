@@ -68,7 +68,7 @@ fn call_counts(counts: &Value) -> String {
 fn functions(r: &Value) {
     println!("| function | init median / max (ms) | first invocation (ms) | warm p50 / p99 (ms) | CPU per invocation (µs): scheduled; user + system ticks | peak RSS (MB) | binary / deflated (MB) | DynamoDB calls | RunPod calls |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    for (name, f) in r["functions"].as_object().unwrap() {
+    for (name, f) in r["functions"].as_object().into_iter().flatten() {
         println!(
             "| {name} | {} / {} | {} | {} / {} | {}; {} + {} | {} | {} / {} | {} | {} |",
             f["init_ms_median"],
@@ -138,7 +138,7 @@ fn calls(r: &Value) {
     }
     // Every invocation is also two Runtime API exchanges (next, response).
     let bare = rows[0]["cpu_us"].as_f64().unwrap_or(0.0);
-    for (name, f) in r["functions"].as_object().unwrap() {
+    for (name, f) in r["functions"].as_object().into_iter().flatten() {
         let Some(ddb) = f["dynamodb_calls_per_invocation"].as_object() else {
             continue;
         };

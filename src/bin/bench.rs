@@ -9,7 +9,8 @@
 //! their sweeps); `BENCH_BIN_DIR` (target/release) says where they are;
 //! `BENCH_RUST_LOG` (info) is their log level; `BENCH_FN_<NAME>=<value>`
 //! adds `<NAME>` to their environment; `BENCH_LAGS_ONLY=1` measures only
-//! the reply lags (issue 28), `BENCH_LAG_TURNS` (30) turns per job length.
+//! the reply lags (issue 28), `BENCH_LAG_TURNS` (30) turns per job length
+//! (0: none); `BENCH_NO_CLIENT_CALLS=1` skips `bench-calls`.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -69,8 +70,14 @@ async fn app_with_table() -> (App, String) {
     (App::new(config, client), table)
 }
 
-/// The functions' environment, as deployed but pointed at the local stand-ins.
-fn function_env(table: &str, runpod_url: &str, dynamodb_url: &str) -> Vec<(String, String)> {
+/// The functions' environment, as deployed but pointed at the local stand-ins
+/// (a webhook, as the template always sets, whose deliveries are dropped).
+fn function_env(
+    table: &str,
+    runpod_url: &str,
+    dynamodb_url: &str,
+    webhooks: &str,
+) -> Vec<(String, String)> {
     // The functions' log level, as deployed (info) unless BENCH_RUST_LOG says otherwise.
     let rust_log = std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "info".into());
     [
@@ -81,6 +88,7 @@ fn function_env(table: &str, runpod_url: &str, dynamodb_url: &str) -> Vec<(Strin
         ("RUNPOD_ENDPOINT_ID", "bench"),
         ("RUNPOD_BASE_URL", runpod_url),
         ("RUNPOD_POLL_INITIAL_MS", "5"),
+        ("WEBHOOK_BASE_URL", webhooks),
         ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_url),
         ("AWS_REGION", "us-east-1"),
         ("AWS_ACCESS_KEY_ID", "local"),
@@ -316,11 +324,15 @@ async fn main() {
     });
     let runpod_url = runpod.clone().spawn().await;
     let (app, table) = app_with_table().await;
+    let webhooks = format!(
+        "{}/api/chat/runpod/webhook",
+        chat_service_dev::bench::webhook_sink().await
+    );
     let bench = Bench {
         bin_dir: std::env::var("BENCH_BIN_DIR")
             .unwrap_or("target/release".into())
             .into(),
-        env: function_env(&table, &runpod_url, &proxy_url),
+        env: function_env(&table, &runpod_url, &proxy_url, &webhooks),
         proxy,
         runpod,
         warm,
@@ -362,8 +374,12 @@ async fn measure(bench: &Bench, app: &App, wanted: &dyn Fn(&str) -> bool, ddb: &
         true => stream_delays(bench).await,
         false => Value::Null,
     };
-    let lags = reply_lags(bench, wanted).await;
-    let calls = match wanted("send-message") {
+    let lags = match std::env::var("BENCH_LAG_TURNS").as_deref() {
+        Ok("0") => Value::Null,
+        _ => reply_lags(bench, wanted).await,
+    };
+    let calls = match wanted("send-message") && std::env::var_os("BENCH_NO_CLIENT_CALLS").is_none()
+    {
         true => bench.client_calls(ddb).await,
         false => Value::Null,
     };
