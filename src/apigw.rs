@@ -13,6 +13,8 @@ pub struct Event {
     path: String,
     route: &'static str,
     path_parameter: Option<(&'static str, String)>,
+    /// `{message_id}`, on the routes of one message of a conversation.
+    message_parameter: Option<String>,
     query: Vec<(String, String)>,
     body: Option<String>,
     /// The body is base64 (`isBase64Encoded`), as API Gateway sends bytes.
@@ -29,6 +31,7 @@ impl Event {
             path,
             route,
             path_parameter: None,
+            message_parameter: None,
             query: vec![],
             body: None,
             base64: false,
@@ -117,6 +120,29 @@ impl Event {
     /// `PATCH /api/chat/conversations/{id}` with `body`.
     pub fn rename(id: &str, body: &str, token: Option<String>) -> Self {
         Self::on_conversation("PATCH", "PATCH /api/chat/conversations/{id}", id, token).body(body)
+    }
+
+    /// `PUT` (with `body`) or `DELETE` (without)
+    /// `/api/chat/conversations/{id}/messages/{message_id}/feedback`.
+    pub fn feedback(id: &str, message: &str, body: Option<&str>, token: Option<String>) -> Self {
+        let (method, route) = match body {
+            Some(_) => (
+                "PUT",
+                "PUT /api/chat/conversations/{id}/messages/{message_id}/feedback",
+            ),
+            None => (
+                "DELETE",
+                "DELETE /api/chat/conversations/{id}/messages/{message_id}/feedback",
+            ),
+        };
+        let path = format!("/api/chat/conversations/{id}/messages/{message}/feedback");
+        let mut e = Self::new(method, route, path, token);
+        e.path_parameter = Some(("id", id.to_owned()));
+        e.message_parameter = Some(message.to_owned());
+        match body {
+            Some(b) => e.body(b),
+            None => e,
+        }
     }
 
     /// `DELETE /api/chat/conversations/{id}`.
@@ -213,6 +239,9 @@ impl Event {
         }
         if let Some((name, value)) = &self.path_parameter {
             event["pathParameters"] = json!({ *name: value });
+            if let Some(message) = &self.message_parameter {
+                event["pathParameters"]["message_id"] = json!(message);
+            }
         }
         if let Some(b) = &self.body {
             event["body"] = json!(b);

@@ -30,6 +30,9 @@ pub enum Refusal {
     /// or either naming a message that is not on the active path.
     #[error("the message cannot be regenerated or edited")]
     InvalidTarget,
+    /// Feedback on a user message, or on a reply still being written.
+    #[error("the message takes no feedback")]
+    NotRateable,
     /// A message of the conversation that is not there (or not the user's).
     #[error("message not found")]
     MessageNotFound,

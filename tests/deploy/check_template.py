@@ -505,14 +505,14 @@ DEFECTS = {
         "      CorsConfiguration: !If\n"
         "        - AllowBrowsers\n"
         "        - AllowOrigins: !Ref CorsOrigins\n"
-        "          AllowMethods: [GET, POST, PATCH, DELETE, OPTIONS]\n"
+        "          AllowMethods: [GET, POST, PUT, PATCH, DELETE, OPTIONS]\n"
         "          AllowHeaders: [authorization, content-type, idempotency-key]\n"
         "          ExposeHeaders: [retry-after, idempotent-replayed]\n"
         "          MaxAge: 600\n"
         "        - !Ref AWS::NoValue\n",
         "      CorsConfiguration:\n"
         "        AllowOrigins: !Ref CorsOrigins\n"
-        "        AllowMethods: [GET, POST, PATCH, DELETE, OPTIONS]\n"
+        "        AllowMethods: [GET, POST, PUT, PATCH, DELETE, OPTIONS]\n"
         "        AllowHeaders: [authorization, content-type, idempotency-key]\n"
         "        ExposeHeaders: [retry-after, idempotent-replayed]\n"
         "        MaxAge: 600\n",

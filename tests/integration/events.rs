@@ -20,6 +20,9 @@ use std::time::Duration;
 
 /// The conversation the sample events name; it belongs to alice.
 const SAMPLE_CONVERSATION: &str = "3f1c2b9e-8a7d-4c55-9e21-6d0b7a4e5f10";
+/// The reply `events/feedback.json` rates.
+const SAMPLE_RATED: &str = "019ab000-0000-7000-8000-000000000002";
+
 /// The reply `events/runpod-webhook.json`'s token names.
 const SAMPLE_REPLY: &str = "019ab000-0000-7000-8000-000000000001";
 
@@ -28,6 +31,7 @@ fn expected_status(file: &str) -> u16 {
         "send-new.json" | "send-existing.json" | "list.json" | "get.json" | "rename.json" => 200,
         "usage.json" | "models.json" => 200,
         "delete.json" => 204,
+        "feedback.json" => 200,
         "runpod-webhook.json" => 200,
         "runpod-webhook-bad-token.json" => 401,
         "send-bad-body.json" => 400,
@@ -51,6 +55,33 @@ fn route_of(event: &serde_json::Value) -> &str {
         return "POST /api/chat/runpod/webhook/{token}";
     }
     key
+}
+
+/// Stores a question claiming the conversation for `reply`, as a send
+/// does before it asks the model.
+async fn ask_for(
+    store: &impl Store,
+    user: &UserId,
+    conversation: ConversationId,
+    reply: MessageId,
+) {
+    let question = Message::new(Role::User, "a question".into(), Utc::now());
+    let claim = Claim {
+        reply,
+        until: Utc::now() + chrono::Duration::seconds(60),
+    };
+    let unlimited = QuotaLimits::default().at(Utc::now());
+    store
+        .append_and_claim(
+            user,
+            conversation,
+            &question,
+            &claim,
+            &unlimited,
+            &SettingsPatch::default(),
+        )
+        .await
+        .unwrap();
 }
 
 /// Items left in the sample conversation's partition.
@@ -147,30 +178,26 @@ async fn every_sample_event_gets_its_documented_status() {
                 parent: None,
                 versions: vec![],
                 children: vec![],
-            };
-            // Claimed by the send that stored the question, as a send does.
-            let question = Message::new(Role::User, "a question".into(), Utc::now());
-            let claim = Claim {
-                reply: reply.id,
-                until: Utc::now() + chrono::Duration::seconds(60),
+                feedback: None,
             };
             let store = app.chat.store();
-            let unlimited = QuotaLimits::default().at(Utc::now());
-            store
-                .append_and_claim(
-                    &alice,
-                    seeded.id,
-                    &question,
-                    &claim,
-                    &unlimited,
-                    &SettingsPatch::default(),
-                )
-                .await
-                .unwrap();
+            ask_for(store, &alice, seeded.id, reply.id).await;
             store
                 .add_pending_reply(&alice, seeded.id, &reply, None)
                 .await
                 .unwrap();
+        }
+        if name == "feedback.json" {
+            // The reply it rates, complete, after a question that claimed
+            // the conversation for it, as a send stores them.
+            let reply = Message {
+                id: MessageId::parse(SAMPLE_RATED).unwrap(),
+                model: None,
+                ..Message::new(Role::Assistant, "Sort them by patient.".into(), Utc::now())
+            };
+            let store = app.chat.store();
+            ask_for(store, &alice, seeded.id, reply.id).await;
+            store.add_reply(&alice, seeded.id, &reply).await.unwrap();
         }
         if name == "purge-stream.json" {
             // Delete, as the stream would report it, then the purge function's work.
@@ -227,12 +254,26 @@ async fn every_sample_event_gets_its_documented_status() {
             "GET /api/chat/usage" => http::get_usage(&app, req).await,
             "GET /api/chat/models" => http::list_models(&app, req).await,
             "POST /api/chat/conversations/{id}/stop" => http::stop_reply(&app, req).await,
+            "PUT /api/chat/conversations/{id}/messages/{message_id}/feedback" => {
+                http::message_feedback(&app, req).await
+            }
             other => panic!("{name}: unknown route {other}"),
         };
         let (status, body) = common::read(resp);
         assert_eq!(status, expected_status(&name), "{name}: {body}");
         if name == "get.json" {
             assert_eq!(body["id"], SAMPLE_CONVERSATION);
+        }
+        if name == "feedback.json" {
+            assert_eq!(body["feedback"]["rating"], "down", "{body}");
+            // The next event starts from the sample conversation alone again.
+            let store = app.chat.store();
+            store.delete_conversation(&alice, seeded.id).await.unwrap();
+            let until = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            assert!(store
+                .purge_messages(&alice, seeded.id, until)
+                .await
+                .unwrap());
         }
         if name == "runpod-webhook.json" {
             let (_, page) = app

@@ -9,6 +9,7 @@ mod branches;
 mod common;
 mod e2e;
 mod events;
+mod feedback;
 mod first_bytes;
 mod handlers;
 mod models;

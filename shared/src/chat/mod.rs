@@ -12,6 +12,7 @@
 mod attach;
 mod branch;
 mod conversations;
+mod feedback;
 pub mod model;
 mod pending;
 mod send;

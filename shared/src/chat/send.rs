@@ -121,6 +121,7 @@ impl Ask {
             parent: None,
             versions: vec![],
             children: vec![],
+            feedback: None,
         }
     }
 }

@@ -101,6 +101,49 @@ impl MessageStatus {
     }
 }
 
+/// A user's verdict on a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rating {
+    /// Thumbs up.
+    Up,
+    /// Thumbs down.
+    Down,
+}
+
+impl Rating {
+    /// The rating's word: `up` or `down`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rating::Up => "up",
+            Rating::Down => "down",
+        }
+    }
+
+    /// `up` or `down`, or `None`.
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "up" => Some(Rating::Up),
+            "down" => Some(Rating::Down),
+            _ => None,
+        }
+    }
+}
+
+/// Longest comment a rating may carry, in characters.
+pub const FEEDBACK_COMMENT_MAX_CHARS: usize = 2_000;
+
+/// A user's feedback on one reply: a rating, perhaps with a comment (one
+/// per reply; a new one replaces it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feedback {
+    /// Up or down.
+    pub rating: Rating,
+    /// At most [`FEEDBACK_COMMENT_MAX_CHARS`] characters, never blank.
+    pub comment: Option<String>,
+    /// When it was given (or last replaced).
+    pub updated_at: DateTime<Utc>,
+}
+
 /// One stored message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
@@ -133,6 +176,8 @@ pub struct Message {
     /// Its children that were ever moved off the active path: what the
     /// store keeps to tell its child's versions without reading them.
     pub children: Vec<MessageId>,
+    /// The user's feedback on a final reply (boxed: most messages have none).
+    pub feedback: Option<Box<Feedback>>,
 }
 
 impl Message {
@@ -178,7 +223,14 @@ impl Message {
             parent: None,
             versions: vec![],
             children: vec![],
+            feedback: None,
         }
+    }
+
+    /// Whether feedback may be given on it: a reply that is not being
+    /// written any more.
+    pub fn takes_feedback(&self) -> bool {
+        self.role == Role::Assistant && !self.is_pending()
     }
 }
 

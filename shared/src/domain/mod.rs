@@ -20,7 +20,8 @@ mod usage;
 pub use conversation::{Claim, Conversation, ConversationState};
 pub use ids::{ConversationId, MessageId, UserId};
 pub use message::{
-    leaving, versions, Completion, Message, MessageStatus, ReplyOutcome, Role, MAX_MOVED,
+    leaving, versions, Completion, Feedback, Message, MessageStatus, Rating, ReplyOutcome, Role,
+    FEEDBACK_COMMENT_MAX_CHARS, MAX_MOVED,
 };
 pub use settings::{
     Change, ModelId, Settings, SettingsError, SettingsPatch, INSTRUCTIONS_MAX_CHARS,

@@ -1,5 +1,5 @@
-//! `GET /api/chat/conversations`, and `GET`, `PATCH`, `DELETE
-//! /api/chat/conversations/{id}`.
+//! `GET /api/chat/conversations`, `GET`, `PATCH`, `DELETE
+//! /api/chat/conversations/{id}`, and `PUT`, `DELETE` of a reply's feedback.
 
 use crate::store::Store;
 use lambda_http::{http::StatusCode, Body, Request, Response};
@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::send::UsageView;
 use super::{
     extract::{
-        authenticate, message_id_field, page_request, parse_json, path_conversation_id, present,
-        MAX_BODY_BYTES,
+        authenticate, message_id_field, page_request, parse_json, path_conversation_id, path_param,
+        present, MAX_BODY_BYTES,
     },
     handle, ok_json, ApiError,
 };
@@ -18,9 +18,10 @@ use crate::{
     catalogue::Catalogue,
     chat::ChatModel,
     domain::{
-        format_timestamp, Conversation, DomainError, Message, MessageStatus, Settings,
-        SettingsPatch, Title,
+        format_timestamp, Conversation, DomainError, Feedback, Message, MessageId, MessageStatus,
+        Rating, Settings, SettingsPatch, Title, FEEDBACK_COMMENT_MAX_CHARS,
     },
+    refusal::Refusal,
     store::{ConversationChange, Page},
 };
 
@@ -111,6 +112,17 @@ struct MessageView {
     parent_id: Option<String>,
     /// Every message with the same parent, oldest first, itself included.
     sibling_ids: Vec<String>,
+    /// The user's feedback on a reply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    feedback: Option<FeedbackView>,
+}
+
+#[derive(Serialize)]
+struct FeedbackView {
+    rating: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comment: Option<String>,
+    updated_at: String,
 }
 
 impl From<Message> for MessageView {
@@ -133,6 +145,11 @@ impl From<Message> for MessageView {
                 true => vec![m.id.to_string()],
                 false => m.versions.iter().map(ToString::to_string).collect(),
             },
+            feedback: m.feedback.map(|f| FeedbackView {
+                rating: f.rating.as_str(),
+                comment: f.comment,
+                updated_at: format_timestamp(f.updated_at),
+            }),
         }
     }
 }
@@ -253,6 +270,71 @@ pub async fn delete_conversation<M: ChatModel, S: Store>(
         let mut resp = Response::new(Body::Empty);
         *resp.status_mut() = StatusCode::NO_CONTENT;
         Ok(resp)
+    })
+    .await
+}
+
+/// A rating and its comment, as `PUT …/feedback` takes them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackBody {
+    #[serde(default, deserialize_with = "present")]
+    rating: Option<serde_json::Value>,
+    #[serde(default)]
+    comment: Option<serde_json::Value>,
+}
+
+impl FeedbackBody {
+    /// The feedback, given now; a missing or unknown rating, or a comment
+    /// that is not text of at most 2 000 characters, is 422 naming it. A
+    /// blank comment is none.
+    fn feedback(self) -> Result<Feedback, ApiError> {
+        let invalid = |m: &str| ApiError::unprocessable("invalid_feedback", m.to_owned());
+        let rating = match &self.rating {
+            Some(serde_json::Value::String(r)) => Rating::parse(r),
+            _ => None,
+        }
+        .ok_or_else(|| invalid("`rating` is \"up\" or \"down\""))?;
+        let too_long =
+            format!("`comment` is text of at most {FEEDBACK_COMMENT_MAX_CHARS} characters");
+        let comment = match self.comment {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(c))
+                if c.chars().count() <= FEEDBACK_COMMENT_MAX_CHARS =>
+            {
+                Some(c).filter(|c| !c.trim().is_empty())
+            }
+            Some(_) => return Err(invalid(&too_long)),
+        };
+        Ok(Feedback {
+            rating,
+            comment,
+            updated_at: chrono::Utc::now(),
+        })
+    }
+}
+
+/// `PUT` gives or replaces the caller's feedback on a reply (200 with the
+/// message); `DELETE` takes it back (204).
+pub async fn message_feedback<M, S: Store>(app: &App<M, S>, req: Request) -> Response<Body> {
+    handle("message-feedback", app, req, |req, _meta| async move {
+        let user = authenticate(app, &req)?;
+        let id = path_conversation_id(&req)?;
+        let message = path_param(&req, "message_id")
+            .and_then(|raw| MessageId::parse(raw).ok())
+            .ok_or(ApiError::Refused(Refusal::MessageNotFound))?;
+        if req.method() == lambda_http::http::Method::DELETE {
+            app.chat.rate(&user, id, message, None).await?;
+            let mut resp = Response::new(Body::Empty);
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            return Ok(resp);
+        }
+        let body: FeedbackBody = parse_json(&req, MAX_BODY_BYTES)?;
+        let rated = app
+            .chat
+            .rate(&user, id, message, Some(body.feedback()?))
+            .await?;
+        Ok(ok_json(&MessageView::from(rated)))
     })
     .await
 }

@@ -287,6 +287,11 @@ fn refused(refusal: Refusal) -> (StatusCode, &'static str, &'static str) {
             "invalid_target",
             "regenerate names an assistant message and edit_of a user message, on the conversation's active path",
         ),
+        Refusal::NotRateable => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_target",
+            "feedback is given on a reply, once it is no longer being written",
+        ),
         Refusal::MessageNotFound => (
             StatusCode::NOT_FOUND,
             "not_found",

@@ -27,8 +27,9 @@ use serde::Serialize;
 use tracing::{field::Empty, Instrument};
 
 pub use conversations::{
-    delete_conversation, get_conversation, list_conversations, rename_conversation, stop_reply,
-    CONVERSATIONS_PAGE_DEFAULT, CONVERSATIONS_PAGE_MAX, MESSAGES_PAGE_DEFAULT, MESSAGES_PAGE_MAX,
+    delete_conversation, get_conversation, list_conversations, message_feedback,
+    rename_conversation, stop_reply, CONVERSATIONS_PAGE_DEFAULT, CONVERSATIONS_PAGE_MAX,
+    MESSAGES_PAGE_DEFAULT, MESSAGES_PAGE_MAX,
 };
 pub use docs::ApiDocs;
 pub use error::ApiError;

@@ -9,6 +9,7 @@
 //! generations   USER#<user>#USAGE          LIVE           -             -   (reply ids in the making)
 //! request key   USER#<user>#IDEM           KEY#<Idempotency-Key>  -     -   (TTL: expires_at)
 //! progress      USER#<user>#CONV#<conv>    LIVE#<msg>     -             -   (TTL: expires_at; a reply being written)
+//! rated reply   (a message, as above)                     RATING#<yyyy-mm-dd>  <rated_at>#<msg>
 //! ```
 //!
 //! The owner is part of every partition key, so a read or write keyed for
@@ -16,8 +17,10 @@
 //! conversation and its messages share a partition; message sort keys are
 //! UUID v7 and so sort by time; the conversation's sort key sorts after
 //! all of them, so one newest-first Query reads the conversation and its
-//! latest messages together. Only conversation items carry GSI1 keys,
-//! so listing a user's conversations never reads a message.
+//! latest messages together. Only conversation items carry `USER#` GSI1
+//! keys, so listing a user's conversations never reads a message; a rated
+//! reply carries `RATING#<day>` ones, so an operator lists a day's ratings
+//! with one Query of the index (README, "Feedback").
 //!
 //! A conversation is a tree (regenerate and edit add versions), but only
 //! its active path is keyed `MSG#`: every page and every history read is
@@ -119,6 +122,16 @@ pub fn user_conversations_pk(user: &UserId) -> String {
 /// keeps two conversations updated in the same millisecond apart.
 pub fn updated_sk(updated_at: DateTime<Utc>, conversation: ConversationId) -> String {
     format!("{}#{conversation}", format_timestamp(updated_at))
+}
+
+/// GSI1's partition of the replies rated on `at`'s day (UTC).
+pub fn ratings_pk(at: DateTime<Utc>) -> String {
+    format!("RATING#{}", at.format("%Y-%m-%d"))
+}
+
+/// A rated reply in its day's partition, in the order they were rated.
+pub fn rated_sk(at: DateTime<Utc>, message: MessageId) -> String {
+    format!("{}#{message}", format_timestamp(at))
 }
 
 #[cfg(test)]

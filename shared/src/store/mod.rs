@@ -15,12 +15,12 @@ pub use cursor::{CursorCodec, CursorError};
 /// Every store trait, for code that calls them on a concrete store (the
 /// seeding, the benchmark, tests): `use chat_shared::store::prelude::*`.
 pub mod prelude {
-    pub use super::{Conversations, Idempotency, Live, Pages, Quotas, Replies, Store};
+    pub use super::{Conversations, Idempotency, Live, Pages, Quotas, Ratings, Replies, Store};
 }
 pub use dynamo::DynamoStore;
 
 use crate::domain::{
-    Claim, Conversation, ConversationId, Message, MessageId, ReplyOutcome, Reservation,
+    Claim, Conversation, ConversationId, Feedback, Message, MessageId, ReplyOutcome, Reservation,
     SettingsPatch, Title, UserId,
 };
 use crate::refusal::Refusal;
@@ -183,9 +183,9 @@ pub enum FinishResult {
 
 /// Everything the use cases need of storage, by capability. Every method
 /// is scoped to one user: no method can reach another user's items.
-pub trait Store: Conversations + Pages + Replies + Idempotency + Quotas + Live {}
+pub trait Store: Conversations + Pages + Replies + Idempotency + Quotas + Live + Ratings {}
 
-impl<T: Conversations + Pages + Replies + Idempotency + Quotas + Live> Store for T {}
+impl<T: Conversations + Pages + Replies + Idempotency + Quotas + Live + Ratings> Store for T {}
 
 /// What a `PATCH` of a conversation changes.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -485,6 +485,22 @@ pub enum Relaying {
     Taken(Progress),
     /// Another relay is alive: follow this.
     Held(Progress),
+}
+
+/// Feedback on replies.
+pub trait Ratings: Sync {
+    /// Gives (`Some`) or takes back (`None`) the user's feedback on
+    /// `message`, on the active path or off it: the message as it then
+    /// stands. No such message of the user's conversation is
+    /// `MessageNotFound`; giving feedback on a user message or on a reply
+    /// still being written is `NotRateable`.
+    fn rate(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        message: MessageId,
+        feedback: Option<&Feedback>,
+    ) -> impl Future<Output = Result<Message, StoreError>> + Send;
 }
 
 /// Replies being written: their progress and who relays them from the

@@ -88,6 +88,19 @@ async fn rename_usage_idempotent_retries_delete_and_the_purge() {
     assert_eq!(status, 200, "{read}");
     assert_eq!(read["settings"]["max_tokens"], 100, "{read}");
 
+    // Feedback on the reply (message-feedback: its role's UpdateItem).
+    let reply = read["messages"][1]["id"].as_str().unwrap().to_owned();
+    let feedback = format!("{}{path}/messages/{reply}/feedback", base());
+    let rate = http
+        .put(&feedback)
+        .bearer_auth(&token)
+        .json(&json!({"rating": "up", "comment": "Clear."}));
+    let (status, _, rated) = call(rate).await;
+    assert_eq!(status, 200, "{rated}");
+    assert_eq!(rated["feedback"]["rating"], "up", "{rated}");
+    let (status, _, _) = call(http.delete(&feedback).bearer_auth(&token)).await;
+    assert_eq!(status, 204);
+
     let (status, usage) = get(&http, Some(&token), "/api/chat/usage").await;
     assert_eq!(status, 200, "{usage}");
     assert_eq!(usage["messages"], 1, "{usage}");

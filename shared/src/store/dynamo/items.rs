@@ -11,8 +11,8 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::{
     domain::{
         format_timestamp, parse_timestamp, Change, Conversation, ConversationId, ConversationState,
-        Message, MessageId, MessageStatus, ModelId, Reservation, Role, Settings, SettingsPatch,
-        Title, Usage, UserId,
+        Feedback, Message, MessageId, MessageStatus, ModelId, Rating, Reservation, Role, Settings,
+        SettingsPatch, Title, Usage, UserId,
     },
     store::{keys, StoreError},
 };
@@ -73,6 +73,12 @@ pub(super) mod attr {
     pub const CHILDREN: &str = "children";
     /// The conversation's first messages that were ever moved off the path.
     pub const ROOTS: &str = "roots";
+    /// A message's author (`user` / `assistant`).
+    pub const ROLE: &str = "role";
+    /// A reply's rating, its comment and when it was given.
+    pub const RATING: &str = "rating";
+    pub const RATING_COMMENT: &str = "rating_comment";
+    pub const RATED_AT: &str = "rated_at";
 }
 
 /// The clauses of an update expression, gathered from a write's parts.
@@ -242,6 +248,18 @@ pub(super) struct MessageItem {
     #[serde(with = "serde_dynamo::string_set")]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     children: Vec<String>,
+    /// The user's rating of a reply (`up` / `down`), its comment and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rating: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rating_comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rated_at: Option<String>,
+    /// A rated reply is in the index by its day (see [`keys::ratings_pk`]).
+    #[serde(rename = "GSI1PK", default, skip_serializing_if = "Option::is_none")]
+    gsi1pk: Option<String>,
+    #[serde(rename = "GSI1SK", default, skip_serializing_if = "Option::is_none")]
+    gsi1sk: Option<String>,
 }
 
 impl ConversationItem {
@@ -367,6 +385,14 @@ impl MessageItem {
             model: m.model.as_ref().map(|id| id.as_str().to_owned()),
             parent: None,
             children: ids(&m.children),
+            rating: m.feedback.as_ref().map(|f| f.rating.as_str().to_owned()),
+            rating_comment: m.feedback.as_ref().and_then(|f| f.comment.clone()),
+            rated_at: m.feedback.as_ref().map(|f| format_timestamp(f.updated_at)),
+            gsi1pk: m.feedback.as_ref().map(|f| keys::ratings_pk(f.updated_at)),
+            gsi1sk: m
+                .feedback
+                .as_ref()
+                .map(|f| keys::rated_sk(f.updated_at, m.id)),
         }
     }
 
@@ -406,6 +432,15 @@ impl MessageItem {
                 .map_err(corrupt)?,
             versions: vec![],
             children: parse_ids(&i.children)?,
+            feedback: match (i.rating, i.rated_at) {
+                (Some(rating), Some(at)) => Some(Box::new(Feedback {
+                    rating: Rating::parse(&rating)
+                        .ok_or_else(|| corrupt(format!("rating {rating:?}")))?,
+                    comment: i.rating_comment,
+                    updated_at: parse_timestamp(&at).map_err(corrupt)?,
+                })),
+                _ => None,
+            },
         })
     }
 }

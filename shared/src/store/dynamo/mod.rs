@@ -9,6 +9,7 @@
 //! - `branches`: regenerate, edit and switch moving messages on and off
 //!   the active path, and the whole-conversation read a switch needs;
 //! - `replies`: complete, pending, finished, released, kept-when-stopped;
+//! - `ratings`: feedback on replies;
 //! - `usage`: the daily counters, reservations and live generations;
 //! - `keyed`: `Idempotency-Key` records;
 //! - `transact`: sending transactions and reading their cancellations.
@@ -20,6 +21,7 @@ mod keyed;
 mod live;
 mod messages;
 mod pages;
+mod ratings;
 mod replies;
 mod transact;
 mod usage;

@@ -26,6 +26,7 @@ use crate::domain::{
 
 mod keyed;
 mod live;
+mod ratings;
 mod replies;
 
 /// A conversation's partition: the conversation item (gone once deleted)

@@ -1,0 +1,263 @@
+//! Issue 29: feedback on replies through the handlers, against DynamoDB
+//! Local and the local RunPod endpoint: given, replaced, shown, listed by
+//! day for operators, taken back; every refusal stores nothing.
+
+use std::time::Duration;
+
+use crate::common::{self, error_code, read, token, Event};
+use chat_service_dev::runpod_local::{LocalRunPod, Settings};
+use chat_shared::{domain::format_timestamp, http, runpod::RunPodClient, App};
+use serde_json::{json, Value};
+
+struct Rig {
+    app: App<RunPodClient>,
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+    runpod: LocalRunPod,
+}
+
+impl Rig {
+    /// Jobs end at once unless `hold` (then they run until released);
+    /// sends wait 0.3 s.
+    async fn new(hold: bool) -> Self {
+        let runpod = LocalRunPod::new(Settings {
+            api_key: Some("test-runpod-key".into()),
+            execution_time: Duration::ZERO,
+            hold,
+            ..Settings::default()
+        });
+        let url = runpod.clone().spawn().await;
+        let client = common::dynamo().await;
+        let table = common::fresh_table(&client).await;
+        let config = common::config_with(&table, &[("SEND_WAIT_SECONDS", "0.3")]);
+        let model = RunPodClient::new(common::runpod_config(&url, &[])).unwrap();
+        let app = App::new(config, client.clone()).with_model(model);
+        Self {
+            app,
+            client,
+            table,
+            runpod,
+        }
+    }
+
+    async fn send(&self, body: Value, user: &str) -> (u16, Value) {
+        let event = Event::send(&body.to_string(), Some(token(user)));
+        read(http::send_message(&self.app, event.request()).await)
+    }
+
+    async fn get(&self, id: &str, user: &str) -> (u16, Value) {
+        read(http::get_conversation(&self.app, Event::get(id, Some(token(user))).request()).await)
+    }
+
+    async fn rate(&self, id: &str, message: &str, body: &str, user: &str) -> (u16, Value) {
+        let event = Event::feedback(id, message, Some(body), Some(token(user)));
+        read(http::message_feedback(&self.app, event.request()).await)
+    }
+
+    async fn take_back(&self, id: &str, message: &str, user: &str) -> (u16, Value) {
+        let event = Event::feedback(id, message, None, Some(token(user)));
+        read(http::message_feedback(&self.app, event.request()).await)
+    }
+
+    /// The documented operator query (README, "Feedback"): a day's
+    /// ratings from the index, as (message id, rating).
+    async fn ratings_of_today(&self) -> Vec<(String, String)> {
+        let day = chrono::Utc::now().format("%Y-%m-%d");
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("GSI1")
+            .key_condition_expression("GSI1PK = :day")
+            .expression_attribute_values(
+                ":day",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("RATING#{day}")),
+            )
+            .send()
+            .await
+            .unwrap();
+        let text = |item: &std::collections::HashMap<_, _>, name: &str| match item.get(name) {
+            Some(aws_sdk_dynamodb::types::AttributeValue::S(v)) => v.clone(),
+            _ => String::new(),
+        };
+        out.items()
+            .iter()
+            .map(|i| (text(i, "message_id"), text(i, "rating")))
+            .collect()
+    }
+
+    /// A conversation with one complete reply: (conversation, question, reply).
+    async fn answered(&self, user: &str) -> (String, String, String) {
+        let (status, sent) = self
+            .send(json!({"message": "How do I organize patient files?"}), user)
+            .await;
+        assert_eq!(status, 200, "{sent}");
+        let id = sent["conversation_id"].as_str().unwrap().to_owned();
+        let question = sent["user_message_id"].as_str().unwrap().to_owned();
+        let reply = sent["message_id"].as_str().unwrap().to_owned();
+        (id, question, reply)
+    }
+}
+
+#[tokio::test]
+async fn a_reply_is_rated_replaced_shown_listed_and_taken_back() {
+    let rig = Rig::new(false).await;
+    let (id, _, reply) = rig.answered("alice").await;
+
+    let before = chrono::Utc::now();
+    let body = r#"{"rating": "down", "comment": "It missed the retention rules."}"#;
+    let (status, rated) = rig.rate(&id, &reply, body, "alice").await;
+    assert_eq!(status, 200, "{rated}");
+    assert_eq!(rated["id"], reply.as_str());
+    assert_eq!(rated["feedback"]["rating"], "down");
+    assert_eq!(
+        rated["feedback"]["comment"],
+        "It missed the retention rules."
+    );
+    let at = rated["feedback"]["updated_at"].as_str().unwrap();
+    assert!(at >= format_timestamp(before).as_str(), "{at}");
+
+    let (_, read_back) = rig.get(&id, "alice").await;
+    assert_eq!(read_back["messages"][1]["feedback"], rated["feedback"]);
+    assert!(read_back["messages"][0].get("feedback").is_none());
+
+    // A second rating replaces the first, comment and all.
+    let (status, again) = rig.rate(&id, &reply, r#"{"rating": "up"}"#, "alice").await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["feedback"]["rating"], "up");
+    assert!(again["feedback"].get("comment").is_none(), "{again}");
+    assert_eq!(
+        rig.ratings_of_today().await,
+        vec![(reply.clone(), "up".into())]
+    );
+
+    let (status, _) = rig.take_back(&id, &reply, "alice").await;
+    assert_eq!(status, 204);
+    let (_, read_back) = rig.get(&id, "alice").await;
+    assert!(
+        read_back["messages"][1].get("feedback").is_none(),
+        "{read_back}"
+    );
+    assert!(rig.ratings_of_today().await.is_empty());
+    // Taking back what is not there is not an error.
+    assert_eq!(rig.take_back(&id, &reply, "alice").await.0, 204);
+}
+
+#[tokio::test]
+async fn refusals_name_what_is_wrong_and_store_nothing() {
+    let rig = Rig::new(false).await;
+    let (id, question, reply) = rig.answered("alice").await;
+    let up = r#"{"rating": "up"}"#;
+
+    let (status, body) = rig.rate(&id, &question, up, "alice").await;
+    assert_eq!(error_code(status, &body, 422), "invalid_target");
+    let unknown = uuid::Uuid::now_v7().to_string();
+    for message in [unknown.as_str(), "not-a-uuid"] {
+        let (status, body) = rig.rate(&id, message, up, "alice").await;
+        assert_eq!(error_code(status, &body, 404), "not_found");
+        let (status, body) = rig.take_back(&id, message, "alice").await;
+        assert_eq!(error_code(status, &body, 404), "not_found");
+    }
+    // Another user's conversation: not found, whatever they name.
+    let (status, body) = rig.rate(&id, &reply, up, "mallory").await;
+    assert_eq!(error_code(status, &body, 404), "not_found");
+    let (status, body) = rig.take_back(&id, &reply, "mallory").await;
+    assert_eq!(error_code(status, &body, 404), "not_found");
+
+    let long = "x".repeat(2_001);
+    for (body, field) in [
+        (r#"{"rating": "meh"}"#.to_owned(), "rating"),
+        (r#"{"comment": "no rating"}"#.to_owned(), "rating"),
+        (r#"{"rating": null}"#.to_owned(), "rating"),
+        (
+            json!({"rating": "up", "comment": long}).to_string(),
+            "comment",
+        ),
+        (r#"{"rating": "up", "comment": 5}"#.to_owned(), "comment"),
+    ] {
+        let (status, answer) = rig.rate(&id, &reply, &body, "alice").await;
+        assert_eq!(
+            error_code(status, &answer, 422),
+            "invalid_feedback",
+            "{body}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("`{field}`")), "{message}");
+    }
+    let (status, body) = rig
+        .rate(&id, &reply, r#"{"rating": "up", "stars": 5}"#, "alice")
+        .await;
+    assert_eq!(error_code(status, &body, 400), "invalid_request");
+    assert!(body["error"]["message"].as_str().unwrap().contains("stars"));
+    let (status, body) = rig.rate(&id, &reply, "{", "alice").await;
+    assert_eq!(error_code(status, &body, 400), "invalid_json");
+
+    // 2 000 characters is the limit, not past it.
+    let at_limit = json!({"rating": "up", "comment": "x".repeat(2_000)}).to_string();
+    assert_eq!(rig.rate(&id, &reply, &at_limit, "alice").await.0, 200);
+    assert_eq!(
+        rig.ratings_of_today().await.len(),
+        1,
+        "only the accepted one"
+    );
+}
+
+#[tokio::test]
+async fn a_reply_being_written_takes_no_feedback_until_it_is_final() {
+    let rig = Rig::new(true).await;
+    let (status, sent) = rig
+        .send(
+            json!({"message": "How do I organize patient files?"}),
+            "alice",
+        )
+        .await;
+    assert_eq!(status, 202, "{sent}");
+    let (id, reply) = (
+        sent["conversation_id"].as_str().unwrap(),
+        sent["message_id"].as_str().unwrap(),
+    );
+    let (status, body) = rig.rate(id, reply, r#"{"rating": "up"}"#, "alice").await;
+    assert_eq!(error_code(status, &body, 422), "invalid_target");
+    rig.runpod.release(None);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, read_back) = rig.get(id, "alice").await;
+    assert_eq!(read_back["messages"][1]["status"], "complete");
+    let (status, body) = rig.rate(id, reply, r#"{"rating": "up"}"#, "alice").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Every version of a reply takes its own rating, off the active path too,
+/// and keeps it when a switch moves it back on.
+#[tokio::test]
+async fn versions_off_the_path_are_rated_and_keep_it_across_switches() {
+    let rig = Rig::new(false).await;
+    let (id, _, first) = rig.answered("alice").await;
+    let (status, regenerated) = rig
+        .send(json!({"conversation_id": id, "regenerate": first}), "alice")
+        .await;
+    assert_eq!(status, 200, "{regenerated}");
+    let second = regenerated["message_id"].as_str().unwrap();
+
+    let (status, rated) = rig
+        .rate(&id, &first, r#"{"rating": "down"}"#, "alice")
+        .await;
+    assert_eq!(status, 200, "{rated}");
+    let (status, _) = rig.rate(&id, second, r#"{"rating": "up"}"#, "alice").await;
+    assert_eq!(status, 200);
+
+    let switch = json!({"active_message_id": first}).to_string();
+    let event = Event::rename(&id, &switch, Some(token("alice")));
+    let (status, body) = read(http::rename_conversation(&rig.app, event.request()).await);
+    assert_eq!(status, 200, "{body}");
+    let (_, read_back) = rig.get(&id, "alice").await;
+    assert_eq!(read_back["messages"][1]["id"], first.as_str());
+    assert_eq!(read_back["messages"][1]["feedback"]["rating"], "down");
+    let mut listed = rig.ratings_of_today().await;
+    listed.sort();
+    let mut want = vec![
+        (first.clone(), "down".to_owned()),
+        (second.to_owned(), "up".to_owned()),
+    ];
+    want.sort();
+    assert_eq!(listed, want, "one index entry per rated version");
+}
