@@ -122,6 +122,15 @@ impl Event {
         Self::on_conversation("PATCH", "PATCH /api/chat/conversations/{id}", id, token).body(body)
     }
 
+    /// `GET /api/chat/conversations/{id}/export` (add `?format=` with [`Event::query`]).
+    pub fn export(id: &str, token: Option<String>) -> Self {
+        let route = "GET /api/chat/conversations/{id}/export";
+        let path = format!("/api/chat/conversations/{id}/export");
+        let mut e = Self::new("GET", route, path, token);
+        e.path_parameter = Some(("id", id.to_owned()));
+        e
+    }
+
     /// `PUT` (with `body`) or `DELETE` (without)
     /// `/api/chat/conversations/{id}/messages/{message_id}/feedback`.
     pub fn feedback(id: &str, message: &str, body: Option<&str>, token: Option<String>) -> Self {

@@ -31,7 +31,7 @@ fn expected_status(file: &str) -> u16 {
         "send-new.json" | "send-existing.json" | "list.json" | "get.json" | "rename.json" => 200,
         "usage.json" | "models.json" => 200,
         "delete.json" => 204,
-        "feedback.json" => 200,
+        "feedback.json" | "export.json" => 200,
         "runpod-webhook.json" => 200,
         "runpod-webhook-bad-token.json" => 401,
         "send-bad-body.json" => 400,
@@ -254,6 +254,17 @@ async fn every_sample_event_gets_its_documented_status() {
             "GET /api/chat/usage" => http::get_usage(&app, req).await,
             "GET /api/chat/models" => http::list_models(&app, req).await,
             "POST /api/chat/conversations/{id}/stop" => http::stop_reply(&app, req).await,
+            "GET /api/chat/conversations/{id}/export" => {
+                let resp = http::export_conversation(&app, req).await;
+                assert_eq!(resp.status(), 200, "{name}");
+                let body: &[u8] = resp.body().as_ref();
+                let text = String::from_utf8_lossy(body);
+                assert!(
+                    text.starts_with("# How do I organize patient files?\n"),
+                    "{text}"
+                );
+                continue;
+            }
             "PUT /api/chat/conversations/{id}/messages/{message_id}/feedback" => {
                 http::message_feedback(&app, req).await
             }

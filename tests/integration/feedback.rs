@@ -261,3 +261,90 @@ async fn versions_off_the_path_are_rated_and_keep_it_across_switches() {
     want.sort();
     assert_eq!(listed, want, "one index entry per rated version");
 }
+
+/// Export (issue 29): the conversation as a file, every branch in JSON,
+/// the active path in Markdown; refusals.
+#[tokio::test]
+async fn a_conversation_exports_as_json_with_every_branch_and_as_markdown() {
+    let rig = Rig::new(false).await;
+    let (id, question, first) = rig.answered("alice").await;
+    let (status, regenerated) = rig
+        .send(json!({"conversation_id": id, "regenerate": first}), "alice")
+        .await;
+    assert_eq!(status, 200, "{regenerated}");
+    let second = regenerated["message_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        rig.rate(&id, &first, r#"{"rating": "down"}"#, "alice")
+            .await
+            .0,
+        200
+    );
+
+    let export = |format: Option<&str>, user: &str| {
+        let mut event = Event::export(&id, Some(token(user)));
+        if let Some(f) = format {
+            event = event.query("format", f);
+        }
+        let app = &rig.app;
+        async move { http::export_conversation(app, event.request()).await }
+    };
+    let resp = export(None, "alice").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert_eq!(
+        resp.headers()["content-disposition"],
+        "attachment; filename=\"how-do-i-organize-patient-files.json\""
+    );
+    let (_, file) = read(resp);
+    assert_eq!(file["id"], id.as_str());
+    assert_eq!(file["title"], "How do I organize patient files?");
+    assert_eq!(file["settings"]["model"], "default");
+    let ids: Vec<&str> = file["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [question.as_str(), first.as_str(), second.as_str()],
+        "oldest first, both branches"
+    );
+    let messages = file["messages"].as_array().unwrap();
+    assert_eq!(messages[1]["parent_id"], question.as_str());
+    assert_eq!(messages[2]["parent_id"], question.as_str());
+    assert_eq!(messages[1]["sibling_ids"], json!([first, second]));
+    assert_eq!(messages[1]["feedback"]["rating"], "down");
+    assert!(messages[2]["usage"].is_object(), "{}", messages[2]);
+
+    let resp = export(Some("markdown"), "alice").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "text/markdown; charset=utf-8"
+    );
+    let disposition = resp.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(disposition.ends_with(".md\""), "{disposition}");
+    let text = String::from_utf8(resp.body().as_ref().to_vec()).unwrap();
+    assert!(
+        text.starts_with("# How do I organize patient files?\n\n## You · "),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("## Assistant · ").count(),
+        1,
+        "the active path only: {text}"
+    );
+    assert!(
+        text.contains(regenerated["message"].as_str().unwrap()),
+        "{text}"
+    );
+
+    let (status, body) = read(export(Some("pdf"), "alice").await);
+    assert_eq!(error_code(status, &body, 400), "invalid_format");
+    let (status, body) = read(export(None, "mallory").await);
+    assert_eq!(error_code(status, &body, 404), "not_found");
+}

@@ -8,7 +8,7 @@ use crate::{
         Change, Conversation, ConversationId, ConversationState, Message, MessageStatus, Settings,
         UserId,
     },
-    store::{ConversationChange, Page, PageRequest, Store},
+    store::{ConversationChange, Page, PageRequest, Store, Tree},
 };
 
 impl<S: Store, M> Chat<S, M> {
@@ -19,6 +19,12 @@ impl<S: Store, M> Chat<S, M> {
         page: &PageRequest,
     ) -> Result<Page<Conversation>, ChatError> {
         Ok(self.store.list_conversations(user, page).await?)
+    }
+
+    /// The conversation with every message of every branch (one read of
+    /// its partition), to export.
+    pub async fn export(&self, user: &UserId, id: ConversationId) -> Result<Tree, ChatError> {
+        Ok(self.store.tree(user, id).await?)
     }
 
     /// Sets the title, changes the settings, or both; `updated_at` stays.

@@ -63,7 +63,7 @@ impl ConversationSummary {
 /// A conversation's settings, `model` always filled in, the others as
 /// stored (`null`: the deployment's default).
 #[derive(Serialize)]
-struct SettingsView {
+pub(super) struct SettingsView {
     model: String,
     instructions: Option<String>,
     temperature: Option<f64>,
@@ -72,7 +72,7 @@ struct SettingsView {
 }
 
 impl SettingsView {
-    fn of(s: Settings, catalogue: &Catalogue) -> Self {
+    pub(super) fn of(s: Settings, catalogue: &Catalogue) -> Self {
         Self {
             model: catalogue.model_for(&s).id.to_string(),
             instructions: s.instructions,
@@ -90,7 +90,7 @@ struct ListResponse {
 }
 
 #[derive(Serialize)]
-struct MessageView {
+pub(super) struct MessageView {
     id: String,
     role: &'static str,
     content: String,

@@ -9,6 +9,7 @@
 mod conversations;
 mod docs;
 mod error;
+mod export;
 mod extract;
 mod idempotency;
 mod models;
@@ -33,6 +34,7 @@ pub use conversations::{
 };
 pub use docs::ApiDocs;
 pub use error::ApiError;
+pub use export::export_conversation;
 pub use models::list_models;
 pub use send::send_message;
 pub use stream::{attach_stream, stream_message, SseBody};

@@ -100,6 +100,10 @@ async fn rename_usage_idempotent_retries_delete_and_the_purge() {
     assert_eq!(rated["feedback"]["rating"], "up", "{rated}");
     let (status, _, _) = call(http.delete(&feedback).bearer_auth(&token)).await;
     assert_eq!(status, 204);
+    // Export (export-conversation: its role's Query).
+    let (status, file) = get(&http, Some(&token), &format!("{path}/export")).await;
+    assert_eq!(status, 200, "{file}");
+    assert_eq!(file["messages"][1]["id"], reply.as_str(), "{file}");
 
     let (status, usage) = get(&http, Some(&token), "/api/chat/usage").await;
     assert_eq!(status, 200, "{usage}");
