@@ -65,6 +65,8 @@ curl -s -o /dev/null -m 300 -X PATCH "http://127.0.0.1:$api_port/api/chat/conver
 curl -s -o /dev/null -m 300 -X DELETE "http://127.0.0.1:$api_port/api/chat/conversations/00000000-0000-0000-0000-000000000000"
 curl -s -o /dev/null -m 300 -X PUT "http://127.0.0.1:$api_port/api/chat/conversations/00000000-0000-0000-0000-000000000000/messages/00000000-0000-0000-0000-000000000000/feedback"
 curl -s -o /dev/null -m 300 "http://127.0.0.1:$api_port/api/chat/conversations/00000000-0000-0000-0000-000000000000/export"
+curl -s -o /dev/null -m 300 "http://127.0.0.1:$api_port/api/chat/conversations/00000000-0000-0000-0000-000000000000/shares"
+curl -s -o /dev/null -m 300 "http://127.0.0.1:$api_port/api/chat/shares/AAAAAAAAAAAAAAAAAAAAAA"
 curl -s -o /dev/null -m 300 "http://127.0.0.1:$api_port/openapi.json"
 curl -s -o /dev/null -m 300 "http://127.0.0.1:$api_port/api/chat/models"
 CHAT_API_URL="http://127.0.0.1:$api_port" CHAT_API_LOG=.local/test-watch.log \

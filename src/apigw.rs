@@ -13,8 +13,8 @@ pub struct Event {
     path: String,
     route: &'static str,
     path_parameter: Option<(&'static str, String)>,
-    /// `{message_id}`, on the routes of one message of a conversation.
-    message_parameter: Option<String>,
+    /// A second path parameter (`message_id`, `share_id`) beside `id`.
+    second_parameter: Option<(&'static str, String)>,
     query: Vec<(String, String)>,
     body: Option<String>,
     /// The body is base64 (`isBase64Encoded`), as API Gateway sends bytes.
@@ -31,7 +31,7 @@ impl Event {
             path,
             route,
             path_parameter: None,
-            message_parameter: None,
+            second_parameter: None,
             query: vec![],
             body: None,
             base64: false,
@@ -131,6 +131,37 @@ impl Event {
         e
     }
 
+    /// `POST` (make) or `GET` (list) `/api/chat/conversations/{id}/shares`.
+    pub fn shares(method: &'static str, id: &str, token: Option<String>) -> Self {
+        let route = match method {
+            "POST" => "POST /api/chat/conversations/{id}/shares",
+            _ => "GET /api/chat/conversations/{id}/shares",
+        };
+        let path = format!("/api/chat/conversations/{id}/shares");
+        let mut e = Self::new(method, route, path, token);
+        e.path_parameter = Some(("id", id.to_owned()));
+        e
+    }
+
+    /// `DELETE /api/chat/conversations/{id}/shares/{share_id}`.
+    pub fn revoke_share(id: &str, share: &str, token: Option<String>) -> Self {
+        let route = "DELETE /api/chat/conversations/{id}/shares/{share_id}";
+        let path = format!("/api/chat/conversations/{id}/shares/{share}");
+        let mut e = Self::new("DELETE", route, path, token);
+        e.path_parameter = Some(("id", id.to_owned()));
+        e.second_parameter = Some(("share_id", share.to_owned()));
+        e
+    }
+
+    /// `GET /api/chat/shares/{share_id}` (public: no token).
+    pub fn read_share(share: &str) -> Self {
+        let route = "GET /api/chat/shares/{share_id}";
+        let path = format!("/api/chat/shares/{share}");
+        let mut e = Self::new("GET", route, path, None);
+        e.path_parameter = Some(("share_id", share.to_owned()));
+        e
+    }
+
     /// `PUT` (with `body`) or `DELETE` (without)
     /// `/api/chat/conversations/{id}/messages/{message_id}/feedback`.
     pub fn feedback(id: &str, message: &str, body: Option<&str>, token: Option<String>) -> Self {
@@ -147,7 +178,7 @@ impl Event {
         let path = format!("/api/chat/conversations/{id}/messages/{message}/feedback");
         let mut e = Self::new(method, route, path, token);
         e.path_parameter = Some(("id", id.to_owned()));
-        e.message_parameter = Some(message.to_owned());
+        e.second_parameter = Some(("message_id", message.to_owned()));
         match body {
             Some(b) => e.body(b),
             None => e,
@@ -248,8 +279,8 @@ impl Event {
         }
         if let Some((name, value)) = &self.path_parameter {
             event["pathParameters"] = json!({ *name: value });
-            if let Some(message) = &self.message_parameter {
-                event["pathParameters"]["message_id"] = json!(message);
+            if let Some((name, value)) = &self.second_parameter {
+                event["pathParameters"][*name] = json!(value);
             }
         }
         if let Some(b) = &self.body {

@@ -30,6 +30,8 @@ pub enum Callers {
     RunPod,
     /// The table's own upkeep (the purge): no secret at all.
     Maintenance,
+    /// Anyone (the public read of a share link): no token, no secret.
+    Public,
 }
 
 /// The AWS configuration the functions use. The endpoint, region and

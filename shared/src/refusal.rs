@@ -33,6 +33,12 @@ pub enum Refusal {
     /// Feedback on a user message, or on a reply still being written.
     #[error("the message takes no feedback")]
     NotRateable,
+    /// A share link that is not there (or not the user's, or revoked).
+    #[error("share link not found")]
+    ShareNotFound,
+    /// The active path is too long for one shared copy.
+    #[error("the conversation is too long to share")]
+    TooLongToShare,
     /// A message of the conversation that is not there (or not the user's).
     #[error("message not found")]
     MessageNotFound,

@@ -32,6 +32,8 @@ fn expected_status(file: &str) -> u16 {
         "usage.json" | "models.json" => 200,
         "delete.json" => 204,
         "feedback.json" | "export.json" => 200,
+        "share.json" => 201,
+        "read-share-unknown.json" => 404,
         "runpod-webhook.json" => 200,
         "runpod-webhook-bad-token.json" => 401,
         "send-bad-body.json" => 400,
@@ -265,6 +267,10 @@ async fn every_sample_event_gets_its_documented_status() {
                 );
                 continue;
             }
+            "POST /api/chat/conversations/{id}/shares" => {
+                http::conversation_shares(&app, req).await
+            }
+            "GET /api/chat/shares/{share_id}" => http::read_share(&app, req).await,
             "PUT /api/chat/conversations/{id}/messages/{message_id}/feedback" => {
                 http::message_feedback(&app, req).await
             }

@@ -4,12 +4,13 @@
 //! paging at scale, the model catalogue and settings, the local RunPod endpoint, and (ignored unless
 //! `scripts/test.sh` starts the whole stack) the end-to-end run over HTTP.
 
+mod after_reply;
 mod attach;
 mod branches;
 mod common;
 mod e2e;
 mod events;
-mod feedback;
+
 mod first_bytes;
 mod handlers;
 mod models;

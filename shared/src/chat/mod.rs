@@ -16,6 +16,7 @@ mod feedback;
 pub mod model;
 mod pending;
 mod send;
+mod shares;
 mod stop;
 mod streaming;
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod conversation;
 mod ids;
 mod message;
 mod settings;
+mod share;
 mod text;
 mod time;
 mod usage;
@@ -27,6 +28,7 @@ pub use settings::{
     Change, ModelId, Settings, SettingsError, SettingsPatch, INSTRUCTIONS_MAX_CHARS,
     SETTINGS_FIELDS,
 };
+pub use share::{Share, ShareId, SharedConversation, SharedMessage};
 pub use text::{preview, MessageContent, Title, PREVIEW_MAX_CHARS};
 pub use time::{format_timestamp, parse_timestamp};
 pub use usage::{

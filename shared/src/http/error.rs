@@ -292,6 +292,16 @@ fn refused(refusal: Refusal) -> (StatusCode, &'static str, &'static str) {
             "invalid_target",
             "feedback is given on a reply, once it is no longer being written",
         ),
+        Refusal::ShareNotFound => (
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such share link",
+        ),
+        Refusal::TooLongToShare => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too_long_to_share",
+            "the conversation is too long for one share link (about 350 KB of text)",
+        ),
         Refusal::MessageNotFound => (
             StatusCode::NOT_FOUND,
             "not_found",

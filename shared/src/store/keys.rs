@@ -10,6 +10,8 @@
 //! request key   USER#<user>#IDEM           KEY#<Idempotency-Key>  -     -   (TTL: expires_at)
 //! progress      USER#<user>#CONV#<conv>    LIVE#<msg>     -             -   (TTL: expires_at; a reply being written)
 //! rated reply   (a message, as above)                     RATING#<yyyy-mm-dd>  <rated_at>#<msg>
+//! share link    USER#<user>#CONV#<conv>    LINK#<share>   -             -   (the conversation's record of a link)
+//! shared copy   SHARE#<share>              SHARE          -             -   (what the public link shows)
 //! ```
 //!
 //! The owner is part of every partition key, so a read or write keyed for
@@ -78,6 +80,25 @@ pub const OFF_PATH_SK_PREFIX: &str = "ALT#";
 pub fn off_path_sk(message: MessageId) -> String {
     format!("{OFF_PATH_SK_PREFIX}{message}")
 }
+
+/// The sort key of a conversation's record of a share link: it sorts
+/// before the active path (`MSG#`), so the one Query that reads the
+/// conversation with its newest page never meets it.
+pub fn share_sk(share: &str) -> String {
+    format!("{SHARE_SK_PREFIX}{share}")
+}
+
+/// What every share link record's sort key starts with.
+pub const SHARE_SK_PREFIX: &str = "LINK#";
+
+/// The partition of a shared copy: the link's id alone, so the public read
+/// needs no user (the copy names its owner and conversation).
+pub fn shared_copy_pk(share: &str) -> String {
+    format!("SHARE#{share}")
+}
+
+/// The sort key of a shared copy.
+pub const SHARED_COPY_SK: &str = "SHARE";
 
 /// The sort key of a reply's progress while it is written (TTL:
 /// `expires_at`). `LIVE#` sorts between `ALT#` and `MSG#`: no page of the

@@ -15,13 +15,15 @@ pub use cursor::{CursorCodec, CursorError};
 /// Every store trait, for code that calls them on a concrete store (the
 /// seeding, the benchmark, tests): `use chat_shared::store::prelude::*`.
 pub mod prelude {
-    pub use super::{Conversations, Idempotency, Live, Pages, Quotas, Ratings, Replies, Store};
+    pub use super::{
+        Conversations, Idempotency, Live, Pages, Quotas, Ratings, Replies, Shares, Store,
+    };
 }
 pub use dynamo::DynamoStore;
 
 use crate::domain::{
     Claim, Conversation, ConversationId, Feedback, Message, MessageId, ReplyOutcome, Reservation,
-    SettingsPatch, Title, UserId,
+    SettingsPatch, Share, ShareId, SharedConversation, Title, UserId,
 };
 use crate::refusal::Refusal;
 
@@ -183,9 +185,15 @@ pub enum FinishResult {
 
 /// Everything the use cases need of storage, by capability. Every method
 /// is scoped to one user: no method can reach another user's items.
-pub trait Store: Conversations + Pages + Replies + Idempotency + Quotas + Live + Ratings {}
+pub trait Store:
+    Conversations + Pages + Replies + Idempotency + Quotas + Live + Ratings + Shares
+{
+}
 
-impl<T: Conversations + Pages + Replies + Idempotency + Quotas + Live + Ratings> Store for T {}
+impl<T> Store for T where
+    T: Conversations + Pages + Replies + Idempotency + Quotas + Live + Ratings + Shares
+{
+}
 
 /// What a `PATCH` of a conversation changes.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -501,6 +509,44 @@ pub trait Ratings: Sync {
         message: MessageId,
         feedback: Option<&Feedback>,
     ) -> impl Future<Output = Result<Message, StoreError>> + Send;
+}
+
+/// Read-only share links: a copy of a conversation's active path, kept
+/// under the link's id; the conversation lists its links.
+pub trait Shares: Sync {
+    /// Stores `copy` under `share` for the user's conversation, with the
+    /// conversation's record of it. `NotFound` when the conversation is
+    /// not the user's; `TooLongToShare` when the copy does not fit one item.
+    fn create_share(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        share: &Share,
+        copy: &SharedConversation,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The conversation's links, oldest first; `NotFound` when the
+    /// conversation is not the user's.
+    fn shares(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+    ) -> impl Future<Output = Result<Vec<Share>, StoreError>> + Send;
+
+    /// Removes a link and its copy; `ShareNotFound` when the conversation
+    /// has no such link.
+    fn revoke_share(
+        &self,
+        user: &UserId,
+        conversation: ConversationId,
+        share: &ShareId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// What a link shows, if it exists and its conversation does.
+    fn shared(
+        &self,
+        share: &ShareId,
+    ) -> impl Future<Output = Result<Option<SharedConversation>, StoreError>> + Send;
 }
 
 /// Replies being written: their progress and who relays them from the

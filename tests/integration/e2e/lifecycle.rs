@@ -104,6 +104,26 @@ async fn rename_usage_idempotent_retries_delete_and_the_purge() {
     let (status, file) = get(&http, Some(&token), &format!("{path}/export")).await;
     assert_eq!(status, 200, "{file}");
     assert_eq!(file["messages"][1]["id"], reply.as_str(), "{file}");
+    // A share link (conversation-shares: Query, ConditionCheckItem,
+    // PutItem; GetItem for the list; DeleteItem to revoke) read without a
+    // token (read-share: GetItem).
+    let shares = format!("{}{path}/shares", base());
+    let (status, _, link) = call(http.post(&shares).bearer_auth(&token)).await;
+    assert_eq!(status, 201, "{link}");
+    let (status, listed) = get(&http, Some(&token), &format!("{path}/shares")).await;
+    assert_eq!(
+        (status, &listed["shares"][0]),
+        (StatusCode::OK, &link),
+        "{listed}"
+    );
+    let (status, copy) = get(&http, None, link["url"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{copy}");
+    assert_eq!(copy["messages"][1]["role"], "assistant", "{copy}");
+    let share = link["share_id"].as_str().unwrap();
+    let revoke = http.delete(format!("{shares}/{share}")).bearer_auth(&token);
+    assert_eq!(call(revoke).await.0, 204);
+    let (status, _) = get(&http, None, link["url"].as_str().unwrap()).await;
+    assert_eq!(status, 404);
 
     let (status, usage) = get(&http, Some(&token), "/api/chat/usage").await;
     assert_eq!(status, 200, "{usage}");

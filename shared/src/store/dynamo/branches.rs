@@ -221,8 +221,10 @@ impl DynamoStore {
                     found = Some(ConversationItem::read(item)?);
                     continue;
                 }
-                if keyed_under(&item, keys::LIVE_SK_PREFIX) {
-                    continue; // A reply's progress, not a message.
+                if keyed_under(&item, keys::LIVE_SK_PREFIX)
+                    || keyed_under(&item, keys::SHARE_SK_PREFIX)
+                {
+                    continue; // A reply's progress, or a share link: not a message.
                 }
                 let on_path = keyed_under(&item, keys::MESSAGE_SK_PREFIX);
                 let m = MessageItem::read(item)?;

@@ -16,6 +16,7 @@ use super::{
     messages::{
         claimed_by, conversation_in, moved_to, with_settings, Actions, Guard, CLAIMED, MOVED, OWNED,
     },
+    shares::copy_of_record,
     transact::{
         failed_conditions, live_refused, not_found_or_backend, quota_refused, transaction_failed,
     },
@@ -269,8 +270,9 @@ impl Conversations for DynamoStore {
                 .client
                 .query()
                 .table_name(&self.table)
-                // Every message, on the active path or off it: all sort
-                // before the conversation item (gone already).
+                // Every message, on the active path or off it, and every
+                // share link: all sort before the conversation item (gone
+                // already).
                 .key_condition_expression("#pk = :pk AND #sk < :conversation")
                 .expression_attribute_names("#pk", keys::PK)
                 .expression_attribute_names("#sk", keys::SK)
@@ -283,10 +285,14 @@ impl Conversations for DynamoStore {
                 .send()
                 .await
                 .map_err(backend("Query message keys"))?;
-            let keys = out.items.unwrap_or_default();
+            let mut keys = out.items.unwrap_or_default();
             if keys.is_empty() {
                 return Ok(true);
             }
+            // A share link's copy lives in a partition of its own: it goes
+            // with the conversation's record of it.
+            let copies: Vec<Item> = keys.iter().filter_map(copy_of_record).collect();
+            keys.extend(copies);
             for chunk in keys.chunks(BATCH_WRITE_MAX) {
                 if !self.delete_batch(chunk, until).await? {
                     return Ok(false);

@@ -10,6 +10,7 @@
 //!   the active path, and the whole-conversation read a switch needs;
 //! - `replies`: complete, pending, finished, released, kept-when-stopped;
 //! - `ratings`: feedback on replies;
+//! - `shares`: share links and their copies;
 //! - `usage`: the daily counters, reservations and live generations;
 //! - `keyed`: `Idempotency-Key` records;
 //! - `transact`: sending transactions and reading their cancellations.
@@ -23,6 +24,7 @@ mod messages;
 mod pages;
 mod ratings;
 mod replies;
+mod shares;
 mod transact;
 mod usage;
 

@@ -28,6 +28,7 @@ mod keyed;
 mod live;
 mod ratings;
 mod replies;
+mod shares;
 
 /// A conversation's partition: the conversation item (gone once deleted)
 /// and its messages in creation order.
@@ -40,6 +41,8 @@ struct Partition {
     off: Vec<Message>,
     /// Replies being written (its `LIVE#` items).
     live: HashMap<MessageId, super::Progress>,
+    /// Its share links (its `SHARE#` items).
+    shares: Vec<crate::domain::Share>,
 }
 
 /// The in-memory store.
@@ -52,6 +55,9 @@ pub struct MemoryStore {
     keyed: Mutex<HashMap<(UserId, String), Keyed>>,
     /// Writes of complete replies still to refuse for load (tests).
     refuse_replies: AtomicUsize,
+    /// Shared copies by link id, with their conversation (the `SHARE#<id>`
+    /// partitions).
+    copies: Mutex<HashMap<String, (UserId, ConversationId, crate::domain::SharedConversation)>>,
 }
 
 /// An idempotency record.
@@ -437,6 +443,10 @@ impl Conversations for MemoryStore {
             p.messages.clear();
             p.off.clear();
             p.live.clear();
+            let mut copies = self.copies.lock().unwrap();
+            for share in p.shares.drain(..) {
+                copies.remove(share.id.as_str());
+            }
         }
         Ok(true)
     }

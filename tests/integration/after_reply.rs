@@ -1,4 +1,4 @@
-//! Issue 29: feedback on replies through the handlers, against DynamoDB
+//! Issue 29: feedback, export and share links through the handlers, against DynamoDB
 //! Local and the local RunPod endpoint: given, replaced, shown, listed by
 //! day for operators, taken back; every refusal stores nothing.
 
@@ -347,4 +347,181 @@ async fn a_conversation_exports_as_json_with_every_branch_and_as_markdown() {
     assert_eq!(error_code(status, &body, 400), "invalid_format");
     let (status, body) = read(export(None, "mallory").await);
     assert_eq!(error_code(status, &body, 404), "not_found");
+}
+
+impl Rig {
+    async fn share(&self, id: &str, user: &str) -> (u16, Value) {
+        let event = Event::shares("POST", id, Some(token(user)));
+        read(http::conversation_shares(&self.app, event.request()).await)
+    }
+
+    async fn shares(&self, id: &str, user: &str) -> (u16, Value) {
+        let event = Event::shares("GET", id, Some(token(user)));
+        read(http::conversation_shares(&self.app, event.request()).await)
+    }
+
+    async fn revoke(&self, id: &str, share: &str, user: &str) -> (u16, Value) {
+        let event = Event::revoke_share(id, share, Some(token(user)));
+        read(http::conversation_shares(&self.app, event.request()).await)
+    }
+
+    /// The public read, without a token: status, headers, body.
+    async fn read_share(&self, share: &str) -> (u16, lambda_http::http::HeaderMap, Value) {
+        let resp = http::read_share(&self.app, Event::read_share(share).request()).await;
+        let headers = resp.headers().clone();
+        let (status, body) = read(resp);
+        (status, headers, body)
+    }
+}
+
+/// Share links (issue 29): a snapshot of the active path, readable without
+/// a token, never showing later messages or anything of the user's beyond
+/// the text; listed, revoked, and gone with the conversation.
+#[tokio::test]
+async fn a_share_link_shows_a_snapshot_until_revoked_or_deleted() {
+    let rig = Rig::new(false).await;
+    let (id, _, reply) = rig.answered("alice").await;
+    assert_eq!(
+        rig.rate(
+            &id,
+            &reply,
+            r#"{"rating": "up", "comment": "secret note"}"#,
+            "alice"
+        )
+        .await
+        .0,
+        200
+    );
+
+    let (status, link) = rig.share(&id, "alice").await;
+    assert_eq!(status, 201, "{link}");
+    let share = link["share_id"].as_str().unwrap().to_owned();
+    assert_eq!(share.len(), 22);
+    assert_eq!(link["url"], format!("/api/chat/shares/{share}"));
+
+    // A later message is not in the copy.
+    let (status, _) = rig
+        .send(
+            json!({"conversation_id": id, "message": "And for minors?"}),
+            "alice",
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let (status, headers, copy) = rig.read_share(&share).await;
+    assert_eq!(status, 200, "{copy}");
+    assert_eq!(headers["x-robots-tag"], "noindex");
+    assert_eq!(headers["cache-control"], "private, max-age=60");
+    assert_eq!(copy["title"], "How do I organize patient files?");
+    assert_eq!(copy["created_at"], link["created_at"]);
+    let messages = copy["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2, "the path when the link was made: {copy}");
+    assert_eq!(messages[0]["role"], "user");
+    assert_eq!(messages[0]["content"], "How do I organize patient files?");
+    assert_eq!(messages[1]["role"], "assistant");
+    // Nothing but who, what and when: no ids, no user, no feedback.
+    for m in messages {
+        let mut keys: Vec<&String> = m.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["content", "role", "timestamp"]);
+    }
+    let text = copy.to_string();
+    for private in [
+        "alice",
+        id.as_str(),
+        reply.as_str(),
+        "secret note",
+        "feedback",
+    ] {
+        assert!(!text.contains(private), "{private} leaked: {text}");
+    }
+
+    // A second link; both listed, oldest first; another user sees none.
+    let (_, second) = rig.share(&id, "alice").await;
+    let (status, listed) = rig.shares(&id, "alice").await;
+    assert_eq!(status, 200, "{listed}");
+    let ids: Vec<&str> = listed["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["share_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [share.as_str(), second["share_id"].as_str().unwrap()]);
+    for (status, body) in [
+        rig.shares(&id, "mallory").await,
+        rig.share(&id, "mallory").await,
+        rig.revoke(&id, &share, "mallory").await,
+    ] {
+        assert_eq!(error_code(status, &body, 404), "not_found");
+    }
+    assert_eq!(
+        rig.read_share(&share).await.0,
+        200,
+        "mallory's revoke did nothing"
+    );
+
+    // Revoked: the same 404 as a link that never existed, or not an id at all.
+    assert_eq!(rig.revoke(&id, &share, "alice").await.0, 204);
+    let (status, _, body) = rig.read_share(&share).await;
+    assert_eq!(error_code(status, &body, 404), "not_found");
+    let never = "AAAAAAAAAAAAAAAAAAAAAA";
+    for unknown in [never, "not-an-id"] {
+        let (status, _, other) = rig.read_share(unknown).await;
+        assert_eq!((status, &other), (404, &body), "{unknown}");
+    }
+    let (status, body) = rig.revoke(&id, &share, "alice").await;
+    assert_eq!(error_code(status, &body, 404), "not_found");
+
+    // Deleting the conversation revokes the rest at once, and its purge
+    // removes their copies.
+    let second = second["share_id"].as_str().unwrap();
+    assert_eq!(rig.read_share(second).await.0, 200);
+    let event = Event::delete(&id, Some(token("alice")));
+    assert_eq!(
+        read(http::delete_conversation(&rig.app, event.request()).await).0,
+        204
+    );
+    assert_eq!(rig.read_share(second).await.0, 404);
+    let copy = rig
+        .client
+        .get_item()
+        .table_name(&rig.table)
+        .key(
+            "PK",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("SHARE#{second}")),
+        )
+        .key(
+            "SK",
+            aws_sdk_dynamodb::types::AttributeValue::S("SHARE".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(copy.item.is_none(), "the copy outlived its conversation");
+}
+
+/// A conversation with a link still reads, pages, exports and switches
+/// branches: the link's record sits in its partition, never as a message.
+#[tokio::test]
+async fn a_shared_conversation_reads_exports_and_branches_as_before() {
+    let rig = Rig::new(false).await;
+    let (id, _, first) = rig.answered("alice").await;
+    assert_eq!(rig.share(&id, "alice").await.0, 201);
+    let (status, regenerated) = rig
+        .send(json!({"conversation_id": id, "regenerate": first}), "alice")
+        .await;
+    assert_eq!(status, 200, "{regenerated}");
+    let switch = json!({"active_message_id": first}).to_string();
+    let event = Event::rename(&id, &switch, Some(token("alice")));
+    assert_eq!(
+        read(http::rename_conversation(&rig.app, event.request()).await).0,
+        200
+    );
+    let (status, read_back) = rig.get(&id, "alice").await;
+    assert_eq!(status, 200, "{read_back}");
+    assert_eq!(read_back["messages"].as_array().unwrap().len(), 2);
+    let event = Event::export(&id, Some(token("alice")));
+    let (status, file) = read(http::export_conversation(&rig.app, event.request()).await);
+    assert_eq!(status, 200, "{file}");
+    assert_eq!(file["messages"].as_array().unwrap().len(), 3);
 }
