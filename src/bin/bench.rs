@@ -110,6 +110,7 @@ async fn functions(app: &App) -> Vec<Function> {
     let send_conv = seed_messages(app, "bench-send", 10).await;
     seed_conversations(app, "bench-list-10", 10).await;
     let get_conv = seed_messages(app, "bench-get-10", 10).await;
+    let after_reply = after_reply_rows(app).await;
     let mut rows = send_rows(send_conv);
     rows.extend([
         row(
@@ -124,6 +125,9 @@ async fn functions(app: &App) -> Vec<Function> {
             get_event(get_conv, "bench-get-10"),
             200,
         ),
+    ]);
+    rows.extend(after_reply);
+    rows.extend([
         // The catalogue from the configuration: no DynamoDB, no RunPod.
         row(
             "list-models",
@@ -151,6 +155,50 @@ fn row(name: &'static str, bin: &'static str, event: String, status: u16) -> Fun
         event,
         status,
     }
+}
+
+/// Issue 29's rows, over a seeded conversation of 10 messages: a reply's
+/// rating (each invocation replaces it), the conversation's export, and
+/// the public read of a link to it.
+async fn after_reply_rows(app: &App) -> Vec<Function> {
+    use chat_shared::store::{prelude::*, PageRequest};
+    let user = "bench-after-reply";
+    let id = seed_messages(app, user, 10).await;
+    let owner = chat_shared::domain::UserId::parse(user).unwrap();
+    let newest = PageRequest {
+        limit: 1,
+        cursor: None,
+    };
+    let (_, page) = app
+        .chat
+        .store()
+        .conversation_page(&owner, id, &newest)
+        .await
+        .unwrap();
+    let reply = page.items[0].id.to_string();
+    let share = app.chat.share(&owner, id).await.unwrap();
+    let id = id.to_string();
+    let rate = Event::feedback(&id, &reply, Some(r#"{"rating": "up"}"#), Some(token(user)));
+    vec![
+        row(
+            "message-feedback (PUT)",
+            "message-feedback",
+            rate.to_json().to_string(),
+            200,
+        ),
+        row(
+            "export-conversation (json, 10 messages)",
+            "export-conversation",
+            Event::export(&id, Some(token(user))).to_json().to_string(),
+            200,
+        ),
+        row(
+            "read-share (public, 10 messages)",
+            "read-share",
+            Event::read_share(share.id.as_str()).to_json().to_string(),
+            200,
+        ),
+    ]
 }
 
 /// The rows that start a reply: to a seeded conversation, a new one, a
