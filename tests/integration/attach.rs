@@ -307,6 +307,20 @@ async fn another_users_attach_is_404_and_a_conversation_without_a_reply_409() {
     let event = Event::attach(&id, Some(token("alice"))).header("last-event-id", "x");
     let resp = http::attach_stream(s.app.clone(), event.request()).await;
     assert_eq!(resp.status(), 400);
+    // Past the contract's bound (nine digits), in either place, whatever
+    // the other says (Schemathesis: `?after=1000000000` with a good header).
+    let too_far = "1000000000";
+    for event in [
+        Event::attach(&id, Some(token("alice"))).query("after", too_far),
+        Event::attach(&id, Some(token("alice")))
+            .header("last-event-id", "0")
+            .query("after", too_far),
+        Event::attach(&id, Some(token("alice"))).header("last-event-id", too_far),
+        Event::attach(&id, Some(token("alice"))).query("after", "-1"),
+    ] {
+        let resp = http::attach_stream(s.app.clone(), event.request()).await;
+        assert_eq!(resp.status(), 400);
+    }
 
     // A conversation whose last message has no reply: stored directly.
     let alice = UserId::parse("alice").unwrap();

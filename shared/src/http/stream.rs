@@ -113,11 +113,14 @@ where
 /// browser's `EventSource` sends when it reconnects) or `?after=`; either,
 /// when present, must be a whole number.
 fn last_event_id(req: &Request) -> Result<Option<usize>, ApiError> {
+    // As the contract bounds both: one to nine digits (0 to 999 999 999).
     let number = |raw: &str| {
-        raw.trim().parse::<u32>().map(|n| n as usize).map_err(|_| {
+        let raw = raw.trim();
+        let digits = (1..=9).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_digit());
+        digits.then(|| raw.parse::<usize>().ok()).flatten().ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_last_event_id",
-                "Last-Event-ID (or after) must be an event id this stream sent: a whole number",
+                "Last-Event-ID (or after) must be an event id this stream sent: a whole number below 10^9",
             )
         })
     };
