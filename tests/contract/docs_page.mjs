@@ -62,9 +62,18 @@ try {
   // renders sections far down the page only when they come near, so an
   // operation not rendered yet is navigated to first.
   const rendered = (path) => page.evaluate((p) => document.body.innerText.includes(p), path);
+  // An operation's menu entry, its tag's group opened first when it is
+  // closed: Redoc closes a group when the page moves to another's section.
+  const entryOf = async (op) => {
+    const entry = items.filter({ hasText: op.summary }).last();
+    if (!(await entry.isVisible())) {
+      await items.filter({ hasText: new RegExp(`^${op.tags[0]}$`) }).first().click();
+    }
+    return entry;
+  };
   for (const op of operations) {
     if (await rendered(op.path)) continue;
-    await items.filter({ hasText: op.summary }).last().click();
+    await (await entryOf(op)).click();
     const shown = await page
       .waitForFunction((p) => document.body.innerText.includes(p), op.path, { timeout: 10000 })
       .then(() => true, () => false);
@@ -72,7 +81,7 @@ try {
   }
   // An operation's entry navigates to its section.
   const last = operations.filter((o) => o.tags.includes(spec.tags.at(-1).name)).at(-1);
-  await items.filter({ hasText: last.summary }).last().click();
+  await (await entryOf(last)).click();
   await page.waitForURL(/#\/.+/, { timeout: 10000 });
   if (errors.length) failures.push(`script errors: ${errors.join("; ")}`);
   if (foreign.length) failures.push(`loaded from beyond ${origin}: ${foreign.join(", ")}`);
