@@ -65,29 +65,6 @@ pub(super) fn copy_of_record(record: &Item) -> Option<Item> {
     Some(copy_key(&id))
 }
 
-impl DynamoStore {
-    /// Whether the user's conversation item is there (one consistent
-    /// GetItem of its key alone).
-    async fn conversation_exists(
-        &self,
-        user: &UserId,
-        conversation: ConversationId,
-    ) -> Result<bool, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(conversation_key(user, conversation)))
-            .projection_expression("#pk")
-            .expression_attribute_names("#pk", keys::PK)
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(backend("GetItem conversation"))?;
-        Ok(out.item.is_some())
-    }
-}
-
 impl Shares for DynamoStore {
     async fn create_share(
         &self,
@@ -190,9 +167,7 @@ impl Shares for DynamoStore {
                 break;
             }
         }
-        if !self.conversation_exists(user, conversation).await? {
-            return Err(Refusal::NotFound.into());
-        }
+        self.get_conversation(user, conversation).await?;
         shares.sort_by_key(|s| s.created_at);
         Ok(shares)
     }
@@ -248,9 +223,10 @@ impl Shares for DynamoStore {
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let conversation = ConversationId::parse(&text(&item, field::CONVERSATION_ID)?)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        if !self.conversation_exists(&user, conversation).await? {
-            return Ok(None);
-        }
+        match self.get_conversation(&user, conversation).await {
+            Err(StoreError::Refused(Refusal::NotFound)) => return Ok(None),
+            other => other?,
+        };
         let messages = serde_json::from_str(&text(&item, field::MESSAGES)?)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(Some(SharedConversation {
