@@ -10,7 +10,7 @@ ensure_dynamodb_local
 trap stop_started EXIT
 echo "building release binaries (fat LTO: several minutes from cold)..." >&2
 cargo build --release -p send-message -p list-conversations -p get-conversation -p stream-message -p list-models \
-  -p attach-stream -p message-feedback -p export-conversation -p read-share
+  -p attach-stream -p message-feedback -p export-conversation -p read-share -p export-all
 cargo build --release --bin bench-calls
 cargo build --bin bench
 

@@ -66,6 +66,7 @@ curl -s -o /dev/null -m 300 -X DELETE "http://127.0.0.1:$api_port/api/chat/conve
 curl -s -o /dev/null -m 300 -X PUT "http://127.0.0.1:$api_port/api/chat/conversations/00000000-0000-0000-0000-000000000000/messages/00000000-0000-0000-0000-000000000000/feedback"
 curl -s -o /dev/null -m 300 "http://127.0.0.1:$api_port/api/chat/conversations/00000000-0000-0000-0000-000000000000/export"
 curl -s -o /dev/null -m 300 "http://127.0.0.1:$api_port/api/chat/conversations/00000000-0000-0000-0000-000000000000/shares"
+curl -s -o /dev/null -m 300 "http://127.0.0.1:$api_port/api/chat/export"
 curl -s -o /dev/null -m 300 "http://127.0.0.1:$api_port/api/chat/shares/AAAAAAAAAAAAAAAAAAAAAA"
 curl -s -o /dev/null -m 300 "http://127.0.0.1:$api_port/openapi.json"
 curl -s -o /dev/null -m 300 "http://127.0.0.1:$api_port/api/chat/models"

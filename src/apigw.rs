@@ -131,6 +131,16 @@ impl Event {
         e
     }
 
+    /// `GET /api/chat/export` (add `?cursor=` with [`Event::query`]).
+    pub fn export_all(token: Option<String>) -> Self {
+        Self::new(
+            "GET",
+            "GET /api/chat/export",
+            "/api/chat/export".into(),
+            token,
+        )
+    }
+
     /// `POST` (make) or `GET` (list) `/api/chat/conversations/{id}/shares`.
     pub fn shares(method: &'static str, id: &str, token: Option<String>) -> Self {
         let route = match method {

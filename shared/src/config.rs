@@ -78,6 +78,10 @@ pub struct Config {
     pub dynamodb_timeout: Duration,
     /// Most pending replies one read checks at RunPod.
     pub pending_checks_per_read: usize,
+    /// Bytes an export of every conversation sends before it ends with a
+    /// cursor to go on from (`EXPORT_MAX_BYTES`): Lambda cuts a streamed
+    /// response at 200 MB ("Response streaming for Lambda functions").
+    pub export_max_bytes: usize,
     /// The models conversations choose from (`RUNPOD_MODELS`), and the
     /// default instructions (`SYSTEM_PROMPT`).
     pub models: crate::catalogue::Catalogue,
@@ -190,6 +194,7 @@ impl Config {
                 .map(|u| u.trim_end_matches('/').to_owned()),
             pending_max_age: Duration::from_secs(vars.number("PENDING_MAX_AGE_SECS", 3600)?),
             pending_checks_per_read: vars.number("PENDING_CHECKS_PER_READ", 5)?,
+            export_max_bytes: vars.number("EXPORT_MAX_BYTES", 150_000_000)?,
             dynamodb_attempt_timeout: Duration::from_millis(
                 vars.number("DYNAMODB_ATTEMPT_TIMEOUT_MS", 1_000)?,
             ),

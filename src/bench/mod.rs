@@ -373,6 +373,60 @@ impl Bench {
         })
     }
 
+    /// A long streamed invocation (the export of every conversation):
+    /// one cold process given `timeout` per invocation (the function's
+    /// `Timeout`), one invocation to warm it, then `runs` more, each
+    /// timed to its last byte; the body's size, lines and end, the CPU
+    /// and DynamoDB calls per invocation, and the process's peak RSS.
+    pub async fn long_stream(&self, bin: &str, event: &str, timeout: Duration, runs: u32) -> Value {
+        let mut run = self.start(bin).await;
+        run.rt.set_invocation_time(timeout);
+        let (first, body) = {
+            let t = Instant::now();
+            let (status, body) = run.rt.invoke(event).await;
+            assert_eq!(
+                status,
+                200,
+                "{}",
+                String::from_utf8_lossy(&body[..body.len().min(500)])
+            );
+            (t.elapsed(), body)
+        };
+        let pid = run.pid();
+        let (sched0, ddb_before) = (scheduled_time(pid), self.proxy.snapshot());
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            times.push(run.invoke(event, 200).await);
+        }
+        let cpu = (scheduled_time(pid) - sched0) / runs;
+        let calls = self.proxy.since(&ddb_before);
+        let calls: serde_json::Map<String, Value> = calls
+            .into_iter()
+            .map(|(k, v)| (k, json!(v as f64 / runs as f64)))
+            .collect();
+        let rss = peak_rss_kb(pid);
+        run.child.kill().await.ok();
+        times.sort();
+        let text = String::from_utf8_lossy(&body);
+        let end: Value = text
+            .lines()
+            .last()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or(Value::Null);
+        json!({
+            "first_invocation_ms": ms(first),
+            "ms_p50": ms(percentile(&times, 0.5)),
+            "ms_max": ms(*times.last().unwrap()),
+            "runs": runs,
+            "body_mb": megabytes(body.len() as u64),
+            "lines": text.lines().count(),
+            "end": end,
+            "cpu_ms_per_invocation": ms(cpu),
+            "dynamodb_calls_per_invocation": calls,
+            "peak_rss_mb": (rss as f64 / 1024.0 * 10.0).round() / 10.0,
+        })
+    }
+
     /// One point of a sweep: `event` to `bin` 300 times, warm.
     pub async fn sweep_point(&self, bin: &str, event: &str) -> Value {
         const RUNS: u32 = 300;

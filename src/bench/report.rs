@@ -14,7 +14,30 @@ pub fn print(r: &Value) {
     sweeps(r);
     calls(r);
     stream(r);
+    export_all(r);
     lags(r);
+}
+
+/// Issue 29: the export of every conversation, by the user's count of them.
+fn export_all(r: &Value) {
+    let Some(points) = r["export_all"].as_object() else {
+        return;
+    };
+    println!("| export-all (NDJSON, conversations of 50 messages) | warm time p50 / max (ms) | body (MB) | lines | CPU per invocation (ms) | DynamoDB calls per invocation | peak RSS (MB) |");
+    println!("|---|---|---|---|---|---|---|");
+    for (n, p) in points {
+        println!(
+            "| {n} conversations | {} / {} | {} | {} | {} | {} | {} |",
+            p["ms_p50"],
+            p["ms_max"],
+            p["body_mb"],
+            p["lines"],
+            p["cpu_ms_per_invocation"],
+            call_counts(&p["dynamodb_calls_per_invocation"]),
+            p["peak_rss_mb"]
+        );
+    }
+    println!();
 }
 
 /// Issue 28: from a job's end at RunPod to the reply at the client.

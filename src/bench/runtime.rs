@@ -18,7 +18,8 @@ use axum::{
 use serde_json::Value;
 use tokio::sync::{oneshot, Notify};
 
-/// The deadline every invocation gets, as a 28 s Lambda would.
+/// The deadline every invocation gets, as a 28 s Lambda would, unless
+/// [`Runtime::set_invocation_time`] says otherwise.
 const INVOCATION_TIME: Duration = Duration::from_secs(28);
 
 #[derive(Default)]
@@ -29,6 +30,8 @@ struct RuntimeState {
     first_next: Mutex<Option<Instant>>,
     /// The last streamed response's body pieces, as they arrived.
     arrivals: Mutex<Vec<(Instant, Bytes)>>,
+    /// The function's timeout, when not [`INVOCATION_TIME`].
+    invocation_time: Mutex<Option<Duration>>,
 }
 
 /// One function's Runtime API.
@@ -74,6 +77,12 @@ impl Runtime {
         self.0.arrivals.lock().unwrap().clone()
     }
 
+    /// Later invocations get `time` to their deadline (the function's
+    /// `Timeout` in template.yaml), not 28 s.
+    pub fn set_invocation_time(&self, time: Duration) {
+        *self.0.invocation_time.lock().unwrap() = Some(time);
+    }
+
     /// When the function first asked for an event: the end of its init.
     pub fn first_next(&self) -> Option<Instant> {
         *self.0.first_next.lock().unwrap()
@@ -95,15 +104,20 @@ async fn next(State(rt): State<Runtime>) -> Response {
     loop {
         let item = rt.0.queue.lock().unwrap().pop_front();
         if let Some((id, event)) = item {
-            return invocation(id, event);
+            let time =
+                rt.0.invocation_time
+                    .lock()
+                    .unwrap()
+                    .unwrap_or(INVOCATION_TIME);
+            return invocation(id, event, time);
         }
         rt.0.queued.notified().await;
     }
 }
 
 /// An event with the headers Lambda sends beside it.
-fn invocation(id: String, event: String) -> Response {
-    let deadline = (SystemTime::now() + INVOCATION_TIME)
+fn invocation(id: String, event: String, time: Duration) -> Response {
+    let deadline = (SystemTime::now() + time)
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis();

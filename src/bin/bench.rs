@@ -329,6 +329,32 @@ async fn stream_delays(bench: &Bench) -> Value {
     report
 }
 
+/// Issue 29: the export of every conversation (`export-all`), for users
+/// with 100 and 1 000 conversations of 50 messages: its time, size, calls
+/// and the function's peak memory, which must not grow with the count.
+async fn export_all(bench: &Bench, app: &App) -> Value {
+    use futures::StreamExt;
+    let mut points = serde_json::Map::new();
+    for n in [100usize, 1_000] {
+        let user = format!("bench-export-{n}");
+        eprintln!("export-all: seeding {n} conversations of 50 messages");
+        futures::stream::iter(0..n)
+            .map(|_| seed_messages(app, &user, 50))
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+        eprintln!("export-all: {n} conversations");
+        let event = Event::export_all(Some(token(&user))).to_json().to_string();
+        // The function's Timeout in template.yaml.
+        let timeout = Duration::from_secs(900);
+        let point = bench.long_stream("export-all", &event, timeout, 3).await;
+        assert_eq!(point["end"]["end"], "complete", "{point}");
+        assert_eq!(point["end"]["conversations"], n, "{point}");
+        points.insert(n.to_string(), point);
+    }
+    Value::Object(points)
+}
+
 /// Issue 28: the lag from a job's end at RunPod to the reply at the
 /// client, after jobs of 0.5, 2, 8 and 20 s, for the send and the streamed
 /// send (`BENCH_LAG_TURNS` turns per duration, 30 unless set).
@@ -422,6 +448,10 @@ async fn measure(bench: &Bench, app: &App, wanted: &dyn Fn(&str) -> bool, ddb: &
         true => stream_delays(bench).await,
         false => Value::Null,
     };
+    let export = match wanted("export-all") {
+        true => export_all(bench, app).await,
+        false => Value::Null,
+    };
     let lags = match std::env::var("BENCH_LAG_TURNS").as_deref() {
         Ok("0") => Value::Null,
         _ => reply_lags(bench, wanted).await,
@@ -440,6 +470,7 @@ async fn measure(bench: &Bench, app: &App, wanted: &dyn Fn(&str) -> bool, ddb: &
         "sweeps": sweeps,
         "calls": calls,
         "stream": stream,
+        "export_all": export,
         "lags": lags,
     })
 }

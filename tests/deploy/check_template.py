@@ -382,7 +382,11 @@ def check_iam(sam, cfn, calls, params, failures, report):
                         used.add((policy, a))
 
         # DynamoDB, from the calls the functions made.
-        wanted = sorted({(c["action"], c["index"]) for c in calls if c["function"] == binary})
+        # (action, index or None): one action may touch the table and an index.
+        wanted = sorted(
+            {(c["action"], c["index"]) for c in calls if c["function"] == binary},
+            key=lambda w: (w[0], w[1] or ""),
+        )
         for action, index in wanted:
             resource = table_arn + (f"/index/{index}" if index else "")
             need(action, resource, "a recorded call")

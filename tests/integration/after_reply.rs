@@ -350,6 +350,136 @@ async fn a_conversation_exports_as_json_with_every_branch_and_as_markdown() {
 }
 
 impl Rig {
+    /// `GET /api/chat/export` from `cursor`, under `EXPORT_MAX_BYTES`
+    /// `max_bytes`, with two minutes to go: (status, content type, every
+    /// line as JSON).
+    async fn export_all(
+        &self,
+        user: &str,
+        cursor: Option<&str>,
+        max_bytes: &str,
+    ) -> (u16, String, Vec<Value>) {
+        self.export_all_within(user, cursor, max_bytes, "120").await
+    }
+
+    /// [`Rig::export_all`] with `budget_secs` to its deadline.
+    async fn export_all_within(
+        &self,
+        user: &str,
+        cursor: Option<&str>,
+        max_bytes: &str,
+        budget_secs: &str,
+    ) -> (u16, String, Vec<Value>) {
+        use http_body_util::BodyExt;
+        let extra = [
+            ("EXPORT_MAX_BYTES", max_bytes),
+            ("REQUEST_BUDGET_SECS", budget_secs),
+        ];
+        let config = common::config_with(&self.table, &extra);
+        let app = std::sync::Arc::new(App::new(config, self.client.clone()));
+        let mut event = Event::export_all(Some(token(user)));
+        if let Some(c) = cursor {
+            event = event.query("cursor", c);
+        }
+        let resp = http::export_all(app, event.request()).await;
+        let status = resp.status().as_u16();
+        let kind = resp.headers()["content-type"].to_str().unwrap().to_owned();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        assert!(text.ends_with('\n') || status != 200, "{text}");
+        let lines = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (status, kind, lines)
+    }
+}
+
+#[tokio::test]
+async fn every_conversation_exports_as_ndjson_in_pages_and_only_the_callers() {
+    let rig = Rig::new(false).await;
+    let (rated, _, reply) = rig.answered("alice").await;
+    assert_eq!(
+        rig.rate(&rated, &reply, r#"{"rating": "up"}"#, "alice")
+            .await
+            .0,
+        200
+    );
+    // 30 conversations: more than a page of the export's list (25).
+    let seeded = chat_service_dev::seed::seed_conversations(&rig.app, "alice", 29).await;
+    let (theirs, _, _) = rig.answered("mallory").await;
+    let mut alices: Vec<String> = seeded.iter().map(|id| id.to_string()).collect();
+    alices.push(rated.clone());
+    alices.sort();
+
+    let (status, kind, lines) = rig.export_all("alice", None, "150000000").await;
+    assert_eq!(status, 200, "{lines:?}");
+    assert_eq!(kind, "application/x-ndjson");
+    let (end, conversations) = lines.split_last().unwrap();
+    assert_eq!(end, &json!({"end": "complete", "conversations": 30}));
+    // Most recently updated first: the rated one (updated now) leads.
+    assert_eq!(conversations[0]["id"], rated.as_str());
+    assert_eq!(conversations[0]["messages"][1]["feedback"]["rating"], "up");
+    assert_eq!(conversations[0]["settings"]["model"], "default");
+    let mut ids: Vec<String> = conversations
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, alices, "each of alice's once, none of mallory's");
+    assert!(!lines.iter().any(|l| l.to_string().contains(&theirs)));
+
+    // A budget of one byte: the first page, then a cursor to go on from.
+    let (status, _, first) = rig.export_all("alice", None, "1").await;
+    assert_eq!(status, 200);
+    let end = first.last().unwrap();
+    assert_eq!(
+        (&end["end"], &end["conversations"]),
+        (&json!("partial"), &json!(25))
+    );
+    let cursor = end["next_cursor"].as_str().unwrap().to_owned();
+    let (status, _, rest) = rig.export_all("alice", Some(&cursor), "1").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        rest.last().unwrap(),
+        &json!({"end": "complete", "conversations": 5})
+    );
+    let mut pieced: Vec<String> = first[..25]
+        .iter()
+        .chain(&rest[..5])
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
+    pieced.sort();
+    assert_eq!(pieced, alices, "the two pieces are the whole, once");
+    // Less than 30 s to its deadline (25 s): the same, for time.
+    let (_, _, first) = rig
+        .export_all_within("alice", None, "150000000", "25")
+        .await;
+    let end = first.last().unwrap();
+    assert_eq!(
+        (&end["end"], &end["conversations"]),
+        (&json!("partial"), &json!(25))
+    );
+
+    // Refused before the stream, as JSON: someone else's cursor, a
+    // forged one, no token.
+    let (status, kind, body) = rig.export_all("mallory", Some(&cursor), "1").await;
+    assert_eq!(kind, "application/json");
+    assert_eq!(error_code(status, &body[0], 400), "invalid_cursor");
+    let (status, _, body) = rig.export_all("alice", Some("forged"), "1").await;
+    assert_eq!(error_code(status, &body[0], 400), "invalid_cursor");
+    let config = common::config(&rig.table);
+    let app = std::sync::Arc::new(App::new(config, rig.client.clone()));
+    let resp = http::export_all(app, Event::export_all(None).request()).await;
+    assert_eq!(resp.status(), 401);
+
+    // Nobody's conversations: an empty export that says it is whole.
+    let (status, _, lines) = rig.export_all("nobody", None, "1").await;
+    assert_eq!(status, 200);
+    assert_eq!(lines, [json!({"end": "complete", "conversations": 0})]);
+}
+
+impl Rig {
     async fn share(&self, id: &str, user: &str) -> (u16, Value) {
         let event = Event::shares("POST", id, Some(token(user)));
         read(http::conversation_shares(&self.app, event.request()).await)

@@ -33,6 +33,7 @@ fn expected_status(file: &str) -> u16 {
         "delete.json" => 204,
         "feedback.json" | "export.json" => 200,
         "share.json" => 201,
+        "export-all.json" => 200,
         "read-share-unknown.json" => 404,
         "runpod-webhook.json" => 200,
         "runpod-webhook-bad-token.json" => 401,
@@ -55,6 +56,9 @@ fn route_of(event: &serde_json::Value) -> &str {
     let path = event["rawPath"].as_str().unwrap();
     if key == "$default" && path.starts_with("/api/chat/runpod/webhook/") {
         return "POST /api/chat/runpod/webhook/{token}";
+    }
+    if key == "$default" && path == "/api/chat/export" {
+        return "GET /api/chat/export";
     }
     key
 }
@@ -244,6 +248,19 @@ async fn every_sample_event_gets_its_documented_status() {
                 text.contains("event: message.completed\n"),
                 "{name}: {text}"
             );
+            continue;
+        }
+        if route_of(&route) == "GET /api/chat/export" {
+            let resp = http::export_all(app.clone(), req).await;
+            assert_eq!(resp.status(), expected_status(&name), "{name}");
+            let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+            let text = String::from_utf8(body.unwrap().to_bytes().to_vec()).unwrap();
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(lines[0]["id"], SAMPLE_CONVERSATION, "{name}: {text}");
+            assert_eq!(lines.last().unwrap()["end"], "complete", "{name}: {text}");
             continue;
         }
         let resp = match route_of(&route) {

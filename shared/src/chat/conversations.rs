@@ -1,5 +1,6 @@
 //! Listing, reading, renaming and deleting conversations.
 
+use futures::{Stream, StreamExt};
 use tokio::time::Instant;
 
 use super::{Chat, ChatError, ChatModel};
@@ -8,8 +9,13 @@ use crate::{
         Change, Conversation, ConversationId, ConversationState, Message, MessageStatus, Settings,
         UserId,
     },
+    refusal::Refusal,
     store::{ConversationChange, Page, PageRequest, Store, Tree},
 };
+
+/// Conversations an export of them all reads at once: one page of the
+/// list's reads overlap, and at most this many trees are held at a time.
+pub const EXPORT_READS_AT_ONCE: usize = 4;
 
 impl<S: Store, M> Chat<S, M> {
     /// The user's conversations, most recently updated first.
@@ -25,6 +31,29 @@ impl<S: Store, M> Chat<S, M> {
     /// its partition), to export.
     pub async fn export(&self, user: &UserId, id: ConversationId) -> Result<Tree, ChatError> {
         Ok(self.store.tree(user, id).await?)
+    }
+
+    /// A page of the user's list, each conversation read whole, in the
+    /// list's order: [`EXPORT_READS_AT_ONCE`] reads in flight, so an
+    /// export of thousands waits on one read's latency per that many. One
+    /// deleted since the list was read is left out.
+    pub fn export_each<'a>(
+        &'a self,
+        user: &'a UserId,
+        page: Vec<Conversation>,
+    ) -> impl Stream<Item = Result<Tree, ChatError>> + Send + 'a
+    where
+        M: Sync,
+    {
+        futures::stream::iter(page)
+            .map(move |c| self.export(user, c.id))
+            .buffered(EXPORT_READS_AT_ONCE)
+            .filter_map(|read| async move {
+                match read {
+                    Err(ChatError::Refused(Refusal::NotFound)) => None,
+                    other => Some(other),
+                }
+            })
     }
 
     /// Sets the title, changes the settings, or both; `updated_at` stays.

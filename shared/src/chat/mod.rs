@@ -6,7 +6,7 @@
 //! - `send`: one send, in the steps it has (start or continue, submit, wait, settle).
 //! - `pending`: replies that outlast the request: checks at the model, expiry, webhooks.
 //! - `streaming`: a send relayed piece by piece; `stop`: ending a reply early.
-//! - `conversations`: list, read, rename, delete.
+//! - `conversations`: list, read, rename, delete, export.
 //! - `usage`: the per-user daily quotas and what a user used today.
 
 mod attach;
@@ -26,6 +26,7 @@ mod usage;
 use std::time::Duration;
 
 pub use attach::AttachedReply;
+pub use conversations::EXPORT_READS_AT_ONCE;
 pub use model::{
     ChatModel, Completion, Generation, JobDelivery, JobRef, ModelError, Prompt, Sampling,
     StreamEnd, StreamStep, Waited,

@@ -2,23 +2,32 @@
 //! away, as JSON (every message of every branch) or Markdown (the active
 //! path, to read).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, convert::Infallible, sync::Arc};
 
+use bytes::Bytes;
+use futures::{
+    channel::mpsc::{channel, Receiver, Sender},
+    SinkExt, StreamExt,
+};
+use http_body::Frame;
+use http_body_util::StreamBody;
 use lambda_http::{
     http::{header, HeaderValue},
     Body, Request, RequestExt, Response,
 };
 use serde::Serialize;
+use tracing::Instrument;
 
 use super::{
     conversations::{MessageView, SettingsView},
-    extract::{authenticate, path_conversation_id},
+    extract::{authenticate, path_conversation_id, RequestMeta},
     handle, ApiError,
 };
 use crate::{
     app::App,
-    domain::{format_timestamp, Message, MessageId, MessageStatus, Role},
-    store::{Store, Tree},
+    catalogue::Catalogue,
+    domain::{format_timestamp, Conversation, Message, MessageId, MessageStatus, Role, UserId},
+    store::{Page, PageRequest, Store, Tree},
 };
 
 /// What `?format=` names.
@@ -51,6 +60,22 @@ struct Export {
     messages: Vec<MessageView>,
 }
 
+impl Export {
+    /// The conversation with every message of every branch.
+    fn of(tree: Tree, catalogue: &Catalogue) -> Self {
+        Self {
+            id: tree.conversation.id.to_string(),
+            title: tree.conversation.title.as_str().to_owned(),
+            created_at: format_timestamp(tree.conversation.created_at),
+            messages: every_message(tree.path, tree.off)
+                .into_iter()
+                .map(MessageView::from)
+                .collect(),
+            settings: SettingsView::of(tree.conversation.settings, catalogue),
+        }
+    }
+}
+
 /// One of the caller's conversations as a file: `?format=json` (the
 /// default) or `?format=markdown`.
 pub async fn export_conversation<M, S: Store>(app: &App<M, S>, req: Request) -> Response<Body> {
@@ -62,17 +87,8 @@ pub async fn export_conversation<M, S: Store>(app: &App<M, S>, req: Request) -> 
         let name = file_name(tree.conversation.title.as_str());
         let (body, kind, extension) = match format {
             Format::Json => {
-                let export = Export {
-                    id: tree.conversation.id.to_string(),
-                    title: tree.conversation.title.as_str().to_owned(),
-                    created_at: format_timestamp(tree.conversation.created_at),
-                    messages: every_message(tree.path, tree.off)
-                        .into_iter()
-                        .map(MessageView::from)
-                        .collect(),
-                    settings: SettingsView::of(tree.conversation.settings, app.chat.catalogue()),
-                };
-                let bytes = serde_json::to_vec(&export).unwrap_or_default();
+                let bytes =
+                    serde_json::to_vec(&Export::of(tree, app.chat.catalogue())).unwrap_or_default();
                 (bytes, "application/json", "json")
             }
             Format::Markdown => (
@@ -91,6 +107,196 @@ pub async fn export_conversation<M, S: Store>(app: &App<M, S>, req: Request) -> 
         Ok(resp)
     })
     .await
+}
+
+/// Lines the export of every conversation holds between its reads and the
+/// client: when the client (or Lambda's 2 MB/s after the first 6 MB) is
+/// slower than the reads, the reads wait, so memory holds this many lines
+/// and [`crate::chat::EXPORT_READS_AT_ONCE`] trees, however many conversations there are.
+const LINES_BUFFERED: usize = 4;
+
+/// Conversations per page of the list an export walks; an export that
+/// stops early stops between pages, so a cursor is never inside one.
+const EXPORT_PAGE: u32 = 25;
+
+/// An export with less than this left before its deadline ends with a
+/// cursor instead of reading another page: the line that says so must
+/// reach a client that may be draining a full buffer at 2 MB/s.
+const EXPORT_STOP_BEFORE: std::time::Duration = std::time::Duration::from_secs(30);
+
+type Chunk = Result<Frame<Bytes>, Infallible>;
+
+/// The body of the export of every conversation: lines as they are read.
+pub type NdjsonBody = StreamBody<Receiver<Chunk>>;
+
+/// The last line of an export of every conversation: whether it is whole.
+#[derive(Serialize)]
+struct End {
+    /// `complete`; `partial` (go on with `next_cursor`); `failed` (a read
+    /// failed: `error` says why, and `next_cursor` goes on from the page
+    /// it was reading, whose first conversations may come again).
+    end: &'static str,
+    /// Conversation lines this response sent.
+    conversations: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<serde_json::Value>,
+}
+
+/// `GET /api/chat/export`: every one of the caller's conversations, most
+/// recently updated first, as NDJSON (each line what the one-conversation
+/// JSON export holds), written as it is read; then a last line
+/// `{"end": ...}`. A token, a cursor or the first page that fails is an
+/// ordinary JSON error before the stream.
+pub async fn export_all<M, S>(app: Arc<App<M, S>>, req: Request) -> Response<NdjsonBody>
+where
+    M: Send + Sync + 'static,
+    S: Store + Send + 'static,
+{
+    let (tx, rx) = channel(LINES_BUFFERED);
+    let writer = tx.clone();
+    let started = handle("export-all", &app, req, |req, meta| {
+        let app = app.clone();
+        async move {
+            let user = authenticate(&app, &req)?;
+            let cursor = req
+                .query_string_parameters_ref()
+                .and_then(|q| q.first("cursor"))
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned);
+            let first = PageRequest {
+                limit: EXPORT_PAGE,
+                cursor: cursor.clone(),
+            };
+            // Read before the 200: a forged cursor is a 400, a store that
+            // does not answer a 503, like any list.
+            let page = app.chat.list_conversations(&user, &first).await?;
+            let lines = Lines {
+                tx: writer,
+                bytes: 0,
+                conversations: 0,
+            };
+            let export = write_all(app, user, page, cursor, lines, meta);
+            tokio::spawn(export.instrument(tracing::Span::current()));
+            let mut resp = Response::new(Body::Empty);
+            let headers = resp.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-ndjson"),
+            );
+            headers.insert(
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"conversations.ndjson\""),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            Ok(resp)
+        }
+    })
+    .await;
+    let (parts, body) = started.into_parts();
+    let mut tx = tx;
+    if !body.is_empty() {
+        // A refusal: its JSON body, then the end (a new channel has room
+        // for a message from each sender).
+        let _ = tx.try_send(Ok(Frame::data(Bytes::copy_from_slice(&body))));
+    }
+    drop(tx);
+    Response::from_parts(parts, StreamBody::new(rx))
+}
+
+/// Writes the export's lines into the response body.
+struct Lines {
+    tx: Sender<Chunk>,
+    bytes: usize,
+    conversations: u64,
+}
+
+impl Lines {
+    /// Sends one line, waiting for room; `false` when the client has gone.
+    async fn send(&mut self, value: &impl Serialize) -> bool {
+        let mut line = serde_json::to_vec(value).unwrap_or_default();
+        line.push(b'\n');
+        self.bytes += line.len();
+        self.tx.send(Ok(Frame::data(line.into()))).await.is_ok()
+    }
+}
+
+/// The export after its first page: each page's conversations, then the
+/// next page, until the list ends, the byte or time budget runs out, or a
+/// read fails; then the `end` line.
+async fn write_all<M, S>(
+    app: Arc<App<M, S>>,
+    user: UserId,
+    mut page: Page<Conversation>,
+    mut cursor: Option<String>,
+    mut lines: Lines,
+    meta: RequestMeta,
+) where
+    M: Send + Sync + 'static,
+    S: Store + Send + 'static,
+{
+    let catalogue = app.chat.catalogue();
+    let mut failed = None;
+    let end = 'pages: loop {
+        let trees = app.chat.export_each(&user, std::mem::take(&mut page.items));
+        futures::pin_mut!(trees);
+        while let Some(tree) = trees.next().await {
+            match tree {
+                Ok(tree) => {
+                    if !lines.send(&Export::of(tree, catalogue)).await {
+                        tracing::info!(
+                            conversations = lines.conversations,
+                            "export: the client left"
+                        );
+                        return;
+                    }
+                    lines.conversations += 1;
+                }
+                Err(e) => {
+                    failed = Some(ApiError::from(e));
+                    break 'pages "failed";
+                }
+            }
+        }
+        let Some(next) = page.next_cursor.take() else {
+            break "complete";
+        };
+        cursor = Some(next);
+        let late = tokio::time::Instant::now() + EXPORT_STOP_BEFORE >= meta.deadline;
+        if late || lines.bytes >= app.config.export_max_bytes {
+            break "partial";
+        }
+        let request = PageRequest {
+            limit: EXPORT_PAGE,
+            cursor: cursor.clone(),
+        };
+        match app.chat.list_conversations(&user, &request).await {
+            Ok(next) => page = next,
+            Err(e) => {
+                failed = Some(ApiError::from(e));
+                break "failed";
+            }
+        }
+    };
+    if let Some(e) = &failed {
+        e.log();
+    }
+    tracing::info!(
+        end,
+        conversations = lines.conversations,
+        bytes = lines.bytes,
+        "export done"
+    );
+    let conversations = lines.conversations;
+    lines
+        .send(&End {
+            end,
+            conversations,
+            next_cursor: if end == "complete" { None } else { cursor },
+            error: failed.map(|e| e.body(&meta.request_id)["error"].take()),
+        })
+        .await;
 }
 
 /// Every message of every branch, oldest first, each with its parent and

@@ -35,7 +35,7 @@ pub use conversations::{
 };
 pub use docs::ApiDocs;
 pub use error::ApiError;
-pub use export::export_conversation;
+pub use export::{export_all, export_conversation, NdjsonBody};
 pub use models::list_models;
 pub use send::send_message;
 pub use shares::{conversation_shares, read_share};
@@ -114,17 +114,22 @@ fn ok_json(body: &impl Serialize) -> Response<Body> {
     json_response(StatusCode::OK, body)
 }
 
-/// Serves a streaming function (its responses are [`SseBody`]) until the
+/// Serves a streaming function (its responses are [`SseBody`] or
+/// [`NdjsonBody`]) until the
 /// runtime ends. `lambda_runtime` ends its loop when posting a response
 /// to the Runtime API fails, and the process with it: `cargo lambda watch`
 /// closes that connection when the caller leaves mid-stream, and then
 /// never starts the function again (every later request hangs); Lambda
 /// would start a new instance, a cold start. The loop starts again
 /// instead, so one caller who left costs neither.
-pub async fn serve_streaming<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
+pub async fn serve_streaming<F, Fut, B>(handler: F) -> Result<(), lambda_http::Error>
 where
     F: Fn(Request) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = Response<SseBody>> + Send + 'static,
+    Fut: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes, Error = std::convert::Infallible>
+        + Unpin
+        + Send
+        + 'static,
 {
     loop {
         let handler = handler.clone();

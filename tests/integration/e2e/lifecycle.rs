@@ -104,6 +104,24 @@ async fn rename_usage_idempotent_retries_delete_and_the_purge() {
     let (status, file) = get(&http, Some(&token), &format!("{path}/export")).await;
     assert_eq!(status, 200, "{file}");
     assert_eq!(file["messages"][1]["id"], reply.as_str(), "{file}");
+    // Every conversation (export-all, streamed: Query on the index, then
+    // on each partition).
+    let resp = http
+        .get(format!("{}/api/chat/export", base()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    let text = resp.text().await.unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0]["messages"], file["messages"], "{text}");
+    assert_eq!(lines[1], json!({"end": "complete", "conversations": 1}));
     // A share link (conversation-shares: Query, ConditionCheckItem,
     // PutItem; GetItem for the list; DeleteItem to revoke) read without a
     // token (read-share: GetItem).
@@ -154,6 +172,18 @@ async fn rename_usage_idempotent_retries_delete_and_the_purge() {
     let (status, _, body) = call(delete).await;
     assert_eq!(status, 204, "{body}");
     assert_eq!(partition_items(&user, &id).await, 0);
+
+    // Deleted while its reply is pending (delete-conversation: GetItem of
+    // the reply, to cancel its job at RunPod).
+    let (status, sent) = send(&http, &token, json!({"message": "Is this kept?"})).await;
+    assert_eq!(status, 202, "{sent}");
+    let pending = sent["conversation_id"].as_str().unwrap().to_owned();
+    let delete = http
+        .delete(format!("{}/api/chat/conversations/{pending}", base()))
+        .bearer_auth(&token);
+    let (status, _, body) = call(delete).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(partition_items(&user, &pending).await, 0);
 
     // A delete cut short leaves messages behind its removed conversation
     // item; the table's stream then hands the removal to the purge.
