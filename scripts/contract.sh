@@ -18,12 +18,7 @@ echo "== contract: lint" >&2
 node_modules/.bin/redocly lint openapi.yaml 2>&1 | grep -v '^ *[║╔╚]' >&2
 
 echo "== contract: docs/api.html is built from openapi.yaml" >&2
-built=$(mktemp --suffix=.html)
-scripts/docs.sh "$built"
-if ! cmp -s "$built" docs/api.html; then
-  echo "docs/api.html is stale: run scripts/docs.sh and commit the result" >&2
-  exit 1
-fi
+check_built docs/api.html scripts/docs.sh
 
 echo "== contract: Schemathesis against $api" >&2
 export CHAT_API_URL=$api

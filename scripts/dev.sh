@@ -50,9 +50,14 @@ else
   wait_for_port "$RUNPOD_LOCAL_PORT" "the local RunPod endpoint" 30
 fi
 
+# A day's token for the local user alice, in the link's fragment (which the
+# browser never sends to a server; the page keeps it in sessionStorage).
+CHAT_TOKEN=$(target/debug/mint-token alice)
 cat >&2 <<MSG
 
-  Chat API: http://localhost:$PORT  (functions compile on their first request)
+  Chat page:  http://localhost:$PORT/chat#token=$CHAT_TOKEN
+              (signed in as the local user alice; functions compile on their first request)
+  Chat API:   http://localhost:$PORT  (reference: http://localhost:$PORT/docs)
   A token for local calls:
     TOKEN=\$(cargo run -q --bin mint-token -- alice)
     curl -s localhost:$PORT/api/chat/send -H "authorization: Bearer \$TOKEN" \\

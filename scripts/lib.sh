@@ -82,3 +82,15 @@ stop_started() {
     wait "$pid" 2>/dev/null || true
   done
 }
+
+check_built() { # committed-file build-script: fails unless the script builds exactly the committed file
+  local built
+  built=$(mktemp --suffix=".${1##*.}")
+  "$2" "$built"
+  if ! cmp -s "$built" "$1"; then
+    echo "$1 is not what $2 builds: run $2 and commit the result" >&2
+    rm -f "$built"
+    return 1
+  fi
+  rm -f "$built"
+}

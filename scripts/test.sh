@@ -76,5 +76,9 @@ CHAT_API_URL="http://127.0.0.1:$api_port" CHAT_API_LOG=.local/test-watch.log \
 echo "== the API contract against the same stack" >&2
 scripts/contract.sh "http://127.0.0.1:$api_port"
 
+echo "== the chat page: docs/chat.html is built from web/, then used in Chromium" >&2
+check_built docs/chat.html scripts/page.sh
+node tests/browser/chat_page.mjs "http://127.0.0.1:$api_port" "http://127.0.0.1:$rp_port" .local/chat
+
 echo "== deployability: template.yaml translated, its roles against the calls recorded above" >&2
 python3 tests/deploy/check_template.py --calls "$AWS_CALL_LOG" --self-test

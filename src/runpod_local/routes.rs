@@ -28,6 +28,7 @@ pub(super) fn router(rp: LocalRunPod) -> Router {
         .route("/{endpoint}/cancel/{job}", post(cancel))
         .route("/{endpoint}/health", get(health))
         .route("/_control/release/{job}", post(release))
+        .route("/_control/submissions", get(submissions))
         .with_state(rp)
 }
 
@@ -229,6 +230,18 @@ async fn health(
         },
         "workers": {"idle": 1, "running": count(Status::InProgress)}
     })))
+}
+
+/// Every job's endpoint and `input` as submitted, oldest first: what a
+/// test outside the process (the chat page's, in a browser) checks reached
+/// the model.
+async fn submissions(State(rp): State<LocalRunPod>) -> Json<Value> {
+    let jobs: Vec<Value> = rp
+        .submissions()
+        .into_iter()
+        .map(|(endpoint, input)| json!({ "endpoint": endpoint, "input": input }))
+        .collect();
+    Json(json!({ "submissions": jobs }))
 }
 
 async fn release(State(rp): State<LocalRunPod>, Path(job): Path<String>) -> StatusCode {
