@@ -611,17 +611,14 @@ async function refreshUsage() {
   $("usage").textContent = `Today: ${of(data.messages, data.message_limit)} messages · ${of(data.tokens, data.token_limit)} tokens`;
 }
 
-async function download(format) {
-  const c = state.conversation;
-  if (!c) return;
-  const resp = await fetch(`/api/chat/conversations/${c.id}/export?format=${format}`, {
-    headers: { authorization: `Bearer ${state.token}` },
-  });
+/** Saves what `path` answers as a file (a link cannot carry the token). */
+async function download(path, fallback) {
+  const resp = await fetch(path, { headers: { authorization: `Bearer ${state.token}` } });
   if (resp.status !== 200) {
     const data = await resp.json().catch(() => null);
     return showError(explain(resp.status, data, resp.headers));
   }
-  const name = /filename="([^"]+)"/.exec(resp.headers.get("content-disposition") || "")?.[1] || `conversation.${format}`;
+  const name = /filename="([^"]+)"/.exec(resp.headers.get("content-disposition") || "")?.[1] || fallback;
   const url = URL.createObjectURL(await resp.blob());
   const a = el("a", { href: url, download: name });
   document.body.append(a);
@@ -671,8 +668,15 @@ function start() {
   $("new-chat").addEventListener("click", newChat);
   $("older").addEventListener("click", loadOlder);
   $("settings-form").addEventListener("submit", saveSettings);
-  $("export-json").addEventListener("click", () => download("json"));
-  $("export-md").addEventListener("click", () => download("markdown"));
+  const exportOne = (format, extension) => {
+    if (state.conversation) {
+      download(`/api/chat/conversations/${state.conversation.id}/export?format=${format}`, `conversation.${extension}`);
+    }
+  };
+  $("export-json").addEventListener("click", () => exportOne("json", "json"));
+  $("export-md").addEventListener("click", () => exportOne("markdown", "md"));
+  // Every conversation, one per line, then a line saying whether the file is whole.
+  $("export-all").addEventListener("click", () => download("/api/chat/export", "conversations.ndjson"));
   $("share").addEventListener("click", share);
   $("stop").addEventListener("click", stop);
   $("toggle-list").addEventListener("click", () => {

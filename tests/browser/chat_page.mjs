@@ -213,6 +213,12 @@ try {
   const download = page.waitForEvent("download");
   await page.getByRole("button", { name: "Export Markdown" }).click();
   check((await download).suggestedFilename().endsWith(".md"), "Export Markdown downloads a .md file");
+  const everything = page.waitForEvent("download");
+  await page.getByRole("button", { name: "Export all conversations" }).click();
+  const file = await everything;
+  const lines = (await (await import("node:fs/promises")).readFile(await file.path(), "utf8")).trim().split("\n").map((l) => JSON.parse(l));
+  check(file.suggestedFilename() === "conversations.ndjson" && lines[0].id === id
+    && lines[lines.length - 1].end === "complete", "Export all downloads every conversation as NDJSON, whole");
   await page.getByRole("button", { name: "Share link" }).click();
   await page.locator("#share-url").waitFor({ timeout: 120000 });
   const shareUrl = await page.locator("#share-url").inputValue();
