@@ -34,9 +34,11 @@ const state = {
 
 // ---- the API ------------------------------------------------------------
 
+/** The caller's token as a header, beside `extra`. */
+const bearer = (extra = {}) => ({ ...extra, authorization: `Bearer ${state.token}` });
+
 async function api(method, path, body, headers = {}) {
-  const init = { method, headers: { ...headers } };
-  if (state.token) init.headers.authorization = `Bearer ${state.token}`;
+  const init = { method, headers: state.token ? bearer(headers) : { ...headers } };
   if (body !== undefined) {
     init.headers["content-type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -152,7 +154,7 @@ function conversationItem(c) {
   const rename = el("button", { type: "button", className: "small", textContent: "Rename" });
   rename.setAttribute("aria-label", `Rename ${c.title}`);
   rename.addEventListener("click", () => {
-    const input = el("input", { value: c.title, "aria-label": "New title" });
+    const input = el("input", { value: c.title });
     input.setAttribute("aria-label", "New title");
     const save = async () => {
       const title = input.value.trim();
@@ -230,7 +232,7 @@ async function openConversation(id) {
   // A reply still being written (a reload mid-reply, another tab): follow it.
   const last = data.messages[data.messages.length - 1];
   if (last && last.role === "assistant" && last.status === "pending") {
-    follow(id, last.id, null);
+    follow(id, last.id);
   }
 }
 
@@ -369,10 +371,8 @@ function editMessage(m, li) {
   area.setAttribute("aria-label", "Edited message");
   const save = el("button", { type: "button", className: "primary", textContent: "Send edit" });
   const cancel = el("button", { type: "button", textContent: "Cancel" });
-  save.addEventListener("click", async () => {
-    const ok = await send({ conversation_id: state.conversation.id, edit_of: m.id, message: area.value });
-    if (!ok) return;
-  });
+  save.addEventListener("click", () =>
+    send({ conversation_id: state.conversation.id, edit_of: m.id, message: area.value }));
   cancel.addEventListener("click", () => li.replaceWith(messageItem(m)));
   li.replaceChildren(area, el("div", { className: "row" }, save, cancel));
   area.focus();
@@ -395,7 +395,7 @@ async function send(body) {
   try {
     resp = await fetch("/api/chat/send/stream", {
       method: "POST",
-      headers: { authorization: `Bearer ${state.token}`, "content-type": "application/json" },
+      headers: bearer({ "content-type": "application/json" }),
       body: JSON.stringify(body),
       signal: controller.signal,
     });
@@ -420,8 +420,7 @@ async function relay(resp, live, sent) {
   try {
     retry = await readEvents(resp, (name, data, id) => onEvent(live, name, data, id, sent));
   } catch (e) {
-    // Dropped: attach below, unless the reader was stopped on purpose.
-    if (live.controller.signal.aborted && state.live !== live) return;
+    // Dropped: attach below (not when the page stopped following it on purpose).
   }
   if (!live.ended && state.live === live && live.conversationId) {
     await reattach(live, retry);
@@ -436,7 +435,7 @@ async function reattach(live, retry) {
     let resp;
     try {
       resp = await fetch(`/api/chat/conversations/${live.conversationId}/stream`, {
-        headers: { authorization: `Bearer ${state.token}`, "last-event-id": String(live.lastId) },
+        headers: bearer({ "last-event-id": String(live.lastId) }),
         signal: live.controller.signal,
       });
     } catch (e) { continue; }
@@ -449,13 +448,12 @@ async function reattach(live, retry) {
   if (!live.ended && state.live === live) finish(live);
 }
 
-/** Follows a reply already being written (after a reload). */
-function follow(conversationId, messageId, lastId) {
-  const live = { controller: new AbortController(), conversationId, messageId, lastId: lastId || 0, text: "", ended: false };
+/** Follows a reply already being written (after a reload): attached after
+ * id 0 (`message.created`), its deltas bring the whole text so far. */
+function follow(conversationId, messageId) {
+  const live = { controller: new AbortController(), conversationId, messageId, lastId: 0, text: "", ended: false };
   state.live = live;
   setSending(true);
-  // From its start: the text so far replaces what the page shows.
-  live.fromStart = true;
   reattach(live, 0);
 }
 
@@ -465,9 +463,9 @@ function onEvent(live, name, data, id, sent) {
   if (name === "message.created") {
     live.conversationId = data.conversation_id;
     live.messageId = data.message_id;
-    if (live.fromStart) { live.text = ""; live.fromStart = false; }
     if (sent) startReply(live, data, sent);
-    $("input").value = sent && "message" in sent && !sent.edit_of ? "" : $("input").value;
+    // Stored: the composer's text is sent (an edit's is in its own box).
+    if (sent?.message !== undefined && !sent.edit_of) $("input").value = "";
     return;
   }
   if (name === "message.delta") {
@@ -613,7 +611,7 @@ async function refreshUsage() {
 
 /** Saves what `path` answers as a file (a link cannot carry the token). */
 async function download(path, fallback) {
-  const resp = await fetch(path, { headers: { authorization: `Bearer ${state.token}` } });
+  const resp = await fetch(path, { headers: bearer() });
   if (resp.status !== 200) {
     const data = await resp.json().catch(() => null);
     return showError(explain(resp.status, data, resp.headers));

@@ -2,9 +2,8 @@
 //! away, as JSON (every message of every branch) or Markdown (the active
 //! path, to read).
 
-use std::{collections::BTreeMap, convert::Infallible, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc};
 
-use bytes::Bytes;
 use futures::{
     channel::mpsc::{channel, Receiver, Sender},
     SinkExt, StreamExt,
@@ -20,8 +19,10 @@ use tracing::Instrument;
 
 use super::{
     conversations::{MessageView, SettingsView},
-    extract::{authenticate, path_conversation_id, RequestMeta},
-    handle, ApiError,
+    extract::{authenticate, cursor, path_conversation_id, RequestMeta},
+    handle,
+    stream::{streamed, Chunk},
+    ApiError,
 };
 use crate::{
     app::App,
@@ -124,8 +125,6 @@ const EXPORT_PAGE: u32 = 25;
 /// reach a client that may be draining a full buffer at 2 MB/s.
 const EXPORT_STOP_BEFORE: std::time::Duration = std::time::Duration::from_secs(30);
 
-type Chunk = Result<Frame<Bytes>, Infallible>;
-
 /// The body of the export of every conversation: lines as they are read.
 pub type NdjsonBody = StreamBody<Receiver<Chunk>>;
 
@@ -160,11 +159,7 @@ where
         let app = app.clone();
         async move {
             let user = authenticate(&app, &req)?;
-            let cursor = req
-                .query_string_parameters_ref()
-                .and_then(|q| q.first("cursor"))
-                .filter(|c| !c.is_empty())
-                .map(str::to_owned);
+            let cursor = cursor(&req);
             let first = PageRequest {
                 limit: EXPORT_PAGE,
                 cursor: cursor.clone(),
@@ -194,15 +189,11 @@ where
         }
     })
     .await;
-    let (parts, body) = started.into_parts();
-    let mut tx = tx;
-    if !body.is_empty() {
-        // A refusal: its JSON body, then the end (a new channel has room
-        // for a message from each sender).
-        let _ = tx.try_send(Ok(Frame::data(Bytes::copy_from_slice(&body))));
-    }
-    drop(tx);
-    Response::from_parts(parts, StreamBody::new(rx))
+    // A new channel has room for a message from each sender: the refusal fits.
+    streamed(started, StreamBody::new(rx), move |refusal| {
+        let mut tx = tx;
+        let _ = tx.try_send(refusal);
+    })
 }
 
 /// Writes the export's lines into the response body.

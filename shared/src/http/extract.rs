@@ -109,11 +109,18 @@ pub(super) fn page_request(req: &Request, default: u32, max: u32) -> Result<Page
                 )
             })?,
     };
-    let cursor = query
+    Ok(PageRequest {
+        limit,
+        cursor: cursor(req),
+    })
+}
+
+/// `cursor` from the query string; absent or empty for the first page.
+pub(super) fn cursor(req: &Request) -> Option<String> {
+    req.query_string_parameters_ref()
         .and_then(|q| q.first("cursor"))
         .filter(|c| !c.is_empty())
-        .map(str::to_owned);
-    Ok(PageRequest { limit, cursor })
+        .map(str::to_owned)
 }
 
 /// A path parameter, if the route has it.

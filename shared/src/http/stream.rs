@@ -34,7 +34,8 @@ use crate::{
     domain::format_timestamp,
 };
 
-type Chunk = Result<Frame<Bytes>, Infallible>;
+/// One piece of a streamed body.
+pub(super) type Chunk = Result<Frame<Bytes>, Infallible>;
 
 /// The streamed response's body: the frames the relay sends, as they come.
 pub type SseBody = StreamBody<UnboundedReceiver<Chunk>>;
@@ -71,7 +72,9 @@ where
         }
     })
     .await;
-    respond(started, tx, rx)
+    streamed(started, StreamBody::new(rx), move |refusal| {
+        let _ = tx.unbounded_send(refusal);
+    })
 }
 
 /// Streams the conversation's latest reply: the rest of it after the
@@ -106,7 +109,9 @@ where
         }
     })
     .await;
-    respond(started, tx, rx)
+    streamed(started, StreamBody::new(rx), move |refusal| {
+        let _ = tx.unbounded_send(refusal);
+    })
 }
 
 /// The last event id the client has: the `Last-Event-ID` header (what a
@@ -136,19 +141,21 @@ fn last_event_id(req: &Request) -> Result<Option<usize>, ApiError> {
     Ok(header.or(after))
 }
 
-/// The streamed response: a refusal's JSON body and the end, or the events.
-fn respond(
+/// The streamed response from what the handler answered: a refusal's JSON
+/// body, which `refuse` puts on the body's channel, and the end; or the
+/// 200's head over `body`, which the handler's task writes. `refuse` owns
+/// the handler's sender, so it is gone when this returns and the body ends
+/// once the task's sender is gone too.
+pub(super) fn streamed<B>(
     started: Response<lambda_http::Body>,
-    tx: UnboundedSender<Chunk>,
-    rx: UnboundedReceiver<Chunk>,
-) -> Response<SseBody> {
-    let (parts, body) = started.into_parts();
-    if !body.is_empty() {
-        // A refusal: its JSON body, then the end.
-        let _ = tx.unbounded_send(Ok(Frame::data(Bytes::copy_from_slice(&body))));
+    body: B,
+    refuse: impl FnOnce(Chunk),
+) -> Response<B> {
+    let (parts, refusal) = started.into_parts();
+    if !refusal.is_empty() {
+        refuse(Ok(Frame::data(Bytes::copy_from_slice(&refusal))));
     }
-    drop(tx);
-    Response::from_parts(parts, StreamBody::new(rx))
+    Response::from_parts(parts, body)
 }
 
 /// `200`, `text/event-stream`, not to be cached or buffered on the way.
