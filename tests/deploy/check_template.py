@@ -24,7 +24,8 @@ known offline:
 
 --self-test puts each known defect back into the template (the dependency
 cycle, the CORS reference the translator breaks, a stream function that
-cannot write) and fails unless the check then fails for it.
+cannot write, the version moves of a regenerate and a switch denied) and
+fails unless the check then fails for it.
 """
 
 import argparse
@@ -523,6 +524,20 @@ DEFECTS = {
     ),
     "the stream function's role without PutItem": (
         "                # Its first write stores the question: a Put in a transaction.\n                - dynamodb:PutItem\n",
+        "",
+    ),
+    # Found by the chat page's browser test (a regenerate over the streamed
+    # send, a switch between versions): the moves are a Delete and a Put.
+    "the stream function's role without DeleteItem": (
+        "                # (found by the chat page's browser test; the check had no call\n"
+        "                # of it before).\n"
+        "                - dynamodb:DeleteItem\n",
+        "",
+    ),
+    "the rename function's role without PutItem and DeleteItem": (
+        "                # the transaction that updates the conversation.\n"
+        "                - dynamodb:PutItem\n"
+        "                - dynamodb:DeleteItem\n",
         "",
     ),
 }
